@@ -1,0 +1,330 @@
+//! Reading a configuration file: YAML syntax, `${ENV}` interpolation, and deserialization of each element
+//! on its own so that every bad element is reported, not only the first.
+//!
+//! This is the only place that knows about `serde_yaml` (archived upstream): swapping the YAML crate
+//! touches this file and [`super::spans`] only.
+use super::spans::{Pos, SpanIndex};
+use super::*;
+use crate::diag::{did_you_mean, Diags, Severity};
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+/// Looks up an environment variable (injected so the compiler stays a pure function of its inputs).
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+const TOP_LEVEL: &[&str] = &[
+    "server",
+    "listeners",
+    "admin",
+    "observability",
+    "upstreams",
+    "routes",
+    "policies",
+    "global_policies",
+];
+
+/// Parses `text` into a [`Config`], recording every problem in `diags`. Elements that fail to deserialize
+/// are kept as `None` so that their index (and the YAML paths of the others) stay stable.
+pub fn load(text: &str, env: EnvLookup, diags: &mut Diags) -> Option<(Config, SpanIndex)> {
+    let mut root: Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let pos = e
+                .location()
+                .map(|l| Pos {
+                    line: l.line(),
+                    column: l.column(),
+                })
+                .unwrap_or(Pos { line: 1, column: 1 });
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            diags.push(
+                Severity::Error,
+                pos,
+                "",
+                format!("invalid YAML: {msg}"),
+                None,
+            );
+            return None;
+        }
+    };
+    let spans = SpanIndex::build(text);
+    let map = match &root {
+        Value::Mapping(_) => (),
+        Value::Null => {
+            diags.push(
+                Severity::Error,
+                Pos { line: 1, column: 1 },
+                "",
+                "the configuration is empty".into(),
+                Some("start from examples/quickstart.yaml".into()),
+            );
+            return None;
+        }
+        _ => {
+            diags.push(
+                Severity::Error,
+                spans.value(""),
+                "",
+                "the configuration must be a mapping of sections".into(),
+                None,
+            );
+            return None;
+        }
+    };
+    let _ = map;
+    interpolate(&mut root, "", env, &spans, diags);
+
+    let Value::Mapping(top) = root else {
+        return None;
+    };
+    let mut raw = RawConfig::default();
+    for (k, v) in top {
+        let Some(key) = k.as_str().map(str::to_string) else {
+            diags.push(
+                Severity::Error,
+                spans.value(""),
+                "",
+                "section names must be strings".into(),
+                None,
+            );
+            continue;
+        };
+        match key.as_str() {
+            "server" => raw.server = Some(v),
+            "listeners" => raw.listeners = Some(v),
+            "admin" => raw.admin = Some(v),
+            "observability" => raw.observability = Some(v),
+            "upstreams" => raw.upstreams = Some(v),
+            "routes" => raw.routes = Some(v),
+            "policies" => raw.policies = Some(v),
+            "global_policies" => raw.global_policies = Some(v),
+            other => diags.push(
+                Severity::Error,
+                spans.key(other),
+                other,
+                format!("unknown section \"{other}\""),
+                did_you_mean(other, TOP_LEVEL.iter().copied())
+                    .or_else(|| Some(format!("sections are: {}", TOP_LEVEL.join(", ")))),
+            ),
+        }
+    }
+
+    let mut cfg = Config::default();
+    if let Some(v) = raw.server {
+        if let Some(s) = de::<ServerConfig>(v, "server", &spans, diags) {
+            cfg.server = s;
+        }
+    }
+    if let Some(v) = raw.admin {
+        cfg.admin = de::<AdminConfig>(v, "admin", &spans, diags);
+    }
+    if let Some(v) = raw.observability {
+        if let Some(o) = de::<ObservabilityConfig>(v, "observability", &spans, diags) {
+            cfg.observability = o;
+        }
+    }
+    cfg.listeners = list::<ListenerConfig>(raw.listeners, "listeners", &spans, diags)
+        .into_iter()
+        .flatten()
+        .collect();
+    cfg.upstreams = list(raw.upstreams, "upstreams", &spans, diags);
+    cfg.routes = list(raw.routes, "routes", &spans, diags);
+    cfg.policies = list(raw.policies, "policies", &spans, diags);
+    if let Some(v) = raw.global_policies {
+        cfg.global_policies =
+            de::<Vec<String>>(v, "global_policies", &spans, diags).unwrap_or_default();
+    }
+    Some((cfg, spans))
+}
+
+fn list<T: DeserializeOwned>(
+    v: Option<Value>,
+    path: &str,
+    spans: &SpanIndex,
+    diags: &mut Diags,
+) -> Vec<Option<T>> {
+    match v {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Sequence(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| de::<T>(item, &format!("{path}[{i}]"), spans, diags))
+            .collect(),
+        Some(_) => {
+            diags.push(
+                Severity::Error,
+                spans.value(path),
+                path,
+                format!("\"{path}\" must be a list"),
+                Some(format!("write it as\n  {path}:\n    - ...")),
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// Deserializes one element, turning a serde error into a positioned diagnostic with a hint.
+fn de<T: DeserializeOwned>(
+    v: Value,
+    base: &str,
+    spans: &SpanIndex,
+    diags: &mut Diags,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let mut path = base.to_string();
+            for seg in e.path().iter() {
+                match seg {
+                    serde_path_to_error::Segment::Seq { index } => {
+                        path.push_str(&format!("[{index}]"))
+                    }
+                    serde_path_to_error::Segment::Map { key } => {
+                        if !path.is_empty() {
+                            path.push('.');
+                        }
+                        path.push_str(key);
+                    }
+                    _ => {}
+                }
+            }
+            let raw = e.inner().to_string();
+            let (message, hint, key_path) = explain_serde(&raw, &path);
+            let pos = match &key_path {
+                Some(k) => spans.key(k),
+                None => spans.value(&path),
+            };
+            diags.push(
+                Severity::Error,
+                pos,
+                key_path.as_deref().unwrap_or(&path),
+                message,
+                hint,
+            );
+            None
+        }
+    }
+}
+
+/// Rewrites serde's messages (`unknown field `x`, expected one of ...`) into ours, with a hint.
+fn explain_serde(raw: &str, path: &str) -> (String, Option<String>, Option<String>) {
+    let ticks: Vec<&str> = raw.split('`').collect();
+    // ticks[1] is the first back-quoted word; the expected names follow at odd indices.
+    let expected = || ticks.iter().skip(3).step_by(2).copied().collect::<Vec<_>>();
+    if raw.starts_with("unknown field") && ticks.len() > 1 {
+        let field = ticks[1];
+        let exp = expected();
+        let hint = did_you_mean(field, exp.iter().copied())
+            .or_else(|| (!exp.is_empty()).then(|| format!("expected one of: {}", exp.join(", "))));
+        let key_path = if path.is_empty() {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        };
+        return (format!("unknown field \"{field}\""), hint, Some(key_path));
+    }
+    if raw.starts_with("unknown variant") && ticks.len() > 1 {
+        let variant = ticks[1];
+        let exp = expected();
+        let hint = did_you_mean(variant, exp.iter().copied())
+            .or_else(|| (!exp.is_empty()).then(|| format!("expected one of: {}", exp.join(", "))));
+        return (format!("unknown value \"{variant}\""), hint, None);
+    }
+    if raw.starts_with("missing field") && ticks.len() > 1 {
+        let field = ticks[1];
+        let hint = if field == "type" {
+            Some("add `type: ...` to say which kind this is".to_string())
+        } else {
+            None
+        };
+        return (format!("missing required field \"{field}\""), hint, None);
+    }
+    let msg = raw.replace('`', "\"");
+    (msg, None, None)
+}
+
+/// Replaces `${NAME}` in every string scalar; an unset variable is an error naming it (and its place).
+/// `$${` escapes a literal `${`.
+fn interpolate(v: &mut Value, path: &str, env: EnvLookup, spans: &SpanIndex, diags: &mut Diags) {
+    match v {
+        Value::String(s) if s.contains('$') => {
+            let mut out = String::with_capacity(s.len());
+            let mut rest = s.as_str();
+            while let Some(i) = rest.find('$') {
+                out.push_str(&rest[..i]);
+                let after = &rest[i..];
+                if let Some(stripped) = after.strip_prefix("$${") {
+                    out.push_str("${");
+                    rest = stripped;
+                } else if let Some(body) = after.strip_prefix("${") {
+                    match body.find('}') {
+                        Some(end) => {
+                            let name = &body[..end];
+                            let valid = !name.is_empty()
+                                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                            if !valid {
+                                diags.push(
+                                    Severity::Error,
+                                    spans.value(path),
+                                    path,
+                                    format!(
+                                        "invalid environment variable reference \"${{{name}}}\""
+                                    ),
+                                    Some("names use letters, digits and _".into()),
+                                );
+                            } else {
+                                match env(name) {
+                                    Some(val) => out.push_str(&val),
+                                    None => diags.push(
+                                        Severity::Error,
+                                        spans.value(path),
+                                        path,
+                                        format!("environment variable {name} is not set"),
+                                        Some(format!("export {name}=... before running gw")),
+                                    ),
+                                }
+                            }
+                            rest = &body[end + 1..];
+                        }
+                        None => {
+                            diags.push(
+                                Severity::Error,
+                                spans.value(path),
+                                path,
+                                "unterminated \"${\" in string".into(),
+                                Some("close it with \"}\", or write \"$${\" for a literal".into()),
+                            );
+                            out.push_str(after);
+                            rest = "";
+                        }
+                    }
+                } else {
+                    out.push('$');
+                    rest = &after[1..];
+                }
+            }
+            out.push_str(rest);
+            *s = out;
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate(item, &format!("{path}[{i}]"), env, spans, diags);
+            }
+        }
+        Value::Mapping(m) => {
+            for (k, item) in m.iter_mut() {
+                if let Some(k) = k.as_str() {
+                    let p = if path.is_empty() {
+                        k.to_string()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    interpolate(item, &p, env, spans, diags);
+                }
+            }
+        }
+        Value::Tagged(t) => interpolate(&mut t.value, path, env, spans, diags),
+        _ => {}
+    }
+}

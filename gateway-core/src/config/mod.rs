@@ -1,0 +1,683 @@
+//! The configuration language: plain data that mirrors the YAML file, field by field.
+//!
+//! Every struct denies unknown fields; every enum with variants that carry settings is tagged by `type`;
+//! durations and sizes carry their unit ([`units`]). Nothing here has behaviour: [`crate::compile`] turns a
+//! [`Config`] into a [`crate::plan::Plan`] and reports every problem at once. The field-by-field reference
+//! lives in `docs/config.md`.
+pub mod load;
+pub mod spans;
+pub mod units;
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+pub use units::{Dur, Size};
+
+/// The top level of a gw configuration file. Sections stay raw here: [`load`] deserializes each element on
+/// its own so that one bad route does not hide the errors in the next one.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub listeners: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub admin: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub observability: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub upstreams: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub routes: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub policies: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub global_policies: Option<serde_yaml::Value>,
+}
+
+/// A fully deserialized configuration. Element `i` of each list keeps its index for diagnostics.
+#[derive(Debug, Default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub listeners: Vec<ListenerConfig>,
+    pub admin: Option<AdminConfig>,
+    pub observability: ObservabilityConfig,
+    pub upstreams: Vec<Option<UpstreamConfig>>,
+    pub routes: Vec<Option<RouteConfig>>,
+    pub policies: Vec<Option<PolicyConfig>>,
+    pub global_policies: Vec<String>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Worker threads per listener service (Pingora's `threads`).
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[serde(default = "default_grace")]
+    pub grace_period: Dur,
+    /// Peers whose `X-Forwarded-For` is believed when deriving the client IP (CIDR or single address).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Downstream limits: how long a client may take to send request headers, and keep-alive idle time.
+    #[serde(default)]
+    pub downstream: DownstreamConfig,
+    /// Largest request body accepted (unless a route says otherwise); larger bodies get 413.
+    #[serde(default)]
+    pub max_body_size: Option<Size>,
+}
+
+fn default_threads() -> usize {
+    1
+}
+fn default_grace() -> Dur {
+    Dur::from_secs(5)
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            threads: default_threads(),
+            grace_period: default_grace(),
+            trusted_proxies: vec![],
+            downstream: DownstreamConfig::default(),
+            max_body_size: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct DownstreamConfig {
+    /// Time a client has to send a complete request header.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Dur,
+    /// How long an idle keep-alive connection from a client is kept.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Dur,
+}
+
+fn default_header_timeout() -> Dur {
+    Dur::from_secs(10)
+}
+fn default_idle_timeout() -> Dur {
+    Dur::from_secs(60)
+}
+
+impl Default for DownstreamConfig {
+    fn default() -> Self {
+        DownstreamConfig {
+            header_timeout: default_header_timeout(),
+            idle_timeout: default_idle_timeout(),
+        }
+    }
+}
+
+/// A public listener.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub name: String,
+    /// `host:port`, e.g. `0.0.0.0:8080` or `127.0.0.1:8443`.
+    pub address: String,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+    /// Offer HTTP/2 through ALPN (default true).
+    #[serde(default = "yes")]
+    pub http2: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The admin listener serves `/metrics`, `/healthz`, `/readyz` and the admin API.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Defaults to loopback: `127.0.0.1:9901`.
+    #[serde(default = "default_admin_addr")]
+    pub address: String,
+    /// Bearer token required by the admin API (not by `/metrics`, `/healthz`, `/readyz`). Use `${ENV}`.
+    pub token: String,
+}
+
+fn default_admin_addr() -> String {
+    "127.0.0.1:9901".into()
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ObservabilityConfig {
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+    /// Enable Prometheus metrics (served on the admin listener).
+    #[serde(default = "yes")]
+    pub metrics: bool,
+}
+
+#[derive(Debug, Deserialize, Clone, Default, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AccessLogConfig {
+    #[default]
+    Off,
+    Stdout,
+    File {
+        path: String,
+    },
+}
+
+/// An upstream service: where its instances are and how traffic is spread over them.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// Static endpoints. Either this or `discovery` (or both: discovery then adds to them).
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
+    #[serde(default)]
+    pub discovery: Option<DiscoveryConfig>,
+    #[serde(default)]
+    pub load_balancing: LoadBalancingConfig,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    #[serde(default)]
+    pub retries: Option<RetryConfig>,
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierConfig>,
+    /// Policies (by name) that apply to every route whose upstream this is.
+    #[serde(default)]
+    pub policies: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// `host:port`.
+    pub address: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DiscoveryConfig {
+    /// Only the `endpoints` listed.
+    Static,
+    /// Resolve `host` periodically; every address becomes an endpoint on `port`.
+    Dns {
+        host: String,
+        port: u16,
+        interval: Dur,
+    },
+    /// Ask a Consul agent for the healthy instances of `service`.
+    Consul {
+        url: String,
+        service: String,
+        interval: Dur,
+        #[serde(default)]
+        token: Option<String>,
+    },
+    /// Read endpoints (one `host:port [weight]` per line) from a file, re-read on change.
+    File { path: String, interval: Dur },
+}
+
+#[derive(Debug, Deserialize, Clone, Default, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LoadBalancingConfig {
+    #[default]
+    RoundRobin,
+    Random,
+    LeastConnections,
+    /// Lowest exponentially weighted moving average of response time.
+    Fastest {
+        #[serde(default)]
+        decay: Option<Dur>,
+    },
+    ConsistentHash {
+        key: HashKeyConfig,
+    },
+}
+
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HashKeyConfig {
+    Header { name: String },
+    ClientIp,
+    Path,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// HTTP path probed with GET.
+    pub path: String,
+    pub interval: Dur,
+    #[serde(default = "default_hc_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_one")]
+    pub healthy_threshold: u32,
+    #[serde(default = "default_one")]
+    pub unhealthy_threshold: u32,
+    /// Statuses that count as healthy (default: 200).
+    #[serde(default = "default_expected")]
+    pub expected_status: Vec<u16>,
+}
+
+fn default_hc_timeout() -> Dur {
+    Dur::from_secs(2)
+}
+fn default_one() -> u32 {
+    1
+}
+fn default_expected() -> Vec<u16> {
+    vec![200]
+}
+
+/// Timeouts toward the upstream. Unset fields inherit (route → upstream → built-in default).
+#[derive(Debug, Deserialize, Clone, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// TCP (and TLS) connect.
+    #[serde(default)]
+    pub connect: Option<Dur>,
+    /// Between reads of the upstream's response (time to first byte and between chunks).
+    #[serde(default)]
+    pub read: Option<Dur>,
+    /// Between writes of the request body to the upstream.
+    #[serde(default)]
+    pub write: Option<Dur>,
+    /// The whole exchange with the upstream, response body included.
+    #[serde(default)]
+    pub request: Option<Dur>,
+    /// How long an idle pooled upstream connection is kept.
+    #[serde(default)]
+    pub idle: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Extra attempts after the first one (0 disables).
+    pub attempts: u32,
+    /// Also retry after the request may have reached the upstream (only ever for idempotent methods).
+    #[serde(default)]
+    pub idempotent_on_error: bool,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub open_duration: Dur,
+    #[serde(default = "default_one")]
+    pub half_open_max_calls: u32,
+    #[serde(default)]
+    pub rate: Option<BreakerRateConfig>,
+    #[serde(default)]
+    pub failure_on: Option<FailureOnConfig>,
+    #[serde(default)]
+    pub fallback: Option<FallbackConfig>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerRateConfig {
+    /// Either `calls: N` (the last N calls) or `period: 30s` (the last T).
+    #[serde(default)]
+    pub calls: Option<u32>,
+    #[serde(default)]
+    pub period: Option<Dur>,
+    pub min_calls: u32,
+    #[serde(default)]
+    pub failure_rate_percent: Option<f64>,
+    #[serde(default)]
+    pub slow_call_rate_percent: Option<f64>,
+    #[serde(default)]
+    pub slow_call_threshold: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FailureOnConfig {
+    #[serde(default = "yes")]
+    pub connect_error: bool,
+    #[serde(default = "yes")]
+    pub timeout: bool,
+    /// Upstream statuses that count as failures (default 500, 502, 503, 504).
+    #[serde(default)]
+    pub statuses: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FallbackConfig {
+    /// A static degraded answer.
+    Static {
+        status: u16,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        #[serde(default)]
+        body: String,
+    },
+    /// Send the request to another upstream instead.
+    Upstream { upstream: String },
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    pub consecutive_failures: u32,
+    pub base_ejection: Dur,
+    #[serde(default)]
+    pub max_ejection: Option<Dur>,
+    #[serde(default = "default_max_ejected")]
+    pub max_ejected_percent: u32,
+}
+
+fn default_max_ejected() -> u32 {
+    50
+}
+
+/// A route: which requests it takes, how it rewrites them, where they go and which policies apply.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: MatchConfig,
+    #[serde(default)]
+    pub rewrite: Option<RewriteConfig>,
+    pub upstream: String,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// Largest request body for this route (overrides `server.max_body_size`).
+    #[serde(default)]
+    pub max_body_size: Option<Size>,
+    /// Per-route circuit-breaker fallback (overrides the upstream's).
+    #[serde(default)]
+    pub fallback: Option<FallbackConfig>,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Exactly this path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// This path and everything below it, on segment boundaries (`/api/user` takes `/api/user` and
+    /// `/api/user/42`, not `/api/username`).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Segments with named parameters: `/users/{id}`, `/files/{rest*}` (the last may take the rest).
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// Hosts, exact (`api.example.com`) or one leading wildcard label (`*.example.com`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Methods (upper case). Empty means any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Required headers: name → exact value (`"*"` means present with any value).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteConfig {
+    /// Remove the matched prefix (prefix routes only); `/api/user/42` → `/42`.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Replace the path with this template, which may use the pattern's parameters: `/v2/users/{id}`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Set the Host header sent upstream (default: the client's Host is kept).
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// A named policy; `type` says which kind.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PolicyConfig {
+    RateLimit(RateLimitConfig),
+    Jwt(JwtConfig),
+}
+
+impl PolicyConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            PolicyConfig::RateLimit(r) => &r.name,
+            PolicyConfig::Jwt(j) => &j.name,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub name: String,
+    pub window: Dur,
+    pub max: u64,
+    pub key: RateKeyConfig,
+    #[serde(default)]
+    pub scope: RateScope,
+    #[serde(default)]
+    pub store: RateStoreConfig,
+    #[serde(default)]
+    pub mode: RateMode,
+    #[serde(default)]
+    pub on_store_error: OnStoreError,
+    /// Emit `RateLimit`/`RateLimit-Policy`/`X-RateLimit-*` headers (default true).
+    #[serde(default = "yes")]
+    pub headers: bool,
+}
+
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RateKeyConfig {
+    /// The client IP (from `X-Forwarded-For` only when the peer is a trusted proxy).
+    ClientIp,
+    /// A claim of the verified JWT, e.g. `sub`; `fallback: client_ip` when absent (else the request is
+    /// counted under one shared "anonymous" key).
+    JwtClaim {
+        claim: String,
+        #[serde(default)]
+        fallback: Option<KeyFallback>,
+    },
+    Header {
+        name: String,
+        #[serde(default)]
+        fallback: Option<KeyFallback>,
+    },
+    /// One counter per route (all clients share it).
+    Route,
+    /// Several parts joined.
+    Composite { parts: Vec<RateKeyConfig> },
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyFallback {
+    ClientIp,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RateScope {
+    /// One counter per key, whatever route or upstream the request goes to.
+    #[default]
+    Global,
+    /// One counter per key per upstream.
+    Upstream,
+    /// One counter per key per route.
+    Route,
+}
+
+#[derive(Debug, Deserialize, Clone, PartialEq, Default)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RateStoreConfig {
+    #[default]
+    Local,
+    Redis {
+        url: String,
+        #[serde(default)]
+        timeout: Option<Dur>,
+    },
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RateMode {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    Allow,
+    Deny,
+    #[default]
+    Local,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    pub name: String,
+    /// `realm` in `WWW-Authenticate`.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    pub keys: JwtKeysConfig,
+    #[serde(default)]
+    pub issuer: Vec<String>,
+    #[serde(default)]
+    pub audience: Vec<String>,
+    #[serde(default = "default_leeway")]
+    pub leeway: Dur,
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// `required` (default): no valid token → 401. `optional`: verified when present.
+    #[serde(default)]
+    pub mode: JwtMode,
+    #[serde(default)]
+    pub token_from: TokenSourceConfig,
+    #[serde(default)]
+    pub require: Option<RequireConfig>,
+    /// Claims forwarded upstream as headers.
+    #[serde(default)]
+    pub forward: Vec<ForwardClaimConfig>,
+}
+
+fn default_realm() -> String {
+    "gw".into()
+}
+fn default_leeway() -> Dur {
+    Dur::from_secs(30)
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum JwtMode {
+    #[default]
+    Required,
+    Optional,
+}
+
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum JwtKeysConfig {
+    /// A shared secret for HS256/384/512.
+    Hmac {
+        secret: String,
+        #[serde(default = "default_hs")]
+        algorithms: Vec<String>,
+    },
+    /// PEM public key files (RSA, EC or Ed25519), each optionally with a `kid`.
+    Pem {
+        files: Vec<PemKeyConfig>,
+        algorithms: Vec<String>,
+    },
+    /// A JWKS document from a URL or a file.
+    Jwks {
+        #[serde(default)]
+        url: Option<String>,
+        #[serde(default)]
+        path: Option<String>,
+        #[serde(default = "default_jwks_refresh")]
+        refresh: Dur,
+        #[serde(default = "default_jwks_ready")]
+        ready_timeout: Dur,
+        algorithms: Vec<String>,
+    },
+}
+
+fn default_hs() -> Vec<String> {
+    vec!["HS256".into()]
+}
+fn default_jwks_refresh() -> Dur {
+    Dur::from_secs(300)
+}
+fn default_jwks_ready() -> Dur {
+    Dur::from_secs(5)
+}
+
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PemKeyConfig {
+    pub path: String,
+    #[serde(default)]
+    pub kid: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSourceConfig {
+    #[serde(default)]
+    pub cookie: Option<String>,
+    #[serde(default)]
+    pub query: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RequireConfig {
+    /// Dotted claim path: `roles`, `realm_access.roles`, `scope` (space-separated string or array).
+    pub claim: String,
+    #[serde(default)]
+    pub any_of: Vec<String>,
+    #[serde(default)]
+    pub all_of: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardClaimConfig {
+    pub claim: String,
+    pub header: String,
+}

@@ -1,0 +1,169 @@
+//! Durations and sizes: always written with an explicit unit (`500ms`, `60s`, `5m`, `1h`; `512KiB`, `1MiB`, `10MB`).
+//!
+//! A bare number is rejected with a hint, because a bare `60` could mean seconds or milliseconds and the
+//! classic gateway bug is a per-minute limit silently applied per second.
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use std::fmt;
+use std::time::Duration;
+
+/// A duration parsed from a human string with a unit (`humantime` syntax: `500ms`, `60s`, `1m 30s`, `2h`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub fn get(self) -> Duration {
+        self.0
+    }
+    pub fn from_secs(s: u64) -> Self {
+        Dur(Duration::from_secs(s))
+    }
+    pub fn from_millis(ms: u64) -> Self {
+        Dur(Duration::from_millis(ms))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+/// Parses `60s`, `500ms`, `1m30s`. Bare numbers are an error that says which unit to add.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("empty duration; write it with a unit, e.g. \"60s\" or \"500ms\"".into());
+    }
+    if t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(format!(
+            "duration {t:?} has no unit; write e.g. \"{t}s\" or \"{t}ms\""
+        ));
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("invalid duration {t:?}: {e}; e.g. \"60s\", \"500ms\", \"5m\""))
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration with a unit, e.g. \"60s\" or \"500ms\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
+                parse_duration(v).map(Dur).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
+                Err(E::custom(format!(
+                    "duration {v} has no unit; write e.g. \"{v}s\" or \"{v}ms\""
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
+                Err(E::custom(format!(
+                    "duration {v} has no unit; write e.g. \"{v}s\""
+                )))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Dur, E> {
+                Err(E::custom(format!(
+                    "duration {v} has no unit; write e.g. \"{v}s\""
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A size in bytes parsed from a string with a unit: `B`, `KB`/`MB`/`GB` (powers of 1000) or
+/// `KiB`/`MiB`/`GiB` (powers of 1024).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Size(pub u64);
+
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim();
+    if num.is_empty() {
+        return Err(format!(
+            "invalid size {t:?}; e.g. \"1MiB\", \"512KiB\", \"100B\""
+        ));
+    }
+    if unit.is_empty() {
+        return Err(format!(
+            "size {t:?} has no unit; write e.g. \"{t}B\", \"{t}KiB\" or \"{t}MiB\""
+        ));
+    }
+    let mult: u64 = match unit {
+        "B" => 1,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {t:?}; use B, KB, MB, GB, KiB, MiB or GiB"
+            ))
+        }
+    };
+    let n: f64 = num.parse().map_err(|_| format!("invalid size {t:?}"))?;
+    let v = n * mult as f64;
+    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+        return Err(format!("size {t:?} is out of range"));
+    }
+    Ok(v as u64)
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size with a unit, e.g. \"1MiB\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
+                parse_size(v).map(Size).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                Err(E::custom(format!(
+                    "size {v} has no unit; write e.g. \"{v}B\" or \"{v}KiB\""
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                Err(E::custom(format!(
+                    "size {v} has no unit; write e.g. \"{v}B\""
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_units() {
+        assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("60").unwrap_err().contains("no unit"));
+        assert!(parse_duration("sixty").is_err());
+    }
+
+    #[test]
+    fn sizes_need_units() {
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("10MB").unwrap(), 10_000_000);
+        assert_eq!(parse_size("512 KiB").unwrap(), 512 * 1024);
+        assert!(parse_size("1024").unwrap_err().contains("no unit"));
+        assert!(parse_size("1XB").unwrap_err().contains("unknown size unit"));
+    }
+}
