@@ -65,6 +65,9 @@ impl Diagnostic {
 pub struct Diags {
     pub file: String,
     pub list: Vec<Diagnostic>,
+    /// Paths already reported as unusable (e.g. an unset `${VAR}`): later checks of the same value would
+    /// only repeat the problem, so they are dropped.
+    pub settled: std::collections::HashSet<String>,
 }
 
 impl Diags {
@@ -72,6 +75,7 @@ impl Diags {
         Diags {
             file: file.to_string(),
             list: Vec::new(),
+            settled: Default::default(),
         }
     }
 
@@ -83,6 +87,9 @@ impl Diags {
         message: String,
         hint: Option<String>,
     ) {
+        if self.settled.contains(path) {
+            return;
+        }
         self.list.push(Diagnostic {
             severity,
             file: self.file.clone(),

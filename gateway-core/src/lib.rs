@@ -1,4 +1,9 @@
 //! gw's engine: compiles a YAML route DSL into an immutable [`plan::Plan`] and serves it through Pingora.
+pub mod compile;
 pub mod config;
 pub mod diag;
+pub mod explain;
+pub mod plan;
 pub mod routing;
+
+pub use compile::{compile, compile_file, Compiled};

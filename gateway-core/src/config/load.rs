@@ -245,7 +245,7 @@ fn explain_serde(raw: &str, path: &str) -> (String, Option<String>, Option<Strin
 }
 
 /// Replaces `${NAME}` in every string scalar; an unset variable is an error naming it (and its place).
-/// `$${` escapes a literal `${`.
+/// `${NAME:-default}` uses `default` when NAME is unset (for settings, not secrets). `$${` escapes a literal `${`.
 fn interpolate(v: &mut Value, path: &str, env: EnvLookup, spans: &SpanIndex, diags: &mut Diags) {
     match v {
         Value::String(s) if s.contains('$') => {
@@ -260,7 +260,10 @@ fn interpolate(v: &mut Value, path: &str, env: EnvLookup, spans: &SpanIndex, dia
                 } else if let Some(body) = after.strip_prefix("${") {
                     match body.find('}') {
                         Some(end) => {
-                            let name = &body[..end];
+                            let (name, default) = match body[..end].split_once(":-") {
+                                Some((n, d)) => (n, Some(d)),
+                                None => (&body[..end], None),
+                            };
                             let valid = !name.is_empty()
                                 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
                             if !valid {
@@ -274,15 +277,18 @@ fn interpolate(v: &mut Value, path: &str, env: EnvLookup, spans: &SpanIndex, dia
                                     Some("names use letters, digits and _".into()),
                                 );
                             } else {
-                                match env(name) {
+                                match env(name).or_else(|| default.map(str::to_string)) {
                                     Some(val) => out.push_str(&val),
-                                    None => diags.push(
-                                        Severity::Error,
-                                        spans.value(path),
-                                        path,
-                                        format!("environment variable {name} is not set"),
-                                        Some(format!("export {name}=... before running gw")),
-                                    ),
+                                    None => {
+                                        diags.push(
+                                            Severity::Error,
+                                            spans.value(path),
+                                            path,
+                                            format!("environment variable {name} is not set"),
+                                            Some(format!("export {name}=... before running gw")),
+                                        );
+                                        diags.settled.insert(path.to_string());
+                                    }
                                 }
                             }
                             rest = &body[end + 1..];

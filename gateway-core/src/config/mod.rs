@@ -150,7 +150,9 @@ pub struct AdminConfig {
     #[serde(default = "default_admin_addr")]
     pub address: String,
     /// Bearer token required by the admin API (not by `/metrics`, `/healthz`, `/readyz`). Use `${ENV}`.
-    pub token: String,
+    /// Without a token the admin API is off and only the read-only endpoints are served.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 fn default_admin_addr() -> String {

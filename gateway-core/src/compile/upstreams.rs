@@ -1,0 +1,447 @@
+//! Upstreams: endpoints, discovery, load balancing, health checks, timeouts, retries, breaker, outliers.
+use super::policies::{resolve_refs, Policies, PolicyHandle};
+use super::{Broken, Cx};
+use crate::config::{
+    Config, DiscoveryConfig, FallbackConfig, HashKeyConfig, LoadBalancingConfig, TimeoutsConfig,
+};
+use crate::diag::did_you_mean;
+use crate::plan::{
+    BreakerPlan, BreakerRatePlan, EndpointPlan, FallbackPlan, HealthCheckPlan, Timeouts,
+    UpstreamPlan,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) struct UpPlan {
+    pub plan: UpstreamPlan,
+    pub policies: Vec<PolicyHandle>,
+}
+
+/// Checks `host:port` syntax (hosts are resolved at start, never here: `gw validate` stays offline).
+pub(crate) fn check_endpoint(cx: &mut Cx, path: &str, a: &str) {
+    let ok = match a.rsplit_once(':') {
+        Some((host, port)) => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            port.parse::<u16>().is_ok_and(|p| p != 0)
+                && !host.is_empty()
+                && (host.parse::<std::net::IpAddr>().is_ok()
+                    || host.split('.').all(|l| {
+                        !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    }))
+        }
+        None => false,
+    };
+    if !ok {
+        cx.error(
+            path,
+            format!("invalid endpoint address \"{a}\""),
+            Some("write host:port, e.g. \"127.0.0.1:3001\" or \"users.internal:8080\"".into()),
+        );
+    }
+}
+
+pub(crate) fn timeouts(cx: &mut Cx, path: &str, t: &TimeoutsConfig, inherit: Timeouts) -> Timeouts {
+    let mut check = |name: &str, d: Option<crate::config::Dur>| {
+        if let Some(d) = d {
+            cx.positive(&format!("{path}.{name}"), d.get());
+        }
+    };
+    check("connect", t.connect);
+    check("read", t.read);
+    check("write", t.write);
+    check("request", t.request);
+    check("idle", t.idle);
+    Timeouts {
+        connect: t.connect.map_or(inherit.connect, |d| d.get()),
+        read: t.read.map_or(inherit.read, |d| d.get()),
+        write: t.write.map_or(inherit.write, |d| d.get()),
+        request: t.request.map(|d| d.get()).or(inherit.request),
+        idle: t.idle.map_or(inherit.idle, |d| d.get()),
+    }
+}
+
+pub(crate) fn fallback(
+    cx: &mut Cx,
+    path: &str,
+    f: &FallbackConfig,
+    index: &HashMap<&str, u32>,
+    broken: Broken,
+) -> Option<FallbackPlan> {
+    match f {
+        FallbackConfig::Static {
+            status,
+            headers,
+            body,
+        } => {
+            if !(200..=599).contains(status) {
+                cx.error(
+                    &format!("{path}.status"),
+                    format!("status {status} is not between 200 and 599"),
+                    None,
+                );
+            }
+            let mut hs = Vec::new();
+            for (k, v) in headers {
+                match (
+                    http::HeaderName::from_bytes(k.as_bytes()),
+                    http::HeaderValue::from_str(v),
+                ) {
+                    (Ok(k), Ok(v)) => hs.push((k, v)),
+                    _ => cx.error(
+                        &format!("{path}.headers.{k}"),
+                        format!("invalid header \"{k}: {v}\""),
+                        None,
+                    ),
+                }
+            }
+            Some(FallbackPlan::Static {
+                status: *status,
+                headers: hs,
+                body: bytes::Bytes::from(body.clone()),
+            })
+        }
+        FallbackConfig::Upstream { upstream } => match index.get(upstream.as_str()) {
+            Some(&id) => Some(FallbackPlan::Upstream(id)),
+            None => {
+                if !broken.upstreams {
+                    cx.error(
+                        &format!("{path}.upstream"),
+                        format!("unknown upstream \"{upstream}\""),
+                        did_you_mean(upstream, index.keys().copied()),
+                    );
+                }
+                None
+            }
+        },
+    }
+}
+
+pub(crate) fn upstreams(
+    cfg: &Config,
+    index: &HashMap<&str, u32>,
+    policy_index: &HashMap<&str, u32>,
+    pols: &Policies,
+    broken: Broken,
+    cx: &mut Cx,
+) -> Vec<Option<UpPlan>> {
+    let mut out = Vec::new();
+    for (i, u) in cfg.upstreams.iter().enumerate() {
+        let Some(u) = u else {
+            out.push(None);
+            continue;
+        };
+        let base = format!("upstreams[{i}]");
+        let has_discovery = matches!(&u.discovery, Some(d) if *d != DiscoveryConfig::Static);
+        if u.endpoints.is_empty() && !has_discovery {
+            cx.error(
+                &base,
+                format!("upstream \"{}\" has no endpoints", u.name),
+                Some("list endpoints:, or configure discovery:".into()),
+            );
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for (j, e) in u.endpoints.iter().enumerate() {
+            check_endpoint(cx, &format!("{base}.endpoints[{j}].address"), &e.address);
+            if e.weight == 0 || e.weight > 1000 {
+                cx.error(
+                    &format!("{base}.endpoints[{j}].weight"),
+                    format!("weight must be between 1 and 1000, not {}", e.weight),
+                    None,
+                );
+            }
+            if seen.contains(&e.address.as_str()) {
+                cx.error(
+                    &format!("{base}.endpoints[{j}].address"),
+                    format!("endpoint {} is listed twice", e.address),
+                    Some("raise its weight instead".into()),
+                );
+            }
+            seen.push(&e.address);
+        }
+        match &u.discovery {
+            Some(DiscoveryConfig::Dns {
+                host,
+                port,
+                interval,
+            }) => {
+                check_endpoint(
+                    cx,
+                    &format!("{base}.discovery.host"),
+                    &format!("{host}:{port}"),
+                );
+                cx.positive(&format!("{base}.discovery.interval"), interval.get());
+            }
+            Some(DiscoveryConfig::Consul { url, interval, .. }) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    cx.error(
+                        &format!("{base}.discovery.url"),
+                        format!("invalid Consul URL \"{url}\""),
+                        Some("e.g. http://127.0.0.1:8500".into()),
+                    );
+                }
+                cx.positive(&format!("{base}.discovery.interval"), interval.get());
+            }
+            Some(DiscoveryConfig::File { interval, .. }) => {
+                cx.positive(&format!("{base}.discovery.interval"), interval.get())
+            }
+            _ => {}
+        }
+        match &u.load_balancing {
+            LoadBalancingConfig::ConsistentHash {
+                key: HashKeyConfig::Header { name },
+            } if http::HeaderName::from_bytes(name.as_bytes()).is_err() => {
+                cx.error(
+                    &format!("{base}.load_balancing.key.name"),
+                    format!("invalid header name \"{name}\""),
+                    None,
+                );
+            }
+            LoadBalancingConfig::Fastest { decay: Some(d) } => {
+                cx.positive(&format!("{base}.load_balancing.decay"), d.get())
+            }
+            _ => {}
+        }
+        let health_check = u.health_check.as_ref().map(|h| {
+            let hp = format!("{base}.health_check");
+            if !h.path.starts_with('/') {
+                cx.error(
+                    &format!("{hp}.path"),
+                    "the health-check path must start with '/'",
+                    None,
+                );
+            }
+            cx.positive(&format!("{hp}.interval"), h.interval.get());
+            cx.positive(&format!("{hp}.timeout"), h.timeout.get());
+            if h.timeout.get() > h.interval.get() {
+                cx.warning(
+                    &format!("{hp}.timeout"),
+                    "the timeout is longer than the interval",
+                    None,
+                );
+            }
+            if h.healthy_threshold == 0 {
+                cx.error(
+                    &format!("{hp}.healthy_threshold"),
+                    "must be at least 1",
+                    None,
+                );
+            }
+            if h.unhealthy_threshold == 0 {
+                cx.error(
+                    &format!("{hp}.unhealthy_threshold"),
+                    "must be at least 1",
+                    None,
+                );
+            }
+            if h.expected_status.is_empty() {
+                cx.error(
+                    &format!("{hp}.expected_status"),
+                    "list at least one status",
+                    None,
+                );
+            }
+            for (k, s) in h.expected_status.iter().enumerate() {
+                if !(100..=599).contains(s) {
+                    cx.error(
+                        &format!("{hp}.expected_status[{k}]"),
+                        format!("{s} is not an HTTP status"),
+                        None,
+                    );
+                }
+            }
+            HealthCheckPlan {
+                path: h.path.clone(),
+                interval: h.interval.get(),
+                timeout: h.timeout.get(),
+                healthy_threshold: h.healthy_threshold,
+                unhealthy_threshold: h.unhealthy_threshold,
+                expected_status: h.expected_status.clone(),
+            }
+        });
+        let t = timeouts(
+            cx,
+            &format!("{base}.timeouts"),
+            &u.timeouts,
+            Timeouts::DEFAULT,
+        );
+        let (retries, retry_idempotent) = match &u.retries {
+            Some(r) => {
+                if r.attempts > 10 {
+                    cx.error(
+                        &format!("{base}.retries.attempts"),
+                        format!("at most 10 retries, not {}", r.attempts),
+                        None,
+                    );
+                }
+                (r.attempts, r.idempotent_on_error)
+            }
+            None => (1, false),
+        };
+        let breaker = u.circuit_breaker.as_ref().map(|b| {
+            let bp = format!("{base}.circuit_breaker");
+            if b.failure_threshold == 0 {
+                cx.error(
+                    &format!("{bp}.failure_threshold"),
+                    "must be at least 1",
+                    None,
+                );
+            }
+            if b.success_threshold == 0 {
+                cx.error(
+                    &format!("{bp}.success_threshold"),
+                    "must be at least 1",
+                    None,
+                );
+            }
+            if b.half_open_max_calls == 0 {
+                cx.error(
+                    &format!("{bp}.half_open_max_calls"),
+                    "must be at least 1",
+                    None,
+                );
+            }
+            cx.positive(&format!("{bp}.open_duration"), b.open_duration.get());
+            let rate = b.rate.as_ref().map(|r| {
+                let rp = format!("{bp}.rate");
+                match (r.calls, r.period) {
+                    (Some(_), Some(_)) | (None, None) => cx.error(
+                        &rp,
+                        "the rate window needs exactly one of calls or period",
+                        Some("calls: 100 (the last 100 calls) or period: 30s".into()),
+                    ),
+                    (Some(0), _) => cx.error(&format!("{rp}.calls"), "must be at least 1", None),
+                    (_, Some(p)) if p.get().is_zero() => {
+                        cx.error(&format!("{rp}.period"), "must be greater than zero", None)
+                    }
+                    _ => {}
+                }
+                if r.min_calls == 0 {
+                    cx.error(&format!("{rp}.min_calls"), "must be at least 1", None);
+                }
+                for (name, v) in [
+                    ("failure_rate_percent", r.failure_rate_percent),
+                    ("slow_call_rate_percent", r.slow_call_rate_percent),
+                ] {
+                    if let Some(v) = v {
+                        if !(v > 0.0 && v <= 100.0) {
+                            cx.error(
+                                &format!("{rp}.{name}"),
+                                format!("{v} is not a percentage in (0, 100]"),
+                                None,
+                            );
+                        }
+                    }
+                }
+                if r.failure_rate_percent.is_none() && r.slow_call_rate_percent.is_none() {
+                    cx.error(
+                        &rp,
+                        "set failure_rate_percent, slow_call_rate_percent or both",
+                        None,
+                    );
+                }
+                if r.slow_call_rate_percent.is_some() && r.slow_call_threshold.is_none() {
+                    cx.error(
+                        &rp,
+                        "slow_call_rate_percent needs slow_call_threshold",
+                        Some("e.g. slow_call_threshold: 2s".into()),
+                    );
+                }
+                BreakerRatePlan {
+                    calls: r.calls,
+                    period: r.period.map(|p| p.get()),
+                    min_calls: r.min_calls,
+                    failure_rate_percent: r.failure_rate_percent,
+                    slow_call_rate_percent: r.slow_call_rate_percent,
+                    slow_call_threshold: r.slow_call_threshold.map_or(Duration::MAX, |d| d.get()),
+                }
+            });
+            let fo = b.failure_on.as_ref();
+            let statuses = fo
+                .and_then(|f| f.statuses.clone())
+                .unwrap_or_else(|| vec![500, 502, 503, 504]);
+            for (k, s) in statuses.iter().enumerate() {
+                if !(500..=599).contains(s) {
+                    cx.error(
+                        &format!("{bp}.failure_on.statuses[{k}]"),
+                        format!("{s} cannot count as an upstream failure; only 5xx statuses can"),
+                        Some("a 4xx is the client's fault and never trips a breaker".into()),
+                    );
+                }
+            }
+            let fb = b
+                .fallback
+                .as_ref()
+                .and_then(|f| fallback(cx, &format!("{bp}.fallback"), f, index, broken));
+            if let Some(FallbackPlan::Upstream(f)) = fb {
+                if f as usize == i {
+                    cx.error(
+                        &format!("{bp}.fallback.upstream"),
+                        "an upstream cannot be its own fallback",
+                        None,
+                    );
+                }
+            }
+            BreakerPlan {
+                failure_threshold: b.failure_threshold,
+                success_threshold: b.success_threshold,
+                open_duration: b.open_duration.get(),
+                half_open_max_calls: b.half_open_max_calls,
+                rate,
+                failure_connect: fo.is_none_or(|f| f.connect_error),
+                failure_timeout: fo.is_none_or(|f| f.timeout),
+                failure_statuses: statuses,
+                fallback: fb,
+            }
+        });
+        if let Some(o) = &u.outlier_detection {
+            let op = format!("{base}.outlier_detection");
+            if o.consecutive_failures == 0 {
+                cx.error(
+                    &format!("{op}.consecutive_failures"),
+                    "must be at least 1",
+                    None,
+                );
+            }
+            cx.positive(&format!("{op}.base_ejection"), o.base_ejection.get());
+            if o.max_ejected_percent == 0 || o.max_ejected_percent > 100 {
+                cx.error(
+                    &format!("{op}.max_ejected_percent"),
+                    "must be between 1 and 100",
+                    None,
+                );
+            }
+        }
+        let policies = resolve_refs(
+            cx,
+            &format!("{base}.policies"),
+            &u.policies,
+            policy_index,
+            pols,
+            broken,
+        );
+        out.push(Some(UpPlan {
+            plan: UpstreamPlan {
+                name: Arc::from(u.name.as_str()),
+                endpoints: u
+                    .endpoints
+                    .iter()
+                    .map(|e| EndpointPlan {
+                        address: e.address.clone(),
+                        weight: e.weight,
+                    })
+                    .collect(),
+                discovery: u.discovery.clone(),
+                load_balancing: u.load_balancing.clone(),
+                health_check,
+                timeouts: t,
+                retries,
+                retry_idempotent,
+                breaker,
+                outlier: u.outlier_detection.clone(),
+            },
+            policies,
+        }));
+    }
+    out
+}

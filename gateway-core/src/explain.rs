@@ -1,0 +1,552 @@
+//! Offline explanation of what the gateway would do with one request (`gw dry-run`): the matched route and
+//! why, or the nearest candidates and why each failed; the rewritten upstream path and Host; the upstream
+//! and its endpoints; every policy in chain order with what it would evaluate; and the outcome.
+use crate::config::{JwtKeysConfig, JwtMode, RateKeyConfig, RateScope, RateStoreConfig};
+use crate::plan::{FallbackPlan, Plan};
+use crate::routing::{normalize_path, MatchOutcome, PathRule, RequestView, RouteRule};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use serde::Serialize;
+
+/// The request to explain.
+pub struct DryRunRequest {
+    pub method: String,
+    /// Path with optional query string.
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub client_ip: std::net::IpAddr,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Explanation {
+    pub request: RequestSummary,
+    /// The matched route's name, or null.
+    pub route: Option<String>,
+    pub why: Vec<String>,
+    /// When no route matched: the closest routes and why each did not match.
+    pub candidates: Vec<Candidate>,
+    pub upstream: Option<UpstreamSummary>,
+    pub upstream_path: Option<String>,
+    pub upstream_host: Option<String>,
+    /// In chain order.
+    pub policies: Vec<PolicyStep>,
+    pub outcome: Outcome,
+}
+
+#[derive(Serialize, Debug)]
+pub struct RequestSummary {
+    pub method: String,
+    pub path: String,
+    pub normalized_path: Option<String>,
+    pub query: Option<String>,
+    pub host: Option<String>,
+    pub client_ip: String,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Candidate {
+    pub route: String,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct UpstreamSummary {
+    pub name: String,
+    pub load_balancing: String,
+    pub endpoints: Vec<String>,
+    pub health_check: Option<String>,
+    pub timeouts: String,
+    pub circuit_breaker: Option<String>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct PolicyStep {
+    pub phase: String,
+    pub name: String,
+    pub kind: String,
+    pub detail: String,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Outcome {
+    /// `proxy` or `respond`.
+    pub action: String,
+    /// The local response's status when `action` is `respond`.
+    pub status: Option<u16>,
+    pub reason: String,
+}
+
+fn respond(status: u16, reason: impl Into<String>) -> Outcome {
+    Outcome {
+        action: "respond".into(),
+        status: Some(status),
+        reason: reason.into(),
+    }
+}
+
+pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
+    let (path, query) = match req.target.split_once('?') {
+        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        None => (req.target.clone(), None),
+    };
+    let mut headers = HeaderMap::new();
+    for (k, v) in &req.headers {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.trim().as_bytes()),
+            HeaderValue::from_str(v.trim()),
+        ) {
+            headers.append(k, v);
+        }
+    }
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| {
+            h.rsplit_once(':')
+                .map_or(h, |(a, _)| a)
+                .to_ascii_lowercase()
+        });
+    let normalized = normalize_path(&path).map(|p| p.into_owned());
+    let mut ex = Explanation {
+        request: RequestSummary {
+            method: req.method.clone(),
+            path: path.clone(),
+            normalized_path: normalized.as_ref().ok().cloned(),
+            query: query.clone(),
+            host: host.clone(),
+            client_ip: req.client_ip.to_string(),
+        },
+        route: None,
+        why: vec![],
+        candidates: vec![],
+        upstream: None,
+        upstream_path: None,
+        upstream_host: None,
+        policies: vec![
+            PolicyStep { phase: "request_id".into(), name: "request-id".into(), kind: "builtin".into(), detail: "keep a sane X-Request-Id from the client, else generate one; sent upstream and echoed".into() },
+            PolicyStep { phase: "access_log".into(), name: "access-log".into(), kind: "builtin".into(), detail: format!("{:?}", plan.access_log).to_lowercase() },
+        ],
+        outcome: respond(404, "no route matched"),
+    };
+    let npath = match normalized {
+        Ok(p) => p,
+        Err(e) => {
+            ex.outcome = respond(400, e.message());
+            return ex;
+        }
+    };
+    let Ok(method) = Method::from_bytes(req.method.to_ascii_uppercase().as_bytes()) else {
+        ex.outcome = respond(400, "invalid method");
+        return ex;
+    };
+    let view = RequestView {
+        method: &method,
+        path: &npath,
+        host: host.as_deref(),
+        headers: &headers,
+    };
+    let (route_id, captures) = match plan.router.find(&view) {
+        MatchOutcome::Found { route, captures } => (route, captures),
+        MatchOutcome::MethodNotAllowed { allowed } => {
+            let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+            ex.candidates = candidates(plan, &view);
+            ex.outcome = respond(
+                405,
+                format!(
+                    "a route matches the path but not {method}; allowed: {}",
+                    list.join(", ")
+                ),
+            );
+            return ex;
+        }
+        MatchOutcome::NotFound => {
+            ex.candidates = candidates(plan, &view);
+            return ex;
+        }
+    };
+    let route = &plan.routes[route_id as usize];
+    let rule = &plan.router.rules()[route_id as usize];
+    ex.route = Some(route.name.to_string());
+    ex.why = why(rule, &npath, &captures);
+    let mut up_path = String::new();
+    route.rewrite.apply(&npath, &captures, &mut up_path);
+    if let Some(q) = &query {
+        up_path.push('?');
+        up_path.push_str(q);
+    }
+    ex.upstream_path = Some(up_path);
+    ex.upstream_host = route
+        .host
+        .as_ref()
+        .and_then(|h| h.to_str().ok().map(str::to_string))
+        .or_else(|| {
+            host.clone()
+                .map(|h| format!("{h} (the client's Host, kept)"))
+        });
+    let up = plan.upstream(route.upstream);
+    ex.upstream = Some(UpstreamSummary {
+        name: up.name.to_string(),
+        load_balancing: format!("{:?}", up.load_balancing),
+        endpoints: up
+            .endpoints
+            .iter()
+            .map(|e| format!("{} (weight {})", e.address, e.weight))
+            .collect(),
+        health_check: up.health_check.as_ref().map(|h| {
+            format!(
+                "GET {} every {:?}, timeout {:?}, expect {:?}",
+                h.path, h.interval, h.timeout, h.expected_status
+            )
+        }),
+        timeouts: format!(
+            "connect {:?}, read {:?}, write {:?}, whole request {}",
+            route.timeouts.connect,
+            route.timeouts.read,
+            route.timeouts.write,
+            route
+                .timeouts
+                .request
+                .map_or("unbounded".to_string(), |d| format!("{d:?}"))
+        ),
+        circuit_breaker: up.breaker.as_ref().map(|b| {
+            format!(
+                "open after {} consecutive failures for {:?}; close after {} successes",
+                b.failure_threshold, b.open_duration, b.success_threshold
+            )
+        }),
+    });
+    ex.policies.push(PolicyStep {
+        phase: "route_match".into(),
+        name: route.name.to_string(),
+        kind: "route".into(),
+        detail: format!("{} → upstream {}", rule.path.describe(), up.name),
+    });
+    // auth
+    let mut identity_known = false;
+    if let Some(a) = route.auth {
+        let auth = &plan.auths[a as usize];
+        let c = &auth.config;
+        let algs = match &c.keys {
+            JwtKeysConfig::Hmac { algorithms, .. }
+            | JwtKeysConfig::Pem { algorithms, .. }
+            | JwtKeysConfig::Jwks { algorithms, .. } => algorithms.join(", "),
+        };
+        let mode = if c.mode == JwtMode::Required {
+            "required"
+        } else {
+            "optional"
+        };
+        let mut detail = format!("{mode} bearer token, algorithms {algs}");
+        if let Some(r) = &c.require {
+            if !r.any_of.is_empty() {
+                detail.push_str(&format!(
+                    "; claim {} must contain any of [{}]",
+                    r.claim,
+                    r.any_of.join(", ")
+                ));
+            }
+            if !r.all_of.is_empty() {
+                detail.push_str(&format!(
+                    "; claim {} must contain all of [{}]",
+                    r.claim,
+                    r.all_of.join(", ")
+                ));
+            }
+        }
+        let has_token = headers.get(http::header::AUTHORIZATION).is_some();
+        detail.push_str(if has_token {
+            "; a token was given: it would be verified"
+        } else {
+            "; no Authorization header given"
+        });
+        ex.policies.push(PolicyStep {
+            phase: "auth".into(),
+            name: auth.name.to_string(),
+            kind: "jwt".into(),
+            detail,
+        });
+        if !has_token && c.mode == JwtMode::Required {
+            ex.outcome = respond(
+                401,
+                format!(
+                    "policy {} requires a bearer token (WWW-Authenticate: Bearer realm=\"{}\")",
+                    auth.name, c.realm
+                ),
+            );
+        }
+        identity_known = has_token;
+    }
+    // limits
+    for l in &route.limits {
+        let p = &plan.rate_limits[l.limit as usize];
+        let scope = match p.scope {
+            RateScope::Global => "global".to_string(),
+            RateScope::Upstream => format!("upstream {}", plan.upstreams[l.scope_id as usize].name),
+            RateScope::Route => format!("route {}", plan.routes[l.scope_id as usize].name),
+        };
+        let store = match &p.store {
+            RateStoreConfig::Local => "local".to_string(),
+            RateStoreConfig::Redis { url, .. } => {
+                format!(
+                    "redis {} (on error: {})",
+                    redact(url),
+                    format!("{:?}", p.on_store_error).to_lowercase()
+                )
+            }
+        };
+        let key = describe_key(&p.key, req, &headers, identity_known, &route.name);
+        ex.policies.push(PolicyStep {
+            phase: "rate_limit".into(),
+            name: p.name.to_string(),
+            kind: "rate_limit".into(),
+            detail: format!(
+                "{} requests per {:?} sliding window, key {key}, scope {scope}, store {store}, mode {}",
+                p.max,
+                p.window,
+                if p.mode == crate::config::RateMode::Shadow { "shadow" } else { "enforce" }
+            ),
+        });
+    }
+    if let Some(b) = &up.breaker {
+        let fb = match &route.fallback {
+            Some(FallbackPlan::Static { status, .. }) => format!("static {status} response"),
+            Some(FallbackPlan::Upstream(u)) => {
+                format!("upstream {}", plan.upstreams[*u as usize].name)
+            }
+            None => "503 with Retry-After".into(),
+        };
+        ex.policies.push(PolicyStep {
+            phase: "circuit_breaker".into(),
+            name: up.name.to_string(),
+            kind: "circuit_breaker".into(),
+            detail: format!(
+                "opens after {} consecutive failures (statuses {:?}); when open: {fb}",
+                b.failure_threshold, b.failure_statuses
+            ),
+        });
+    }
+    ex.policies.push(PolicyStep {
+        phase: "proxy".into(),
+        name: up.name.to_string(),
+        kind: "proxy".into(),
+        detail: format!(
+            "{:?} over {} endpoint(s), {} retry(ies) on connect failure",
+            up.load_balancing,
+            up.endpoints.len(),
+            up.retries
+        ),
+    });
+    if ex.outcome.status != Some(401) {
+        ex.outcome = Outcome {
+            action: "proxy".into(),
+            status: None,
+            reason: format!(
+                "forward to {} as {}",
+                up.name,
+                ex.upstream_path.clone().unwrap_or_default()
+            ),
+        };
+    }
+    ex
+}
+
+fn redact(url: &str) -> String {
+    // never print a password embedded in a URL
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+fn describe_key(
+    k: &RateKeyConfig,
+    req: &DryRunRequest,
+    headers: &HeaderMap,
+    identity: bool,
+    route: &str,
+) -> String {
+    match k {
+        RateKeyConfig::ClientIp => format!("client IP {}", req.client_ip),
+        RateKeyConfig::JwtClaim { claim, fallback } => {
+            let fb = if fallback.is_some() {
+                format!("client IP {}", req.client_ip)
+            } else {
+                "the shared key \"anonymous\"".into()
+            };
+            if identity {
+                format!("JWT claim {claim} of the verified token (without it: {fb})")
+            } else {
+                format!("{fb} (JWT claim {claim} when a token is present)")
+            }
+        }
+        RateKeyConfig::Header { name, .. } => {
+            match headers.get(name.as_str()).and_then(|v| v.to_str().ok()) {
+                Some(v) => format!("header {name} = {v:?}"),
+                None => format!("header {name} (absent)"),
+            }
+        }
+        RateKeyConfig::Route => format!("route {route}"),
+        RateKeyConfig::Composite { parts } => parts
+            .iter()
+            .map(|p| describe_key(p, req, headers, identity, route))
+            .collect::<Vec<_>>()
+            .join(" + "),
+    }
+}
+
+fn why(rule: &RouteRule, path: &str, captures: &crate::routing::Captures) -> Vec<String> {
+    let mut w = vec![match &rule.path {
+        PathRule::Exact(p) => format!("path is exactly {p}"),
+        PathRule::Prefix(p) => format!("path {path} is under prefix {p}"),
+        PathRule::Pattern(p) => {
+            let names: Vec<&str> = p.param_names().collect();
+            let caps: Vec<String> = names
+                .iter()
+                .zip(captures.iter())
+                .map(|(n, &(s, e))| format!("{n}={}", &path[s as usize..e as usize]))
+                .collect();
+            format!("path matches pattern {p} ({})", caps.join(", "))
+        }
+    }];
+    if !rule.hosts.is_empty() {
+        w.push(format!(
+            "host is one of {}",
+            rule.hosts
+                .iter()
+                .map(|h| h.describe())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !rule.methods.is_empty() {
+        w.push(format!(
+            "method is one of {}",
+            rule.methods
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    for (n, v) in &rule.headers {
+        w.push(match v {
+            Some(v) => format!("header {n} = {}", v.to_str().unwrap_or("?")),
+            None => format!("header {n} is present"),
+        });
+    }
+    w
+}
+
+/// The routes closest to matching, with every reason each one fails (slow path: offline only).
+fn candidates(plan: &Plan, req: &RequestView<'_>) -> Vec<Candidate> {
+    let mut scored: Vec<(usize, Candidate)> = Vec::new();
+    for (i, rule) in plan.router.rules().iter().enumerate() {
+        let mut reasons = Vec::new();
+        let path_ok = match &rule.path {
+            PathRule::Exact(p) => p == req.path,
+            PathRule::Prefix(p) => {
+                p == "/"
+                    || req.path == p
+                    || req
+                        .path
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
+            }
+            PathRule::Pattern(_) => {
+                let single = crate::routing::Router::new(vec![RouteRule {
+                    path: rule.path.clone(),
+                    hosts: vec![],
+                    methods: vec![],
+                    headers: vec![],
+                }]);
+                matches!(
+                    single.find(&RequestView {
+                        method: req.method,
+                        path: req.path,
+                        host: None,
+                        headers: req.headers
+                    }),
+                    MatchOutcome::Found { .. }
+                )
+            }
+        };
+        if !path_ok {
+            reasons.push(format!(
+                "{} does not match {}",
+                rule.path.describe(),
+                req.path
+            ));
+        }
+        if !rule.hosts.is_empty()
+            && !req.host.is_some_and(|h| {
+                let single = crate::routing::Router::new(vec![RouteRule {
+                    path: PathRule::Prefix("/".into()),
+                    hosts: rule.hosts.clone(),
+                    methods: vec![],
+                    headers: vec![],
+                }]);
+                matches!(
+                    single.find(&RequestView {
+                        method: req.method,
+                        path: "/",
+                        host: Some(h),
+                        headers: req.headers
+                    }),
+                    MatchOutcome::Found { .. }
+                )
+            })
+        {
+            reasons.push(format!(
+                "host {} is not one of {}",
+                req.host.unwrap_or("(none)"),
+                rule.hosts
+                    .iter()
+                    .map(|h| h.describe())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if !rule.methods.is_empty() && !rule.methods.contains(req.method) {
+            reasons.push(format!(
+                "method {} is not one of {}",
+                req.method,
+                rule.methods
+                    .iter()
+                    .map(Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        for (n, v) in &rule.headers {
+            match (req.headers.get(n), v) {
+                (None, _) => reasons.push(format!("header {n} is missing")),
+                (Some(got), Some(want)) if got != want => reasons.push(format!(
+                    "header {n} is not {}",
+                    want.to_str().unwrap_or("?")
+                )),
+                _ => {}
+            }
+        }
+        // closeness: fewer failed conditions first, then longer shared path start
+        let shared = common_prefix(&rule.path, req.path);
+        scored.push((
+            reasons.len() * 10_000 + (1000 - shared.min(999)),
+            Candidate {
+                route: plan.routes[i].name.to_string(),
+                reasons,
+            },
+        ));
+    }
+    scored.sort_by_key(|(s, _)| *s);
+    scored.into_iter().take(3).map(|(_, c)| c).collect()
+}
+
+fn common_prefix(rule: &PathRule, path: &str) -> usize {
+    let p = match rule {
+        PathRule::Exact(p) | PathRule::Prefix(p) => p.clone(),
+        PathRule::Pattern(p) => p.to_string(),
+    };
+    p.bytes()
+        .zip(path.bytes())
+        .take_while(|(a, b)| a == b)
+        .count()
+}

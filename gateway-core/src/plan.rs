@@ -1,0 +1,210 @@
+//! The runtime plan: what the compiler makes of a configuration. Immutable, fully validated, with every
+//! name reference resolved to an index ("handle"), so serving a request never looks anything up by name.
+//!
+//! Runtime state (load balancers, health, counters, breakers, key sets) is built from a plan by
+//! [`crate::proxy`] and indexed by the same handles.
+use crate::config::{
+    AccessLogConfig, DiscoveryConfig, JwtConfig, LoadBalancingConfig, OnStoreError, OutlierConfig,
+    RateKeyConfig, RateMode, RateScope, RateStoreConfig,
+};
+use crate::routing::{rewrite::PathRewrite, RouteId, Router};
+use http::HeaderValue;
+use ipnet::IpNet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub type UpstreamId = u32;
+pub type LimitId = u32;
+pub type AuthId = u32;
+
+#[derive(Debug)]
+pub struct Plan {
+    /// The file the plan was compiled from (for messages).
+    pub source: String,
+    pub server: ServerPlan,
+    pub listeners: Vec<ListenerPlan>,
+    pub admin: Option<AdminPlan>,
+    pub access_log: AccessLogConfig,
+    pub metrics: bool,
+    pub upstreams: Vec<UpstreamPlan>,
+    pub routes: Vec<RoutePlan>,
+    pub router: Router,
+    pub rate_limits: Vec<RateLimitPlan>,
+    pub auths: Vec<AuthPlan>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerPlan {
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub trusted_proxies: Vec<IpNet>,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_body_size: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerPlan {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub tls: Option<TlsPlan>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsPlan {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub http2: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminPlan {
+    pub addr: SocketAddr,
+    /// `None`: the admin API is off; only `/metrics`, `/healthz` and `/readyz` are served.
+    pub token: Option<String>,
+}
+
+/// Timeouts toward an upstream, with every default applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    /// The whole upstream exchange; `None` = bounded only by `read`/`write` between bytes.
+    pub request: Option<Duration>,
+    pub idle: Duration,
+}
+
+impl Timeouts {
+    pub const DEFAULT: Timeouts = Timeouts {
+        connect: Duration::from_secs(3),
+        read: Duration::from_secs(30),
+        write: Duration::from_secs(30),
+        request: None,
+        idle: Duration::from_secs(60),
+    };
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointPlan {
+    /// `host:port` as written; resolved when the gateway starts.
+    pub address: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheckPlan {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub expected_status: Vec<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BreakerPlan {
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub open_duration: Duration,
+    pub half_open_max_calls: u32,
+    pub rate: Option<BreakerRatePlan>,
+    pub failure_connect: bool,
+    pub failure_timeout: bool,
+    pub failure_statuses: Vec<u16>,
+    pub fallback: Option<FallbackPlan>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BreakerRatePlan {
+    pub calls: Option<u32>,
+    pub period: Option<Duration>,
+    pub min_calls: u32,
+    pub failure_rate_percent: Option<f64>,
+    pub slow_call_rate_percent: Option<f64>,
+    pub slow_call_threshold: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum FallbackPlan {
+    Static {
+        status: u16,
+        headers: Vec<(http::HeaderName, HeaderValue)>,
+        body: bytes::Bytes,
+    },
+    Upstream(UpstreamId),
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamPlan {
+    pub name: Arc<str>,
+    pub endpoints: Vec<EndpointPlan>,
+    pub discovery: Option<DiscoveryConfig>,
+    pub load_balancing: LoadBalancingConfig,
+    pub health_check: Option<HealthCheckPlan>,
+    pub timeouts: Timeouts,
+    /// Extra attempts after a failed connect (on another endpoint when there is one).
+    pub retries: u32,
+    /// Also retry idempotent requests after errors that may have reached the upstream.
+    pub retry_idempotent: bool,
+    pub breaker: Option<BreakerPlan>,
+    pub outlier: Option<OutlierConfig>,
+}
+
+/// A policy as applied to one route, in chain order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitRef {
+    pub limit: LimitId,
+    /// The counter namespace: 0 for global scope, the upstream id or the route id otherwise.
+    pub scope_id: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoutePlan {
+    pub id: RouteId,
+    pub name: Arc<str>,
+    pub upstream: UpstreamId,
+    pub rewrite: PathRewrite,
+    /// Host sent upstream; `None` keeps the client's.
+    pub host: Option<HeaderValue>,
+    pub timeouts: Timeouts,
+    pub max_body_size: Option<u64>,
+    /// The auth policy, run first.
+    pub auth: Option<AuthId>,
+    /// Rate limits (global, then upstream, then route), checked together after auth.
+    pub limits: Vec<LimitRef>,
+    /// Fallback when the breaker is open (route's, else the upstream's).
+    pub fallback: Option<FallbackPlan>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitPlan {
+    pub name: Arc<str>,
+    pub window: Duration,
+    pub max: u64,
+    pub key: RateKeyConfig,
+    pub scope: RateScope,
+    pub store: RateStoreConfig,
+    pub mode: RateMode,
+    pub on_store_error: OnStoreError,
+    pub headers: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthPlan {
+    pub name: Arc<str>,
+    pub config: JwtConfig,
+    /// The directory relative paths (PEM, JWKS files) are resolved against.
+    pub base_dir: PathBuf,
+}
+
+impl Plan {
+    pub fn route_by_name(&self, name: &str) -> Option<&RoutePlan> {
+        self.routes.iter().find(|r| &*r.name == name)
+    }
+    pub fn upstream(&self, id: UpstreamId) -> &UpstreamPlan {
+        &self.upstreams[id as usize]
+    }
+}
