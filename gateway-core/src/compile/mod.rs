@@ -185,6 +185,12 @@ fn build(cfg: crate::config::Config, cx: &mut Cx, source: &str) -> Option<Plan> 
         let is_fallback = |f: &Option<crate::plan::FallbackPlan>, i: usize| matches!(f, Some(crate::plan::FallbackPlan::Upstream(x)) if *x as usize == i);
         for (i, u) in cfg.upstreams.iter().enumerate() {
             let Some(u) = u else { continue };
+            // by name: a duplicate of a used name is already an error of its own
+            let i = cfg
+                .upstreams
+                .iter()
+                .position(|x| x.as_ref().is_some_and(|x| x.name == u.name))
+                .unwrap_or(i);
             let used = routes
                 .iter()
                 .any(|r| r.upstream as usize == i || is_fallback(&r.fallback, i))

@@ -130,12 +130,68 @@ pub fn load(text: &str, env: EnvLookup, diags: &mut Diags) -> Option<(Config, Sp
         .collect();
     cfg.upstreams = list(raw.upstreams, "upstreams", &spans, diags);
     cfg.routes = list(raw.routes, "routes", &spans, diags);
-    cfg.policies = list(raw.policies, "policies", &spans, diags);
+    cfg.policies = policies(raw.policies, &spans, diags);
     if let Some(v) = raw.global_policies {
         cfg.global_policies =
             de::<Vec<String>>(v, "global_policies", &spans, diags).unwrap_or_default();
     }
     Some((cfg, spans))
+}
+
+/// Policies are `type`-tagged; serde's tagged enums hide the path inside them, so the tag is read here
+/// and the variant's own struct is deserialized directly (errors keep their exact path).
+fn policies(v: Option<Value>, spans: &SpanIndex, diags: &mut Diags) -> Vec<Option<PolicyConfig>> {
+    const KINDS: &[&str] = &["rate_limit", "jwt"];
+    let Some(Value::Sequence(items)) = v else {
+        return list(v, "policies", spans, diags);
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let base = format!("policies[{i}]");
+        let Value::Mapping(mut m) = item else {
+            diags.push(
+                Severity::Error,
+                spans.value(&base),
+                &base,
+                "a policy must be a mapping".into(),
+                None,
+            );
+            out.push(None);
+            continue;
+        };
+        let kind = m.remove("type");
+        let p = match kind.as_ref().and_then(Value::as_str) {
+            Some("rate_limit") => de::<RateLimitConfig>(Value::Mapping(m), &base, spans, diags)
+                .map(PolicyConfig::RateLimit),
+            Some("jwt") => {
+                de::<JwtConfig>(Value::Mapping(m), &base, spans, diags).map(PolicyConfig::Jwt)
+            }
+            Some(other) => {
+                let p = format!("{base}.type");
+                diags.push(
+                    Severity::Error,
+                    spans.value(&p),
+                    &p,
+                    format!("unknown policy type \"{other}\""),
+                    did_you_mean(other, KINDS.iter().copied())
+                        .or_else(|| Some(format!("expected one of: {}", KINDS.join(", ")))),
+                );
+                None
+            }
+            None => {
+                diags.push(
+                    Severity::Error,
+                    spans.value(&base),
+                    &base,
+                    "missing required field \"type\"".into(),
+                    Some(format!("one of: {}", KINDS.join(", "))),
+                );
+                None
+            }
+        };
+        out.push(p);
+    }
+    out
 }
 
 fn list<T: DeserializeOwned>(
