@@ -4,6 +4,7 @@ pub mod config;
 pub mod diag;
 pub mod explain;
 pub mod plan;
+pub mod policy;
 pub mod routing;
 
 pub use compile::{compile, compile_file, Compiled};
