@@ -1,10 +1,18 @@
 //! gw's engine: compiles a YAML route DSL into an immutable [`plan::Plan`] and serves it through Pingora.
+//!
+//! Where things live: `config` (the YAML data model), `compile` (config → plan, all diagnostics),
+//! `routing` (normalisation, matcher, rewrites), `upstream` (load balancing, health), `policy` (auth,
+//! rate limits, breakers), `proxy` (the Pingora `ProxyHttp` and the server builder), `observability`
+//! (metrics, access log), `admin` (the admin listener), `explain` (`gw dry-run`).
 pub mod compile;
 pub mod config;
 pub mod diag;
+pub mod error;
 pub mod explain;
+pub mod observability;
 pub mod plan;
 pub mod policy;
 pub mod routing;
+pub mod upstream;
 
 pub use compile::{compile, compile_file, Compiled};
