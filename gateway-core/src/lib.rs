@@ -12,6 +12,7 @@ pub mod explain;
 pub mod observability;
 pub mod plan;
 pub mod policy;
+pub mod proxy;
 pub mod routing;
 pub mod upstream;
 

@@ -2,3 +2,4 @@
 //! breaking (`breaker`). Each is plain Rust with its own doc and tests; the proxy only sequences them.
 pub mod auth;
 pub mod breaker;
+pub mod rate_limit;

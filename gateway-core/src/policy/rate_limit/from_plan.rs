@@ -1,0 +1,203 @@
+//! Glue between the compiled plan and the limiter: one [`LimitSpec`] per `rate_limit` policy (same
+//! order, so a plan `LimitId` is a [`LimitRef`] index), and the key a request is counted under.
+//!
+//! Key layout: `<scope>|<key>` where scope is `g` (global), `u:<upstream>` or `r:<route>` — names, not
+//! indices, so gateway instances sharing one Redis agree on keys as long as their names agree.
+use super::{
+    Backend, LimitRef, LimitSpec, LocalConfig, Mode, OnStoreError, RateLimiter, RateLimiterConfig,
+    RedisConfig,
+};
+use crate::config::{
+    KeyFallback, OnStoreError as CfgOnErr, RateKeyConfig, RateMode, RateScope, RateStoreConfig,
+};
+use crate::plan::Plan;
+use crate::policy::auth::Identity;
+use http::HeaderMap;
+use std::io::Write;
+use std::net::IpAddr;
+
+/// The limiter and the plan-id → limiter-ref table.
+pub struct Limits {
+    pub limiter: RateLimiter,
+    pub refs: Vec<LimitRef>,
+}
+
+/// Builds the limiter for a plan; `None` when the plan has no rate limits.
+pub fn build(plan: &Plan) -> Result<Option<Limits>, String> {
+    if plan.rate_limits.is_empty() {
+        return Ok(None);
+    }
+    let mut redis: Option<RedisConfig> = None;
+    let mut specs = Vec::new();
+    for p in &plan.rate_limits {
+        let backend = match &p.store {
+            RateStoreConfig::Local => Backend::Local,
+            RateStoreConfig::Redis { url, timeout } => {
+                match &redis {
+                    Some(r) if r.url != *url => {
+                        return Err(format!(
+                            "rate limit {}: all Redis-backed limits must use one Redis URL",
+                            p.name
+                        ))
+                    }
+                    Some(_) => {}
+                    None => {
+                        let mut r = RedisConfig::new(url);
+                        if let Some(t) = timeout {
+                            r.timeout = t.get();
+                        }
+                        redis = Some(r);
+                    }
+                }
+                Backend::Redis
+            }
+        };
+        specs.push(LimitSpec {
+            name: p.name.clone(),
+            window: p.window,
+            max: p.max,
+            mode: if p.mode == RateMode::Shadow {
+                Mode::Shadow
+            } else {
+                Mode::Enforce
+            },
+            emit_headers: p.headers,
+            on_store_error: match p.on_store_error {
+                CfgOnErr::Allow => OnStoreError::Allow,
+                CfgOnErr::Deny => OnStoreError::Deny,
+                CfgOnErr::Local => OnStoreError::Local,
+            },
+            backend,
+        });
+    }
+    let limiter = RateLimiter::new(
+        specs,
+        RateLimiterConfig {
+            local: LocalConfig::default(),
+            redis,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let refs = plan
+        .rate_limits
+        .iter()
+        .map(|p| {
+            limiter
+                .limit_ref(&p.name)
+                .ok_or_else(|| format!("rate limit {} was not registered", p.name))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Limits { limiter, refs }))
+}
+
+/// What a rate-limit key can be made of.
+pub struct KeyFacts<'a> {
+    pub client_ip: Option<IpAddr>,
+    pub identity: Option<&'a Identity>,
+    pub headers: &'a HeaderMap,
+    pub route: &'a str,
+    pub upstream: &'a str,
+}
+
+/// Writes the counter key of one limit for one request into `out`.
+pub fn write_key(key: &RateKeyConfig, scope: RateScope, facts: &KeyFacts<'_>, out: &mut Vec<u8>) {
+    match scope {
+        RateScope::Global => out.extend_from_slice(b"g|"),
+        RateScope::Upstream => {
+            out.extend_from_slice(b"u:");
+            out.extend_from_slice(facts.upstream.as_bytes());
+            out.push(b'|');
+        }
+        RateScope::Route => {
+            out.extend_from_slice(b"r:");
+            out.extend_from_slice(facts.route.as_bytes());
+            out.push(b'|');
+        }
+    }
+    write_part(key, facts, out);
+}
+
+fn write_ip(facts: &KeyFacts<'_>, out: &mut Vec<u8>) {
+    match facts.client_ip {
+        Some(ip) => {
+            let _ = write!(out, "ip:{ip}");
+        }
+        None => out.extend_from_slice(b"ip:unknown"),
+    }
+}
+
+fn fallback(fb: &Option<KeyFallback>, facts: &KeyFacts<'_>, out: &mut Vec<u8>) {
+    match fb {
+        Some(KeyFallback::ClientIp) => write_ip(facts, out),
+        None => out.extend_from_slice(b"anonymous"),
+    }
+}
+
+fn write_part(key: &RateKeyConfig, facts: &KeyFacts<'_>, out: &mut Vec<u8>) {
+    match key {
+        RateKeyConfig::ClientIp => write_ip(facts, out),
+        RateKeyConfig::JwtClaim {
+            claim,
+            fallback: fb,
+        } => match facts.identity.and_then(|i| i.claim_str(claim)) {
+            Some(v) => {
+                out.extend_from_slice(b"jwt:");
+                out.extend_from_slice(v.as_bytes());
+            }
+            None => fallback(fb, facts, out),
+        },
+        RateKeyConfig::Header { name, fallback: fb } => match facts.headers.get(name.as_str()) {
+            Some(v) => {
+                out.extend_from_slice(b"h:");
+                out.extend_from_slice(v.as_bytes());
+            }
+            None => fallback(fb, facts, out),
+        },
+        RateKeyConfig::Route => {
+            out.extend_from_slice(b"route:");
+            out.extend_from_slice(facts.route.as_bytes());
+        }
+        RateKeyConfig::Composite { parts } => {
+            for (i, p) in parts.iter().enumerate() {
+                if i > 0 {
+                    out.push(b'+');
+                }
+                write_part(p, facts, out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn keys_by_scope_and_fallback() {
+        let h = HeaderMap::new();
+        let facts = KeyFacts {
+            client_ip: Some("203.0.113.7".parse().unwrap()),
+            identity: None,
+            headers: &h,
+            route: "login",
+            upstream: "users",
+        };
+        let mut out = Vec::new();
+        write_key(&RateKeyConfig::ClientIp, RateScope::Route, &facts, &mut out);
+        assert_eq!(out, b"r:login|ip:203.0.113.7");
+        out.clear();
+        let k = RateKeyConfig::JwtClaim {
+            claim: "sub".into(),
+            fallback: Some(KeyFallback::ClientIp),
+        };
+        write_key(&k, RateScope::Upstream, &facts, &mut out);
+        assert_eq!(out, b"u:users|ip:203.0.113.7");
+        out.clear();
+        let k = RateKeyConfig::JwtClaim {
+            claim: "sub".into(),
+            fallback: None,
+        };
+        write_key(&k, RateScope::Global, &facts, &mut out);
+        assert_eq!(out, b"g|anonymous");
+    }
+}

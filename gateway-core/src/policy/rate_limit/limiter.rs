@@ -1,0 +1,421 @@
+//! `RateLimiter`: evaluates all limits of a request against the local store and Redis groups,
+//! with all-or-nothing consumption, shadow mode, store-error policy and the final `Decision`.
+//!
+//! Order of evaluation: local limits first, in the given order, each checked and incremented
+//! under its shard lock; then Redis-backed limits grouped by key (one script round trip per
+//! distinct key, in order of first appearance). As soon as an enforcing limit rejects:
+//! - the remaining local limits are only checked (no increment, for accurate outcomes and
+//!   Retry-After), remaining Redis groups are `Skipped` (no round trip for a rejected request);
+//! - every increment already made for this request is undone (local decrements, Redis groups
+//!   via a rollback script), so a rejected request consumes no quota anywhere.
+//!
+//! Between an increment and its rollback a concurrent request may see the temporarily higher
+//! count and be rejected: multi-limit requests can under-admit by that race, never over-admit.
+
+use std::sync::Arc;
+
+use super::decision::{finish, verdict, Counts, Decision, Outcome, Pending, StoreErrorReport};
+use super::local::LocalStore;
+use super::redis_store::{GroupItem, RedisStore};
+use super::spec::{
+    Backend, ConfigError, LimitRef, LimitSpec, Mode, OnStoreError, RateLimiterConfig,
+};
+
+/// The gateway's rate limiter, built once from all specs; clones share state.
+#[derive(Clone)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    specs: Box<[LimitSpec]>,
+    window_ms: Box<[u64]>,
+    /// Counters of `Backend::Local` limits.
+    local: LocalStore,
+    /// Counters used by Redis-backed limits with `OnStoreError::Local` while Redis fails.
+    fallback: LocalStore,
+    redis: Option<Arc<RedisStore>>,
+}
+
+/// Requests with at most this many limits keep their per-limit state on the stack.
+const INLINE_SLOTS: usize = 8;
+const SLOT_INIT: (Pending, Consumed) = (Pending::SKIPPED, Consumed::No);
+
+fn slots_for<'a>(
+    n: usize,
+    inline: &'a mut [(Pending, Consumed); INLINE_SLOTS],
+    heap: &'a mut Vec<(Pending, Consumed)>,
+) -> &'a mut [(Pending, Consumed)] {
+    if n <= INLINE_SLOTS {
+        &mut inline[..n]
+    } else {
+        heap.resize(n, SLOT_INIT);
+        heap.as_mut_slice()
+    }
+}
+
+/// Where an increment of this request was made (for rollback).
+#[derive(Clone, Copy)]
+enum Consumed {
+    No,
+    Local(u64),
+    Fallback(u64),
+    Redis(u64),
+}
+
+impl RateLimiter {
+    /// Validates the specs and builds the stores. Never connects synchronously: with Redis
+    /// configured, the connection is made in the background on first use (or after
+    /// [`RateLimiter::start`]); until then Redis-backed limits follow `on_store_error`.
+    pub fn new(specs: Vec<LimitSpec>, config: RateLimiterConfig) -> Result<Self, ConfigError> {
+        if specs.len() > u32::MAX as usize {
+            return Err(ConfigError::TooMany);
+        }
+        let mut window_ms = Vec::with_capacity(specs.len());
+        for (i, s) in specs.iter().enumerate() {
+            let w = u64::try_from(s.window.as_millis()).unwrap_or(u64::MAX);
+            if w == 0 {
+                return Err(ConfigError::ZeroWindow(s.name.to_string()));
+            }
+            if specs[..i].iter().any(|o| o.name == s.name) {
+                return Err(ConfigError::DuplicateName(s.name.to_string()));
+            }
+            if s.backend == Backend::Redis && config.redis.is_none() {
+                return Err(ConfigError::NoRedis(s.name.to_string()));
+            }
+            // The Lua script compares in doubles; keep every product exact.
+            if s.backend == Backend::Redis && (s.max as u128) * (w as u128) >= 1u128 << 53 {
+                return Err(ConfigError::TooLargeForRedis(s.name.to_string()));
+            }
+            window_ms.push(w);
+        }
+        let limits: Vec<(u64, u64)> = specs
+            .iter()
+            .zip(&window_ms)
+            .map(|(s, &w)| (w, s.max))
+            .collect();
+        let uses_redis = specs.iter().any(|s| s.backend == Backend::Redis);
+        let redis = match (&config.redis, uses_redis) {
+            (Some(rc), true) => Some(Arc::new(RedisStore::new(rc.clone())?)),
+            _ => None,
+        };
+        let fallback_shards = if uses_redis { config.local.shards } else { 1 };
+        Ok(RateLimiter {
+            inner: Arc::new(Inner {
+                local: LocalStore::new(&limits, config.local.shards, config.local.max_keys),
+                fallback: LocalStore::new(&limits, fallback_shards, config.local.max_keys),
+                specs: specs.into_boxed_slice(),
+                window_ms: window_ms.into_boxed_slice(),
+                redis,
+            }),
+        })
+    }
+
+    /// Starts connecting to Redis in the background (call from inside a tokio runtime).
+    /// Optional: the first `check_all` does it too.
+    pub fn start(&self) {
+        if let Some(r) = &self.inner.redis {
+            r.ensure_connecting();
+        }
+    }
+
+    /// Handle of the limit named `name`.
+    pub fn limit_ref(&self, name: &str) -> Option<LimitRef> {
+        self.inner
+            .specs
+            .iter()
+            .position(|s| &*s.name == name)
+            .map(|i| LimitRef(i as u32))
+    }
+
+    pub fn spec(&self, limit: LimitRef) -> Option<&LimitSpec> {
+        self.inner.specs.get(limit.index())
+    }
+
+    /// Drops idle local entries now (optional; the stores also do it lazily).
+    pub fn sweep_expired(&self, now_ms: u64) {
+        self.inner.local.sweep_all(now_ms);
+        self.inner.fallback.sweep_all(now_ms);
+    }
+
+    /// Keys held in the local store and in the Redis fallback store.
+    pub fn local_keys(&self) -> (usize, usize) {
+        (self.inner.local.len(), self.inner.fallback.len())
+    }
+
+    /// `check_all_cost` with cost 1.
+    pub async fn check_all(&self, items: &[(LimitRef, &[u8])], now_ms: u64) -> Decision {
+        self.check_all_cost(items, 1, now_ms).await
+    }
+
+    /// Synchronous check for requests whose limits are all local; `None` if any item is
+    /// Redis-backed (use `check_all_cost`). Same semantics as `check_all_cost`.
+    pub fn check_all_local(
+        &self,
+        items: &[(LimitRef, &[u8])],
+        cost: u64,
+        now_ms: u64,
+    ) -> Option<Decision> {
+        if items.iter().any(|(l, _)| self.is_redis(*l)) {
+            return None;
+        }
+        let mut inline = [SLOT_INIT; INLINE_SLOTS];
+        let mut heap = Vec::new();
+        let slots = slots_for(items.len(), &mut inline, &mut heap);
+        if self.run_local(items, cost, now_ms, slots) {
+            self.rollback_local(items, cost, slots);
+        }
+        Some(self.finish(items, slots, cost))
+    }
+
+    /// Checks one request against all `items` (limit, key) at `now_ms` (unix milliseconds from
+    /// the gateway clock) with `cost` units. Never fails: store problems are applied per
+    /// `on_store_error` and reported in the decision. Awaits only if a Redis-backed limit is
+    /// involved.
+    pub async fn check_all_cost(
+        &self,
+        items: &[(LimitRef, &[u8])],
+        cost: u64,
+        now_ms: u64,
+    ) -> Decision {
+        let mut inline = [SLOT_INIT; INLINE_SLOTS];
+        let mut heap = Vec::new();
+        let slots = slots_for(items.len(), &mut inline, &mut heap);
+        let mut rejected = self.run_local(items, cost, now_ms, slots);
+        let has_redis = items.iter().any(|(l, _)| self.is_redis(*l));
+        if has_redis && !rejected {
+            rejected = self.run_redis(items, cost, now_ms, slots).await;
+            if rejected {
+                self.rollback_redis(items, cost, now_ms, slots).await;
+            }
+        }
+        if rejected {
+            self.rollback_local(items, cost, slots);
+        }
+        self.finish(items, slots, cost)
+    }
+
+    fn is_redis(&self, l: LimitRef) -> bool {
+        self.spec(l).is_some_and(|s| s.backend == Backend::Redis)
+    }
+
+    /// Phase 1: local limits. Returns whether an enforcing limit rejected.
+    fn run_local(
+        &self,
+        items: &[(LimitRef, &[u8])],
+        cost: u64,
+        now_ms: u64,
+        slots: &mut [(Pending, Consumed)],
+    ) -> bool {
+        let mut rejected = false;
+        for (&(limit, key), slot) in items.iter().zip(slots.iter_mut()) {
+            let Some(spec) = self.spec(limit) else {
+                continue;
+            };
+            if spec.backend != Backend::Local {
+                continue;
+            }
+            let c = self
+                .inner
+                .local
+                .check(limit.0, key, cost, now_ms, !rejected);
+            let outcome = verdict(spec.mode, c.fits);
+            slot.0 = Pending {
+                outcome,
+                store_error: None,
+                counts: Counts::Known {
+                    win: c.win,
+                    prev: c.prev,
+                    curr: c.curr,
+                },
+            };
+            if c.fits && !rejected {
+                slot.1 = Consumed::Local(c.win.idx);
+            }
+            rejected |= outcome == Outcome::Rejected;
+        }
+        rejected
+    }
+
+    /// Phase 2: Redis groups (by key). Returns whether an enforcing limit rejected.
+    async fn run_redis(
+        &self,
+        items: &[(LimitRef, &[u8])],
+        cost: u64,
+        now_ms: u64,
+        slots: &mut [(Pending, Consumed)],
+    ) -> bool {
+        let Some(redis) = &self.inner.redis else {
+            return false;
+        };
+        let mut done = vec![false; items.len()];
+        let mut members: Vec<usize> = Vec::with_capacity(items.len());
+        for first in 0..items.len() {
+            if done[first] || !self.is_redis(items[first].0) {
+                continue;
+            }
+            let key = items[first].1;
+            members.clear();
+            for (j, &(l, k)) in items.iter().enumerate().skip(first) {
+                if !done[j] && k == key && self.is_redis(l) {
+                    done[j] = true;
+                    members.push(j);
+                }
+            }
+            let group: Vec<GroupItem<'_>> = members
+                .iter()
+                .filter_map(|&j| {
+                    let l = items[j].0;
+                    let s = self.spec(l)?;
+                    Some(GroupItem {
+                        name: &s.name,
+                        window_ms: self.inner.window_ms[l.index()],
+                        max: s.max,
+                        shadow: s.mode == Mode::Shadow,
+                    })
+                })
+                .collect();
+            let rejected = match redis.check_group(key, &group, cost, now_ms).await {
+                Ok((all_ok, counts)) => {
+                    for (&j, c) in members.iter().zip(&counts) {
+                        let mode = self.spec(items[j].0).map_or(Mode::Enforce, |s| s.mode);
+                        slots[j].0 = Pending {
+                            outcome: verdict(mode, c.fits),
+                            store_error: None,
+                            counts: Counts::Known {
+                                win: c.win,
+                                prev: c.prev,
+                                curr: c.curr,
+                            },
+                        };
+                        if all_ok && c.fits && cost > 0 {
+                            slots[j].1 = Consumed::Redis(c.win.idx);
+                        }
+                    }
+                    !all_ok
+                }
+                Err(kind) => self.apply_store_error(items, &members, kind, cost, now_ms, slots),
+            };
+            if rejected {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Applies `on_store_error` to a failed group. Returns whether an enforcing limit rejected.
+    fn apply_store_error(
+        &self,
+        items: &[(LimitRef, &[u8])],
+        members: &[usize],
+        kind: super::decision::StoreErrorKind,
+        cost: u64,
+        now_ms: u64,
+        slots: &mut [(Pending, Consumed)],
+    ) -> bool {
+        let mut rejected = false;
+        for &j in members {
+            let (limit, key) = items[j];
+            let Some(spec) = self.spec(limit) else {
+                continue;
+            };
+            let action = spec.on_store_error;
+            let store_error = Some(StoreErrorReport { kind, action });
+            slots[j].0 = match action {
+                OnStoreError::Allow => Pending {
+                    outcome: Outcome::Allowed,
+                    store_error,
+                    counts: Counts::None,
+                },
+                OnStoreError::Deny => Pending {
+                    outcome: verdict(spec.mode, false),
+                    store_error,
+                    counts: Counts::Denied,
+                },
+                OnStoreError::Local => {
+                    let c = self
+                        .inner
+                        .fallback
+                        .check(limit.0, key, cost, now_ms, !rejected);
+                    if c.fits && !rejected {
+                        slots[j].1 = Consumed::Fallback(c.win.idx);
+                    }
+                    Pending {
+                        outcome: verdict(spec.mode, c.fits),
+                        store_error,
+                        counts: Counts::Known {
+                            win: c.win,
+                            prev: c.prev,
+                            curr: c.curr,
+                        },
+                    }
+                }
+            };
+            rejected |= slots[j].0.outcome == Outcome::Rejected;
+        }
+        rejected
+    }
+
+    fn rollback_local(
+        &self,
+        items: &[(LimitRef, &[u8])],
+        cost: u64,
+        slots: &[(Pending, Consumed)],
+    ) {
+        for (&(limit, key), slot) in items.iter().zip(slots) {
+            match slot.1 {
+                Consumed::Local(idx) => self.inner.local.rollback(limit.0, key, cost, idx),
+                Consumed::Fallback(idx) => self.inner.fallback.rollback(limit.0, key, cost, idx),
+                Consumed::No | Consumed::Redis(_) => {}
+            }
+        }
+    }
+
+    async fn rollback_redis(
+        &self,
+        items: &[(LimitRef, &[u8])],
+        cost: u64,
+        now_ms: u64,
+        slots: &[(Pending, Consumed)],
+    ) {
+        let Some(redis) = &self.inner.redis else {
+            return;
+        };
+        let mut done = vec![false; items.len()];
+        for first in 0..items.len() {
+            if done[first] || !matches!(slots[first].1, Consumed::Redis(_)) {
+                continue;
+            }
+            let key = items[first].1;
+            let mut group: Vec<(&str, u64)> = Vec::new();
+            for j in first..items.len() {
+                if let (false, Consumed::Redis(idx), true) =
+                    (done[j], slots[j].1, items[j].1 == key)
+                {
+                    done[j] = true;
+                    if let Some(s) = self.spec(items[j].0) {
+                        group.push((&s.name, idx));
+                    }
+                }
+            }
+            redis.rollback_group(key, &group, cost, now_ms).await;
+        }
+    }
+
+    fn finish(
+        &self,
+        items: &[(LimitRef, &[u8])],
+        slots: &[(Pending, Consumed)],
+        cost: u64,
+    ) -> Decision {
+        let entries = items.iter().zip(slots).map(|(&(l, _), (p, _))| (l, p));
+        finish(entries, cost, |l| {
+            self.spec(l).map(|s| (s, self.inner.window_ms[l.index()]))
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn redis_connected(&self) -> bool {
+        self.inner.redis.as_ref().is_some_and(|r| r.is_connected())
+    }
+}

@@ -1,0 +1,377 @@
+//! Redis-backed counters: one atomic Lua script per hash-tag group, lazy background connect,
+//! per-call timeout, failure back-off and rate-limited warnings.
+//!
+//! Keys are `gw:rl:{<key>}:<limit name>:<window index>`; `<key>` is the request key with the
+//! bytes `{`, `}` and `%` percent-encoded (and an empty key written as `%`) so the hash tag is
+//! exactly the request key: every limit of one request key lands in one Redis Cluster slot and
+//! one script covers them. The window index is `now_ms / window_ms` with `now_ms` taken from
+//! the gateway clock (unix ms) and passed as an argument, so all gateways must run NTP-synced
+//! clocks; skew shifts window boundaries by the skew, never more. Counters get a TTL of two
+//! windows (refreshed on every increment), which is exactly as long as they can matter.
+//!
+//! The script reads current and previous counters of all limits, decides each limit with the
+//! same integer inequality as the local store (`p*(w-e) + (q+c)*w <= max*w`, exact while
+//! `max * window_ms < 2^53`), increments all fitting limits only if no enforcing limit rejects,
+//! and returns `[all_ok, p1, q1, fits1, p2, q2, fits2, ...]` (counts before the increment) so
+//! the caller computes remaining/reset/retry-after with the same code as for local limits.
+//! `redis::Script` sends EVALSHA and falls back to SCRIPT LOAD on NOSCRIPT (e.g. after a Redis
+//! restart).
+//!
+//! Failure handling: the connection manager is created in a background task (so a down Redis
+//! neither blocks startup nor fails construction); until it exists every call reports
+//! `Unavailable`. Any error or timeout sets a back-off window (`RedisConfig::backoff`) during
+//! which calls fail fast with `Unavailable`; after it one caller probes Redis (others keep
+//! failing fast) and success closes the back-off. `ConnectionManager` reconnects by itself.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+
+use super::decision::StoreErrorKind;
+use super::spec::{ConfigError, RedisConfig};
+use super::window::Window;
+
+const CHECK_LUA: &str = r#"
+local cost = tonumber(ARGV[1])
+local n = #KEYS / 2
+local out = {0}
+local all = 1
+for i = 1, n do
+  local b = 1 + 5 * (i - 1)
+  local w = tonumber(ARGV[b + 1])
+  local e = tonumber(ARGV[b + 2])
+  local m = tonumber(ARGV[b + 3])
+  local shadow = ARGV[b + 5] == '1'
+  local q = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+  local p = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+  local fits = 0
+  if p * (w - e) + (q + cost) * w <= m * w then
+    fits = 1
+  elseif not shadow then
+    all = 0
+  end
+  out[#out + 1] = p
+  out[#out + 1] = q
+  out[#out + 1] = fits
+end
+out[1] = all
+if all == 1 and cost > 0 then
+  for i = 1, n do
+    if out[1 + 3 * i] == 1 then
+      redis.call('INCRBY', KEYS[2 * i - 1], cost)
+      redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[1 + 5 * (i - 1) + 4])
+    end
+  end
+end
+return out
+"#;
+
+const ROLLBACK_LUA: &str = r#"
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('DECRBY', KEYS[i], ARGV[1])
+  end
+end
+return 0
+"#;
+
+/// One limit of a script call.
+pub(crate) struct GroupItem<'a> {
+    pub name: &'a str,
+    pub window_ms: u64,
+    pub max: u64,
+    pub shadow: bool,
+}
+
+/// Per-limit script result: counts before this request and whether the limit fits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RemoteCount {
+    pub win: Window,
+    pub prev: u64,
+    pub curr: u64,
+    pub fits: bool,
+}
+
+pub(crate) struct RedisStore {
+    client: redis::Client,
+    cfg: RedisConfig,
+    conn: OnceLock<ConnectionManager>,
+    connecting: AtomicBool,
+    /// 0 = healthy; otherwise unix ms before which Redis is not tried.
+    skip_until_ms: AtomicU64,
+    last_warn_ms: AtomicU64,
+    suppressed: AtomicU64,
+    check: Script,
+    rollback: Script,
+}
+
+/// Appends the Redis key of (request key, limit, window index) to `out`.
+pub(crate) fn counter_key(out: &mut Vec<u8>, key: &[u8], name: &str, idx: u64) {
+    out.extend_from_slice(b"gw:rl:{");
+    if key.is_empty() {
+        out.push(b'%');
+    }
+    for &b in key {
+        match b {
+            b'{' => out.extend_from_slice(b"%7B"),
+            b'}' => out.extend_from_slice(b"%7D"),
+            b'%' => out.extend_from_slice(b"%25"),
+            _ => out.push(b),
+        }
+    }
+    out.extend_from_slice(b"}:");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b':');
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut v = idx;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+impl RedisStore {
+    pub fn new(cfg: RedisConfig) -> Result<Self, ConfigError> {
+        let client = redis::Client::open(cfg.url.as_str())
+            .map_err(|e| ConfigError::RedisUrl(e.to_string()))?;
+        Ok(RedisStore {
+            client,
+            cfg,
+            conn: OnceLock::new(),
+            connecting: AtomicBool::new(false),
+            skip_until_ms: AtomicU64::new(0),
+            last_warn_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+            check: Script::new(CHECK_LUA),
+            rollback: Script::new(ROLLBACK_LUA),
+        })
+    }
+
+    /// Starts the background connect task once (no-op without a tokio runtime; the next call
+    /// from inside one retries).
+    pub fn ensure_connecting(self: &Arc<Self>) {
+        if self.conn.get().is_some() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.connecting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Self> = Arc::downgrade(self);
+        rt.spawn(async move {
+            loop {
+                let Some(this) = weak.upgrade() else { return };
+                let cfg = ConnectionManagerConfig::new()
+                    .set_connection_timeout(this.cfg.connect_timeout)
+                    .set_number_of_retries(1)
+                    .set_factor(10)
+                    .set_max_delay(100);
+                let attempt = tokio::time::timeout(
+                    this.cfg.connect_timeout * 3,
+                    ConnectionManager::new_with_config(this.client.clone(), cfg),
+                )
+                .await;
+                match attempt {
+                    Ok(Ok(cm)) => {
+                        let _ = this.conn.set(cm);
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        this.warn(super::unix_millis_now(), &format!("connect failed: {e}"))
+                    }
+                    Err(_) => this.warn(super::unix_millis_now(), "connect timed out"),
+                }
+                let backoff = this.cfg.backoff;
+                drop(this);
+                tokio::time::sleep(backoff).await;
+            }
+        });
+    }
+
+    /// Whether this call may use Redis (healthy, or the single probe after a back-off).
+    fn may_try(&self, now_ms: u64) -> bool {
+        let until = self.skip_until_ms.load(Ordering::Acquire);
+        if until == 0 {
+            return true;
+        }
+        if now_ms < until {
+            return false;
+        }
+        let next = now_ms.saturating_add(self.backoff_ms()).max(1);
+        self.skip_until_ms
+            .compare_exchange(until, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    fn backoff_ms(&self) -> u64 {
+        u64::try_from(self.cfg.backoff.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn failed(&self, now_ms: u64, kind: StoreErrorKind, detail: &dyn std::fmt::Display) {
+        let until = now_ms.saturating_add(self.backoff_ms()).max(1);
+        self.skip_until_ms.store(until, Ordering::Release);
+        self.warn(now_ms, &format!("{kind:?}: {detail}"));
+    }
+
+    fn succeeded(&self) {
+        if self.skip_until_ms.load(Ordering::Relaxed) != 0 {
+            self.skip_until_ms.store(0, Ordering::Release);
+            tracing::info!("rate limiter: Redis reachable again, enforcing through Redis");
+        }
+    }
+
+    /// `tracing::warn!` at most once per `warn_interval`; counts suppressed events.
+    fn warn(&self, now_ms: u64, what: &str) {
+        let interval = u64::try_from(self.cfg.warn_interval.as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_warn_ms.load(Ordering::Relaxed);
+        if (last != 0 && now_ms.abs_diff(last) < interval)
+            || self
+                .last_warn_ms
+                .compare_exchange(last, now_ms.max(1), Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            suppressed,
+            "rate limiter: Redis unavailable ({what}); applying on_store_error for Redis-backed limits"
+        );
+    }
+
+    /// Runs the check script for one group of limits sharing `key`.
+    /// Returns `(all_ok, per-limit counts)` in `items` order.
+    pub async fn check_group(
+        self: &Arc<Self>,
+        key: &[u8],
+        items: &[GroupItem<'_>],
+        cost: u64,
+        now_ms: u64,
+    ) -> Result<(bool, Vec<RemoteCount>), StoreErrorKind> {
+        let Some(conn) = self.conn.get() else {
+            self.ensure_connecting();
+            self.warn(now_ms, "not connected yet");
+            return Err(StoreErrorKind::Unavailable);
+        };
+        if !self.may_try(now_ms) {
+            return Err(StoreErrorKind::Unavailable);
+        }
+        let mut conn = conn.clone();
+        let mut inv = self.check.prepare_invoke();
+        inv.arg(cost);
+        let mut wins = Vec::with_capacity(items.len());
+        let mut buf = Vec::with_capacity(64);
+        for it in items {
+            let win = Window::at(now_ms, it.window_ms);
+            wins.push(win);
+            buf.clear();
+            counter_key(&mut buf, key, it.name, win.idx);
+            inv.key(buf.as_slice());
+            buf.clear();
+            counter_key(&mut buf, key, it.name, win.idx.wrapping_sub(1));
+            inv.key(buf.as_slice());
+            inv.arg(win.w)
+                .arg(win.e)
+                .arg(it.max)
+                .arg(win.w.saturating_mul(2))
+                .arg(if it.shadow { 1u8 } else { 0u8 });
+        }
+        let res =
+            tokio::time::timeout(self.cfg.timeout, inv.invoke_async::<Vec<i64>>(&mut conn)).await;
+        let vals = match res {
+            Err(_) => {
+                self.failed(now_ms, StoreErrorKind::Timeout, &"script call timed out");
+                return Err(StoreErrorKind::Timeout);
+            }
+            Ok(Err(e)) => {
+                self.failed(now_ms, StoreErrorKind::Redis, &e);
+                return Err(StoreErrorKind::Redis);
+            }
+            Ok(Ok(v)) => v,
+        };
+        if vals.len() != 1 + 3 * items.len() {
+            self.failed(now_ms, StoreErrorKind::Redis, &"unexpected script reply");
+            return Err(StoreErrorKind::Redis);
+        }
+        self.succeeded();
+        let counts = wins
+            .iter()
+            .zip(vals[1..].chunks_exact(3))
+            .map(|(&win, c)| RemoteCount {
+                win,
+                prev: u64::try_from(c[0]).unwrap_or(0),
+                curr: u64::try_from(c[1]).unwrap_or(0),
+                fits: c[2] == 1,
+            })
+            .collect();
+        Ok((vals[0] == 1, counts))
+    }
+
+    /// Undoes increments of a group (a later group rejected the request). Best effort.
+    pub async fn rollback_group(
+        self: &Arc<Self>,
+        key: &[u8],
+        items: &[(&str, u64)],
+        cost: u64,
+        now_ms: u64,
+    ) {
+        let Some(conn) = self.conn.get() else { return };
+        let mut conn = conn.clone();
+        let mut inv = self.rollback.prepare_invoke();
+        inv.arg(cost);
+        let mut buf = Vec::with_capacity(64);
+        for &(name, idx) in items {
+            buf.clear();
+            counter_key(&mut buf, key, name, idx);
+            inv.key(buf.as_slice());
+        }
+        match tokio::time::timeout(self.cfg.timeout, inv.invoke_async::<i64>(&mut conn)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => self.warn(now_ms, &format!("rollback failed: {e}")),
+            Err(_) => self.warn(now_ms, "rollback timed out"),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn is_connected(&self) -> bool {
+        self.conn.get().is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &[u8], name: &str, idx: u64) -> Vec<u8> {
+        let mut v = Vec::new();
+        counter_key(&mut v, k, name, idx);
+        v
+    }
+
+    #[test]
+    fn key_format_and_hash_tag_escaping() {
+        assert_eq!(
+            key(b"1.2.3.4", "per-min", 123),
+            b"gw:rl:{1.2.3.4}:per-min:123".to_vec()
+        );
+        assert_eq!(key(b"", "a", 0), b"gw:rl:{%}:a:0".to_vec());
+        assert_eq!(
+            key(b"a}b{%", "x", 18446744073709551615),
+            b"gw:rl:{a%7Db%7B%25}:x:18446744073709551615".to_vec()
+        );
+        // Injective on the tricky bytes.
+        assert_ne!(key(b"%", "a", 0), key(b"", "a", 0));
+        assert_ne!(key(b"%7D", "a", 0), key(b"}", "a", 0));
+    }
+}

@@ -1,0 +1,428 @@
+//! Redis-store tests against a real `redis-server` that each test starts on a free loopback
+//! port (and kills on drop): enforcement, rollback across groups, shared quota accuracy across
+//! two limiter instances, Redis dying/restarting, and Redis being down at startup.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::tests::{hammer, spec, HEAVY};
+use super::*;
+
+const REDIS_BIN: &str = "/usr/bin/redis-server";
+const MIN: Duration = Duration::from_secs(60);
+
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+fn pong(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let mut s = RedisServer {
+            child: None,
+            port: free_port(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// A server object for a port with nothing listening yet.
+    fn not_started() -> Self {
+        RedisServer {
+            child: None,
+            port: free_port(),
+        }
+    }
+
+    fn spawn(&mut self) {
+        assert!(
+            std::path::Path::new(REDIS_BIN).exists(),
+            "Redis tests need the redis-server binary at {REDIS_BIN} (apt-get install redis-server)"
+        );
+        let child = Command::new(REDIS_BIN)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to start {REDIS_BIN}: {e}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pong(self.port) {
+            assert!(
+                Instant::now() < deadline,
+                "{REDIS_BIN} did not answer PING on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    async fn get(&self, key: &str) -> Option<i64> {
+        let client = redis::Client::open(self.url()).expect("url");
+        let mut con = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("test connection");
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .expect("GET")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn redis_spec(name: &str, window: Duration, max: u64, on_err: OnStoreError) -> LimitSpec {
+    let mut s = spec(name, window, max);
+    s.backend = Backend::Redis;
+    s.on_store_error = on_err;
+    s
+}
+
+fn redis_limiter(url: &str, specs: Vec<LimitSpec>, timeout: Duration) -> RateLimiter {
+    let mut rc = RedisConfig::new(url);
+    rc.timeout = timeout;
+    let cfg = RateLimiterConfig {
+        redis: Some(rc),
+        ..Default::default()
+    };
+    RateLimiter::new(specs, cfg).expect("valid config")
+}
+
+async fn wait_connected(l: &RateLimiter) {
+    l.start();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !l.redis_connected() {
+        assert!(
+            Instant::now() < deadline,
+            "limiter did not connect to Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A gateway clock that starts 1 s into a minute and advances in real time.
+struct TestClock {
+    base: u64,
+    start: Instant,
+}
+
+impl TestClock {
+    fn new() -> Self {
+        TestClock {
+            base: unix_millis_now() / 60_000 * 60_000 + 1_000,
+            start: Instant::now(),
+        }
+    }
+    fn now(&self) -> u64 {
+        self.base + self.start.elapsed().as_millis() as u64
+    }
+    fn minute_idx(&self) -> u64 {
+        self.base / 60_000
+    }
+}
+
+#[tokio::test]
+async fn redis_enforces_one_round_trip_with_rollback_and_shadow() {
+    let server = RedisServer::start();
+    let mut sh = redis_spec("r-shadow", MIN, 1, OnStoreError::Local);
+    sh.mode = Mode::Shadow;
+    let l = redis_limiter(
+        &server.url(),
+        vec![
+            redis_spec("r-big", MIN, 10, OnStoreError::Deny),
+            redis_spec("r-small", MIN, 2, OnStoreError::Deny),
+            sh,
+            spec("local", MIN, 100),
+        ],
+        Duration::from_millis(500),
+    );
+    wait_connected(&l).await;
+    let big = l.limit_ref("r-big").expect("exists");
+    let small = l.limit_ref("r-small").expect("exists");
+    let shadow = l.limit_ref("r-shadow").expect("exists");
+    let local = l.limit_ref("local").expect("exists");
+    let now = TestClock::new().base; // fixed: 1 s into a minute
+    let idx = now / 60_000;
+    let k: &[u8] = b"k";
+    let req = [(big, k), (small, k), (shadow, k), (local, k)];
+    for i in 0..2 {
+        let d = l.check_all(&req, now).await;
+        assert!(d.admitted, "request {i}");
+        assert!(!d.has_store_error());
+        let expect_shadow = if i == 0 {
+            Outcome::Allowed
+        } else {
+            Outcome::ShadowRejected
+        };
+        assert_eq!(d.outcomes[2].outcome, expect_shadow);
+    }
+    let d = l.check_all(&req, now).await;
+    assert!(!d.admitted);
+    assert_eq!(d.rejected_by, Some(1));
+    assert!(!d.has_store_error());
+    // Same header math as locally: prev 0, curr 2 of 2 at 1 s into the window: one unit
+    // frees halfway into the next window: 59 s + 30 s.
+    assert_eq!(d.retry_after_secs, Some(89));
+    assert_eq!(
+        d.headers.as_ref().map(|h| (&*h.policy, h.remaining)),
+        Some(("r-small", 0))
+    );
+    assert_eq!(
+        server.get(&format!("gw:rl:{{k}}:r-big:{idx}")).await,
+        Some(2)
+    );
+    assert_eq!(
+        server.get(&format!("gw:rl:{{k}}:r-small:{idx}")).await,
+        Some(2)
+    );
+    assert_eq!(
+        server.get(&format!("gw:rl:{{k}}:r-shadow:{idx}")).await,
+        Some(1)
+    );
+    // The local limit was rolled back too: 2 of 100 used.
+    let d = l.check_all(&[(local, k)], now).await;
+    assert_eq!(d.headers.map(|h| h.remaining), Some(97));
+
+    // Two groups (different keys): the second group's rejection undoes the first group.
+    let (x, y): (&[u8], &[u8]) = (b"x", b"y");
+    for _ in 0..2 {
+        assert!(l.check_all(&[(big, x), (small, y)], now).await.admitted);
+    }
+    let d = l.check_all(&[(big, x), (small, y)], now).await;
+    assert!(!d.admitted);
+    assert_eq!(d.rejected_by, Some(1));
+    assert_eq!(
+        server.get(&format!("gw:rl:{{x}}:r-big:{idx}")).await,
+        Some(2)
+    );
+    // TTL is two windows.
+    let client = redis::Client::open(server.url()).expect("url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("gw:rl:{{x}}:r-big:{idx}"))
+        .query_async(&mut con)
+        .await
+        .expect("PTTL");
+    assert!(ttl > 110_000 && ttl <= 120_000, "ttl {ttl}");
+    // The next window sees this one as "previous" through Redis.
+    let d = l.check_all(&[(small, y)], (idx + 1) * 60_000).await;
+    assert!(!d.admitted, "previous window weighs fully at the boundary");
+    let d = l
+        .check_all(&[(small, y)], (idx + 1) * 60_000 + 30_000)
+        .await;
+    assert!(d.admitted, "half decayed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_one_quota_within_one_percent() {
+    let _g = HEAVY.lock().await;
+    let server = RedisServer::start();
+    let max = 1000;
+    let w = 1000;
+    let mk = || {
+        redis_limiter(
+            &server.url(),
+            vec![redis_spec(
+                "shared",
+                Duration::from_millis(w),
+                max,
+                OnStoreError::Deny,
+            )],
+            Duration::from_secs(2),
+        )
+    };
+    let (a, b) = (mk(), mk());
+    wait_connected(&a).await;
+    wait_connected(&b).await;
+    let item = a.limit_ref("shared").expect("exists");
+    let per_window = hammer(vec![a, b], item, 64, w, 5).await;
+    println!(
+        "redis accuracy (2 instances): admitted per {w} ms window (max {max}): {per_window:?}"
+    );
+    assert!(per_window.len() >= 3);
+    for (i, &n) in per_window.iter().enumerate() {
+        assert!(n <= max, "window {i}: {n} > {max} (overshoot)");
+        assert!(n * 100 >= max * 99, "window {i}: {n} < 99% of {max}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_then_restarted() {
+    let mut server = RedisServer::start();
+    let clock = TestClock::new();
+    let idx = clock.minute_idx();
+    let specs = || {
+        vec![
+            redis_spec("allow", MIN, 3, OnStoreError::Allow),
+            redis_spec("deny", MIN, 3, OnStoreError::Deny),
+            redis_spec("local", MIN, 3, OnStoreError::Local),
+        ]
+    };
+    let l = redis_limiter(&server.url(), specs(), Duration::from_millis(50));
+    wait_connected(&l).await;
+    let allow = l.limit_ref("allow").expect("exists");
+    let deny = l.limit_ref("deny").expect("exists");
+    let local = l.limit_ref("local").expect("exists");
+    for r in [allow, deny, local] {
+        let d = l.check_all(&[(r, b"before")], clock.now()).await;
+        assert!(d.admitted && !d.has_store_error());
+    }
+
+    server.kill();
+    let timed = |d: &Decision, t: Instant| {
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "call took {:?}",
+            t.elapsed()
+        );
+        d.outcomes[0].store_error
+    };
+    // Allow: fail open.
+    for _ in 0..5 {
+        let t = Instant::now();
+        let d = l.check_all(&[(allow, b"a")], clock.now()).await;
+        let e = timed(&d, t).expect("store error reported");
+        assert_eq!(e.action, OnStoreError::Allow);
+        assert!(d.admitted);
+    }
+    // Back-off: calls fail fast instead of waiting for the timeout.
+    let t = Instant::now();
+    for _ in 0..10 {
+        let d = l.check_all(&[(allow, b"a")], clock.now()).await;
+        assert_eq!(
+            d.outcomes[0].store_error.map(|e| e.kind),
+            Some(StoreErrorKind::Unavailable)
+        );
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(40),
+        "10 calls in back-off took {:?}",
+        t.elapsed()
+    );
+    // Deny: fail closed.
+    let t = Instant::now();
+    let d = l.check_all(&[(deny, b"d")], clock.now()).await;
+    assert_eq!(timed(&d, t).map(|e| e.action), Some(OnStoreError::Deny));
+    assert!(!d.admitted);
+    assert_eq!(d.rejected_by, Some(0));
+    assert_eq!(d.retry_after_secs, Some(1));
+    assert!(render_headers(&d).contains(&("Retry-After", "1".to_owned())));
+    // Local: same quota enforced in-process.
+    for i in 0..4 {
+        let t = Instant::now();
+        let d = l.check_all(&[(local, b"l")], clock.now()).await;
+        assert_eq!(timed(&d, t).map(|e| e.action), Some(OnStoreError::Local));
+        assert_eq!(d.admitted, i < 3, "request {i}");
+    }
+
+    server.spawn(); // same port
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let d = l.check_all(&[(allow, b"probe")], clock.now()).await;
+        if !d.has_store_error() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "enforcement through Redis did not resume"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // At least the successful probe went through Redis (a probe that timed out after Redis
+    // executed it may have counted too).
+    let probe = server.get(&format!("gw:rl:{{probe}}:allow:{idx}")).await;
+    assert!(probe.is_some_and(|n| n >= 1), "probe counter {probe:?}");
+    // Enforced through Redis again, and shared with a second instance.
+    let l2 = redis_limiter(&server.url(), specs(), Duration::from_millis(500));
+    wait_connected(&l2).await;
+    for (i, lim) in [&l, &l2, &l, &l2].into_iter().enumerate() {
+        let d = lim.check_all(&[(deny, b"shared")], clock.now()).await;
+        assert!(!d.has_store_error(), "request {i}");
+        assert_eq!(d.admitted, i < 3, "request {i}");
+    }
+    assert_eq!(
+        server.get(&format!("gw:rl:{{shared}}:deny:{idx}")).await,
+        Some(3)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_at_startup_then_comes_up() {
+    let mut server = RedisServer::not_started();
+    let clock = TestClock::new();
+    let l = redis_limiter(
+        &server.url(),
+        vec![redis_spec("r", MIN, 2, OnStoreError::Local)],
+        Duration::from_millis(50),
+    );
+    let r = l.limit_ref("r").expect("exists");
+    for i in 0..3 {
+        let t = Instant::now();
+        let d = l.check_all(&[(r, b"k")], clock.now()).await;
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "startup call blocked"
+        );
+        assert_eq!(
+            d.outcomes[0].store_error,
+            Some(StoreErrorReport {
+                kind: StoreErrorKind::Unavailable,
+                action: OnStoreError::Local
+            })
+        );
+        assert_eq!(d.admitted, i < 2, "local fallback enforces the quota");
+    }
+    server.spawn();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let d = l.check_all(&[(r, b"k2")], clock.now()).await;
+        if !d.has_store_error() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never connected after Redis came up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let key = format!("gw:rl:{{k2}}:r:{}", clock.minute_idx());
+    let n = server.get(&key).await;
+    assert!(n.is_some_and(|n| n >= 1), "counter {n:?}");
+}

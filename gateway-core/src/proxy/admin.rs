@@ -1,0 +1,158 @@
+//! The admin listener (loopback by default): `GET /metrics`, `/healthz`, `/readyz`, and — only when a
+//! token is configured, and only with `Authorization: Bearer <token>` — the admin API:
+//! `GET /admin/breakers` and `POST /admin/breakers/<upstream>/{open,close,auto}`.
+use super::Engine;
+use crate::policy::breaker::ForcedState;
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct AdminApp {
+    pub engine: Arc<Engine>,
+    pub token: Option<String>,
+}
+
+fn reply(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response<Vec<u8>> {
+    let body = body.into();
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+fn json(status: u16, v: serde_json::Value) -> Response<Vec<u8>> {
+    reply(status, "application/json", v.to_string())
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn token_ok(given: &[u8], want: &[u8]) -> bool {
+    given.len() == want.len()
+        && given
+            .iter()
+            .zip(want)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+impl AdminApp {
+    pub fn handle(
+        &self,
+        method: &http::Method,
+        path: &str,
+        authorization: Option<&[u8]>,
+    ) -> Response<Vec<u8>> {
+        match (method.as_str(), path) {
+            ("GET", "/metrics") => reply(
+                200,
+                crate::observability::metrics::CONTENT_TYPE,
+                self.engine.metrics.render(),
+            ),
+            ("GET", "/healthz") => reply(200, "text/plain", "ok\n"),
+            ("GET", "/readyz") => {
+                if self.engine.is_ready() {
+                    reply(200, "text/plain", "ready\n")
+                } else {
+                    reply(503, "text/plain", "not ready\n")
+                }
+            }
+            (_, p) if p.starts_with("/admin/") => {
+                let Some(token) = &self.token else {
+                    return json(
+                        404,
+                        serde_json::json!({"error": "admin_api_disabled", "message": "configure admin.token to enable the admin API"}),
+                    );
+                };
+                let given = authorization
+                    .and_then(|a| a.strip_prefix(b"Bearer "))
+                    .unwrap_or(b"");
+                if !token_ok(given, token.as_bytes()) {
+                    return json(
+                        401,
+                        serde_json::json!({"error": "unauthorized", "message": "a valid admin bearer token is required"}),
+                    );
+                }
+                self.admin_api(method, p)
+            }
+            _ => json(
+                404,
+                serde_json::json!({"error": "not_found", "message": "unknown admin path"}),
+            ),
+        }
+    }
+
+    fn admin_api(&self, method: &http::Method, path: &str) -> Response<Vec<u8>> {
+        let rt = self.engine.runtime();
+        let now = Instant::now();
+        let parts: Vec<&str> = path.trim_start_matches("/admin/").split('/').collect();
+        match (method.as_str(), parts.as_slice()) {
+            ("GET", ["breakers"]) => {
+                let list: Vec<serde_json::Value> = rt
+                    .plan
+                    .upstreams
+                    .iter()
+                    .zip(&rt.upstreams)
+                    .filter_map(|(p, u)| {
+                        u.breaker.as_ref().map(|b| {
+                            let s = b.snapshot(now);
+                            serde_json::json!({"upstream": &*p.name, "state": s.state.as_str(), "consecutive_failures": s.consecutive_failures})
+                        })
+                    })
+                    .collect();
+                json(200, serde_json::json!(list))
+            }
+            ("POST", ["breakers", name, action]) => {
+                let Some(i) = rt.plan.upstreams.iter().position(|u| &*u.name == *name) else {
+                    return json(
+                        404,
+                        serde_json::json!({"error": "not_found", "message": "no such upstream"}),
+                    );
+                };
+                let Some(b) = &rt.upstreams[i].breaker else {
+                    return json(
+                        404,
+                        serde_json::json!({"error": "not_found", "message": "this upstream has no circuit breaker"}),
+                    );
+                };
+                let f = match *action {
+                    "open" => ForcedState::Open,
+                    "close" => ForcedState::Closed,
+                    "auto" => ForcedState::Auto,
+                    _ => {
+                        return json(
+                            400,
+                            serde_json::json!({"error": "bad_request", "message": "action is open, close or auto"}),
+                        )
+                    }
+                };
+                b.force(f);
+                json(
+                    200,
+                    serde_json::json!({"upstream": name, "state": b.state(now).as_str()}),
+                )
+            }
+            _ => json(
+                404,
+                serde_json::json!({"error": "not_found", "message": "unknown admin path"}),
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let auth = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let method = req.method.clone();
+        let path = req.uri.path().to_string();
+        self.handle(&method, &path, auth.as_deref())
+    }
+}
