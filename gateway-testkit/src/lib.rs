@@ -48,6 +48,7 @@
 mod body;
 mod client;
 mod handler;
+pub mod redis;
 mod upstream;
 mod ws;
 
