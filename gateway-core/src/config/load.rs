@@ -273,7 +273,10 @@ fn explain_serde(raw: &str, path: &str) -> (String, Option<String>, Option<Strin
         let exp = expected();
         let hint = did_you_mean(field, exp.iter().copied())
             .or_else(|| (!exp.is_empty()).then(|| format!("expected one of: {}", exp.join(", "))));
-        let key_path = if path.is_empty() {
+        // serde_path_to_error may or may not have pushed the unknown key already
+        let key_path = if path == field || path.ends_with(&format!(".{field}")) {
+            path.to_string()
+        } else if path.is_empty() {
             field.to_string()
         } else {
             format!("{path}.{field}")
