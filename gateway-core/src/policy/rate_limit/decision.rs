@@ -44,8 +44,9 @@ pub struct StoreErrorReport {
 pub struct LimitStats {
     /// Whole units left.
     pub remaining: u64,
-    /// Seconds until the sliding window frees one more unit than `remaining` (rounded up);
-    /// 0 if nothing is consumed.
+    /// Seconds (rounded up, 1 ..= window) until the current fixed window ends, i.e. until
+    /// this window's requests start to decay out of the estimate; 0 when the full quota is
+    /// available. Never more than the window; not a promise that a unit is free by then.
     pub reset_secs: u64,
     /// For `Rejected`/`ShadowRejected`: seconds until this request's cost fits (rounded up,
     /// >= 1). If it can never fit (cost > max) the window length is used.
@@ -72,7 +73,8 @@ pub struct HeaderInfo {
     pub window_secs: u64,
     /// `r`.
     pub remaining: u64,
-    /// `t`.
+    /// `t`: seconds until the current fixed window ends (<= `window_secs`), see
+    /// [`LimitStats::reset_secs`].
     pub reset_secs: u64,
     /// Set when this limit rejected the request.
     pub retry_after_secs: Option<u64>,
@@ -86,8 +88,9 @@ pub struct Decision {
     /// several, the one with the longest retry-after.
     pub rejected_by: Option<usize>,
     pub outcomes: Vec<LimitReport>,
-    /// Most restrictive enforcing limit with `emit_headers`: a rejecting one (longest
-    /// retry-after) wins, otherwise the smallest `remaining` (first on ties).
+    /// Most restrictive limit with `emit_headers`: a rejecting one (longest retry-after) wins,
+    /// otherwise the enforcing limit with the smallest `remaining` (first on ties); shadow
+    /// limits supply the headers only when no enforcing limit does.
     pub headers: Option<HeaderInfo>,
     /// When rejected: seconds until every rejecting limit would admit the request.
     pub retry_after_secs: Option<u64>,
@@ -155,11 +158,12 @@ fn stats(p: &Pending, window_ms: u64, max: u64, cost: u64, admitted: bool) -> Op
                 curr
             };
             let remaining = win.remaining(prev, curr, max);
+            // Time until the current fixed window ends: from then on this window's count
+            // decays (and the previous window's is gone). 1 ..= w seconds; 0 if full quota.
             let reset_secs = if remaining >= max {
                 0
             } else {
-                win.wait_ms(prev, curr, max, remaining + 1)
-                    .map_or(window_secs(window_ms), ceil_secs)
+                ceil_secs(win.w.saturating_sub(win.e).max(1)).min(window_secs(window_ms))
             };
             let retry_after_secs = match p.outcome {
                 Outcome::Rejected | Outcome::ShadowRejected => Some(
@@ -188,8 +192,9 @@ pub(crate) fn finish<'a, 'b>(
     let admitted = !entries.clone().any(|(_, p)| p.outcome == Outcome::Rejected);
     let mut outcomes = Vec::with_capacity(entries.len());
     let mut rejected_by: Option<(usize, u64)> = None;
-    // (index, rejected, retry, remaining) of the header candidate so far.
-    let mut best: Option<(usize, bool, u64, u64)> = None;
+    // (index, tier, retry, remaining) of the header candidate so far; tier 0 = rejecting,
+    // 1 = other enforcing limit, 2 = shadow limit (only used when no enforcing one emits).
+    let mut best: Option<(usize, u8, u64, u64)> = None;
     for (i, (limit, p)) in entries.enumerate() {
         let Some((spec, window_ms)) = spec_of(limit) else {
             outcomes.push(LimitReport {
@@ -208,19 +213,23 @@ pub(crate) fn finish<'a, 'b>(
                 rejected_by = Some((i, retry));
             }
         }
-        if let (Some(s), true, Mode::Enforce) = (st, spec.emit_headers, spec.mode) {
+        if let (Some(s), true) = (st, spec.emit_headers) {
             let retry = s.retry_after_secs.unwrap_or(0);
+            let tier = match (rej, spec.mode) {
+                (true, _) => 0,
+                (false, Mode::Enforce) => 1,
+                (false, Mode::Shadow) => 2,
+            };
             let better = match best {
                 None => true,
-                Some((_, brej, bretry, brem)) => match (rej, brej) {
-                    (true, false) => true,
-                    (true, true) => retry > bretry,
-                    (false, false) => s.remaining < brem,
-                    (false, true) => false,
-                },
+                Some((_, btier, bretry, brem)) => {
+                    tier < btier
+                        || (tier == btier && tier == 0 && retry > bretry)
+                        || (tier == btier && tier > 0 && s.remaining < brem)
+                }
             };
             if better {
-                best = Some((i, rej, retry, s.remaining));
+                best = Some((i, tier, retry, s.remaining));
             }
         }
         outcomes.push(LimitReport {
@@ -230,7 +239,8 @@ pub(crate) fn finish<'a, 'b>(
             stats: st,
         });
     }
-    let headers = best.and_then(|(i, rej, _, _)| {
+    let headers = best.and_then(|(i, tier, _, _)| {
+        let rej = tier == 0;
         let report = &outcomes[i];
         let (spec, window_ms) = spec_of(report.limit)?;
         let s = report.stats?;

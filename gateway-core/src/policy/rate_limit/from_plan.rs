@@ -31,7 +31,7 @@ pub fn build(plan: &Plan) -> Result<Option<Limits>, String> {
     let mut specs = Vec::new();
     for p in &plan.rate_limits {
         let backend = match &p.store {
-            RateStoreConfig::Local => Backend::Local,
+            RateStoreConfig::Local {} => Backend::Local,
             RateStoreConfig::Redis { url, timeout } => {
                 match &redis {
                     Some(r) if r.url != *url => {
@@ -135,7 +135,7 @@ fn fallback(fb: &Option<KeyFallback>, facts: &KeyFacts<'_>, out: &mut Vec<u8>) {
 
 fn write_part(key: &RateKeyConfig, facts: &KeyFacts<'_>, out: &mut Vec<u8>) {
     match key {
-        RateKeyConfig::ClientIp => write_ip(facts, out),
+        RateKeyConfig::ClientIp {} => write_ip(facts, out),
         RateKeyConfig::JwtClaim {
             claim,
             fallback: fb,
@@ -153,7 +153,7 @@ fn write_part(key: &RateKeyConfig, facts: &KeyFacts<'_>, out: &mut Vec<u8>) {
             }
             None => fallback(fb, facts, out),
         },
-        RateKeyConfig::Route => {
+        RateKeyConfig::Route {} => {
             out.extend_from_slice(b"route:");
             out.extend_from_slice(facts.route.as_bytes());
         }
@@ -183,7 +183,12 @@ mod key_tests {
             upstream: "users",
         };
         let mut out = Vec::new();
-        write_key(&RateKeyConfig::ClientIp, RateScope::Route, &facts, &mut out);
+        write_key(
+            &RateKeyConfig::ClientIp {},
+            RateScope::Route,
+            &facts,
+            &mut out,
+        );
         assert_eq!(out, b"r:login|ip:203.0.113.7");
         out.clear();
         let k = RateKeyConfig::JwtClaim {

@@ -119,6 +119,17 @@ impl RateLimiter {
         }
     }
 
+    /// Starts connecting to Redis (if configured) and waits until the connection is up, the
+    /// first attempt failed, or `timeout` passed, so a gateway does not declare itself ready
+    /// while its Redis-backed limits would still run on `on_store_error`. Returns whether
+    /// Redis is connected (`true` without Redis).
+    pub async fn wait_connected(&self, timeout: std::time::Duration) -> bool {
+        match &self.inner.redis {
+            Some(r) => r.wait_connected(timeout).await,
+            None => true,
+        }
+    }
+
     /// Handle of the limit named `name`.
     pub fn limit_ref(&self, name: &str) -> Option<LimitRef> {
         self.inner
@@ -136,6 +147,17 @@ impl RateLimiter {
     pub fn sweep_expired(&self, now_ms: u64) {
         self.inner.local.sweep_all(now_ms);
         self.inner.fallback.sweep_all(now_ms);
+    }
+
+    /// Admitted cost per fixed window of a local limit's key, as stored: `(window index of
+    /// curr, prev, curr)` where `prev` belongs to the window before (for diagnostics and
+    /// tests; the entry is rolled forward only by the next check). `None` if the key holds
+    /// nothing or the limit is not local.
+    pub fn local_counts(&self, limit: LimitRef, key: &[u8]) -> Option<(u64, u64, u64)> {
+        if self.is_redis(limit) {
+            return None;
+        }
+        self.inner.local.peek(limit.0, key)
     }
 
     /// Keys held in the local store and in the Redis fallback store.
@@ -414,8 +436,8 @@ impl RateLimiter {
         })
     }
 
-    #[cfg(test)]
-    pub(crate) fn redis_connected(&self) -> bool {
+    /// Whether the Redis connection exists (it may still be failing; see the module doc).
+    pub fn redis_connected(&self) -> bool {
         self.inner.redis.as_ref().is_some_and(|r| r.is_connected())
     }
 }

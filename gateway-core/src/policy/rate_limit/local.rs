@@ -192,6 +192,13 @@ impl LocalStore {
         self.shards.iter().map(|s| s.lock().len).sum()
     }
 
+    /// The stored `(window index, prev, curr)` of (limit, key), without rolling it forward.
+    pub fn peek(&self, limit: u32, key: &[u8]) -> Option<(u64, u64, u64)> {
+        let shard = self.shard(limit, key).lock();
+        let e = shard.maps.get(limit as usize)?.get(key)?;
+        Some((e.idx, e.prev, e.curr))
+    }
+
     /// Whether an entry exists for (limit, key); for tests.
     #[cfg(test)]
     pub fn contains(&self, limit: u32, key: &[u8]) -> bool {

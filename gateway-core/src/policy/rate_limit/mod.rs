@@ -25,16 +25,20 @@
 //!   concurrency test (64 tasks, 1 s windows, max 1000): see the numbers below.
 //!
 //! # Headers
-//! `remaining = floor(max - estimate)` (after this request if admitted). `reset` (`t`) is the
-//! exact time, rounded up to seconds, until the sliding window frees one more unit than
-//! `remaining`, assuming no further requests (0 when nothing is consumed). Note that a unit
-//! consumed now is only fully freed at the end of the *next* window, so `t` can exceed `w` for
-//! lightly used keys. `retry_after` for a rejected request is the exact time until
-//! `estimate + cost <= max` holds (rounded up, >= 1 s). Both solve the linear decay of the
-//! previous window (and, if needed, the decay of the current window after the boundary); see
+//! `remaining = floor(max - estimate)` (after this request if admitted). `reset` (`t`, also
+//! `X-RateLimit-Reset`) is the time, rounded up to whole seconds, until the current fixed window
+//! ends: from then on this window's requests start to decay out of the estimate (and the
+//! previous window's are gone). So `1 <= t <= w` whenever something is counted, and `t = 0`
+//! when the full quota is available. `t` is not a promise that a unit is free by then.
+//! `retry_after` for a rejected request is the exact time until `estimate + cost <= max` holds
+//! (rounded up, >= 1 s); it solves the linear decay of the previous window (and, if needed,
+//! the decay of the current window after the boundary), so it can exceed both `t` and `w`
+//! (at most `w + w/max` for cost 1: a burst of `max` at the start of a window decays only
+//! after that window ends); see
 //! `window.rs`. The response headers come from the most restrictive enforcing limit with
-//! `emit_headers` (a rejecting one wins, else the smallest remaining); shadow limits never
-//! emit headers. See [`render_headers`].
+//! `emit_headers` (a rejecting one wins, else the smallest remaining); a shadow limit with
+//! `emit_headers` supplies them only when no enforcing limit does (it never causes a
+//! `Retry-After`). See [`render_headers`].
 //!
 //! # Several limits per request
 //! `check_all` admits only if every enforcing limit admits; a rejected request consumes no

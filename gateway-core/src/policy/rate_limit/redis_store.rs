@@ -99,6 +99,8 @@ pub(crate) struct RedisStore {
     cfg: RedisConfig,
     conn: OnceLock<ConnectionManager>,
     connecting: AtomicBool,
+    /// Set when the first connection attempt has finished (either way).
+    first_attempt_done: AtomicBool,
     /// 0 = healthy; otherwise unix ms before which Redis is not tried.
     skip_until_ms: AtomicU64,
     last_warn_ms: AtomicU64,
@@ -147,6 +149,7 @@ impl RedisStore {
             cfg,
             conn: OnceLock::new(),
             connecting: AtomicBool::new(false),
+            first_attempt_done: AtomicBool::new(false),
             skip_until_ms: AtomicU64::new(0),
             last_warn_ms: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
@@ -181,6 +184,7 @@ impl RedisStore {
                     ConnectionManager::new_with_config(this.client.clone(), cfg),
                 )
                 .await;
+                this.first_attempt_done.store(true, Ordering::Release);
                 match attempt {
                     Ok(Ok(cm)) => {
                         let _ = this.conn.set(cm);
@@ -343,9 +347,26 @@ impl RedisStore {
         }
     }
 
-    #[cfg(test)]
     pub fn is_connected(&self) -> bool {
         self.conn.get().is_some()
+    }
+
+    /// Starts connecting and waits until connected, the first attempt failed, or `timeout`.
+    /// Returns whether connected.
+    pub async fn wait_connected(self: &Arc<Self>, timeout: std::time::Duration) -> bool {
+        self.ensure_connecting();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.is_connected() {
+                return true;
+            }
+            if self.first_attempt_done.load(Ordering::Acquire)
+                || tokio::time::Instant::now() >= deadline
+            {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
     }
 }
 

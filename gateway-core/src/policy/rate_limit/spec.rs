@@ -10,8 +10,11 @@ pub enum Mode {
     /// Requests over the limit are rejected.
     #[default]
     Enforce,
-    /// Evaluated and reported (`Outcome::ShadowRejected`) but never rejects and never emits
-    /// headers. Quota is still consumed for requests that fit, as in enforce mode.
+    /// Evaluated and reported (`Outcome::ShadowRejected`) but never rejects (and never sets
+    /// `Retry-After`). With `emit_headers` it supplies the rate-limit headers of requests that
+    /// no enforcing limit supplies headers for, so clients can see a limit before it is
+    /// enforced; set `emit_headers: false` to keep it invisible. Quota is still consumed for
+    /// requests that fit, as in enforce mode.
     Shadow,
 }
 

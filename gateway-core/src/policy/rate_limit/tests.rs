@@ -45,8 +45,9 @@ fn window_boundary_retry_after_and_reset() {
     assert!(d.admitted);
     let h = d.headers.clone().expect("headers");
     assert_eq!((h.limit, h.window_secs, h.remaining), (100, 60, 99));
-    // The unit consumed now is only fully freed at the end of the next window: 50 s + 60 s.
-    assert_eq!(h.reset_secs, 110);
+    // `t` is the time until the current fixed window ends (50 s), never more than the window,
+    // even though the unit consumed now only fully decays by the end of the next window.
+    assert_eq!(h.reset_secs, 50);
     for _ in 1..100 {
         assert!(check(&l, &[(a, k)], now).admitted);
     }
@@ -56,16 +57,83 @@ fn window_boundary_retry_after_and_reset() {
     assert_eq!(d.outcomes[0].outcome, Outcome::Rejected);
     // prev=0, curr=100: a unit frees after the boundary (50 s) once 1% of the window passed
     // (the previous window then weighs 99/100 -> estimate 99): 600 ms -> 51 s rounded up.
+    // `t` stays the time to the end of the current window (50 s); Retry-After is exact.
     let h = d.headers.clone().expect("headers");
     assert_eq!(
         (h.remaining, h.reset_secs, h.retry_after_secs),
-        (0, 51, Some(51))
+        (0, 50, Some(51))
     );
     assert_eq!(d.retry_after_secs, Some(51));
     assert_eq!(header(&d, "Retry-After").as_deref(), Some("51"));
     // Exactness of the underlying millisecond wait.
     assert!(!check(&l, &[(a, k)], now + 50_599).admitted);
     assert!(check(&l, &[(a, k)], now + 50_600).admitted);
+}
+
+#[test]
+fn reset_is_time_to_window_end_and_never_exceeds_window() {
+    let l = limiter(vec![
+        spec("per-min", MIN, 5),
+        spec("per-sec", Duration::from_secs(1), 3),
+        spec("odd", Duration::from_millis(2500), 2),
+    ]);
+    let pm = l.limit_ref("per-min").expect("exists");
+    let ps = l.limit_ref("per-sec").expect("exists");
+    let odd = l.limit_ref("odd").expect("exists");
+    let reset = |d: &Decision| d.headers.as_ref().map(|h| (h.reset_secs, h.window_secs));
+    // Fresh keys at several positions in the window: t = ceil(ms left in window), 1..=w.
+    for (i, (into, want)) in [
+        (0u64, 60u64),
+        (1, 60),
+        (59_000, 1),
+        (59_999, 1),
+        (30_500, 30),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = format!("fresh-{i}");
+        let d = check(&l, &[(pm, key.as_bytes())], T0 + into);
+        assert_eq!(reset(&d), Some((want, 60)), "{into} ms into the window");
+    }
+    // A key used in the previous window and now: still at most w.
+    let k: &[u8] = b"carry";
+    for _ in 0..5 {
+        assert!(check(&l, &[(pm, k)], T0 + 59_900).admitted);
+    }
+    let d = check(&l, &[(pm, k)], T0 + 60_000 + 12_000);
+    assert!(d.admitted, "20% decayed frees one unit");
+    assert_eq!(reset(&d), Some((48, 60)));
+    // Rejected: t is the window end, Retry-After the exact wait (can exceed t and w).
+    let k: &[u8] = b"burst";
+    for _ in 0..5 {
+        assert!(check(&l, &[(pm, k)], T0 + 1_000).admitted);
+    }
+    let d = check(&l, &[(pm, k)], T0 + 1_000);
+    assert!(!d.admitted);
+    assert_eq!(reset(&d), Some((59, 60)));
+    // 59 s to the boundary, then 1/5 of the next window (12 s) until 4/5 of the burst remain.
+    assert_eq!(d.retry_after_secs, Some(71));
+    assert_eq!(
+        header(&d, "RateLimit").as_deref(),
+        Some("\"per-min\";r=0;t=59")
+    );
+    assert_eq!(header(&d, "X-RateLimit-Reset").as_deref(), Some("59"));
+    // Sub-second and non-integer windows.
+    let d = check(&l, &[(ps, b"s")], T0 + 400);
+    assert_eq!(reset(&d), Some((1, 1)));
+    let d = check(&l, &[(odd, b"o")], T0 + 100);
+    assert_eq!(reset(&d), Some((3, 3)), "2.4 s left of a 2.5 s window");
+    // Nothing counted: full quota, t = 0.
+    let k: &[u8] = b"idle";
+    assert!(check(&l, &[(pm, k)], T0).admitted);
+    let d = l
+        .check_all_local(&[(pm, k)], 0, T0 + 180_000)
+        .expect("local-only");
+    assert_eq!(
+        d.headers.as_ref().map(|h| (h.remaining, h.reset_secs)),
+        Some((5, 0))
+    );
 }
 
 #[test]
@@ -147,10 +215,10 @@ fn headers_come_from_most_restrictive_limit() {
         render_headers(&d),
         vec![
             ("RateLimit-Policy", "\"per-min\";q=3;w=60".to_owned()),
-            ("RateLimit", "\"per-min\";r=2;t=120".to_owned()),
+            ("RateLimit", "\"per-min\";r=2;t=60".to_owned()),
             ("X-RateLimit-Limit", "3".to_owned()),
             ("X-RateLimit-Remaining", "2".to_owned()),
-            ("X-RateLimit-Reset", "120".to_owned()),
+            ("X-RateLimit-Reset", "60".to_owned()),
         ]
     );
     // per-sec becomes the most restrictive when it has fewer left: new key, 4 requests in
@@ -241,10 +309,32 @@ fn shadow_limits_report_but_never_reject() {
     // The shadow limit counted only the 2 requests that fit.
     let d = check(&l, &[(s, k)], T0 + 60_000);
     assert_eq!(d.outcomes[0].outcome, Outcome::ShadowRejected);
+    assert!(d.admitted);
     assert_eq!(
         d.outcomes[0].stats.map(|st| st.retry_after_secs.is_some()),
         Some(true)
     );
+    // Alone, a shadow limit supplies the headers (over its quota: r=0) but no Retry-After.
+    assert_eq!(
+        header(&d, "RateLimit-Policy").as_deref(),
+        Some("\"shadow\";q=2;w=60")
+    );
+    assert_eq!(
+        header(&d, "RateLimit").as_deref(),
+        Some("\"shadow\";r=0;t=60")
+    );
+    assert!(header(&d, "Retry-After").is_none());
+    // ... unless its headers are turned off.
+    let mut quiet = spec("quiet", MIN, 1);
+    quiet.mode = Mode::Shadow;
+    quiet.emit_headers = false;
+    let lq = limiter(vec![quiet]);
+    let q = lq.limit_ref("quiet").expect("exists");
+    for _ in 0..3 {
+        let d = check(&lq, &[(q, k)], T0);
+        assert!(d.admitted);
+        assert!(render_headers(&d).is_empty());
+    }
     // Shadow admissions are rolled back when an enforcing limit rejects.
     let mut sh = spec("shadow", MIN, 5);
     sh.mode = Mode::Shadow;
