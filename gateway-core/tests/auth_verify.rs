@@ -225,6 +225,45 @@ fn algorithm_pinned_by_configuration() {
 }
 
 #[test]
+fn pem_keys_must_be_public_and_fit_their_curve() {
+    // A private key PEM parses as an RSA decoding key in jsonwebtoken, yet nothing would ever
+    // verify against it: refused at configuration time.
+    let e = Authenticator::new(&settings(
+        pem_source(&[("rsa_private.pem", None)]),
+        &[Algorithm::RS256],
+    ))
+    .expect_err("private key refused");
+    assert!(e.to_string().contains("PRIVATE KEY"), "{e}");
+    for private in ["ec_private.pem", "ed_private.pem"] {
+        assert!(Authenticator::new(&settings(
+            pem_source(&[(private, None)]),
+            &[Algorithm::ES256, Algorithm::EdDSA],
+        ))
+        .is_err());
+    }
+    // The fixture EC key is P-256: ES384 alone does not fit it ...
+    let e = Authenticator::new(&settings(
+        pem_source(&[("ec_public.pem", None)]),
+        &[Algorithm::ES384],
+    ))
+    .expect_err("P-256 key with ES384");
+    assert!(e.to_string().contains("EC P-256"), "{e}");
+    // ... and with both listed, the key accepts only ES256.
+    let a = Authenticator::new(&settings(
+        pem_source(&[("ec_public.pem", None)]),
+        &[Algorithm::ES256, Algorithm::ES384],
+    ))
+    .expect("auth");
+    let t = sign(Algorithm::ES256, &enc_key("ec"), None, &claims());
+    assert!(a.verify_local(&t, now()).is_ok());
+    // (jsonwebtoken cannot sign ES384 with a P-256 key: relabel an ES256 token instead.)
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES384","typ":"JWT"}"#);
+    let rest = t.split_once('.').expect("jws").1;
+    let t = format!("{header}.{rest}");
+    assert_eq!(reason(&a, &t), Some(AuthReason::DisallowedAlg));
+}
+
+#[test]
 fn kid_selection_with_several_keys() {
     let a = Authenticator::new(&settings(
         pem_source(&[

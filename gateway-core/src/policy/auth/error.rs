@@ -169,7 +169,7 @@ impl std::error::Error for AuthError {}
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Realm contains characters that cannot appear in a quoted-string.
-    #[error("invalid realm: must be printable ASCII without '\"' or '\\\\'")]
+    #[error("invalid realm: must be printable ASCII without '\"' or '\\'")]
     BadRealm,
     /// No algorithm configured, or algorithms incompatible with the key source.
     #[error("invalid algorithms: {0}")]

@@ -204,6 +204,17 @@ fn load_pem(f: &PemKeyFile, configured: &[Algorithm]) -> Result<KeyEntry, Config
         path: what.clone(),
         source,
     })?;
+    // jsonwebtoken parses an RSA *private* key PEM as a decoding key without complaint, but no
+    // signature ever verifies against it: refuse private keys outright.
+    if let Some(label) = pem_label(&bytes).filter(|l| l.contains("PRIVATE")) {
+        return Err(ConfigError::BadKey {
+            what,
+            detail: format!(
+                "the file holds a {label}, not a public key (extract it with \
+                 `openssl pkey -in <file> -pubout`)"
+            ),
+        });
+    }
     let key = DecodingKey::from_rsa_pem(&bytes)
         .or_else(|_| DecodingKey::from_ec_pem(&bytes))
         .or_else(|_| DecodingKey::from_ed_pem(&bytes))
@@ -211,14 +222,42 @@ fn load_pem(f: &PemKeyFile, configured: &[Algorithm]) -> Result<KeyEntry, Config
             what: what.clone(),
             detail: e.to_string(),
         })?;
-    let algs = algs_for(configured, key.family());
+    let mut algs = algs_for(configured, key.family());
+    let family = match key.family() {
+        jsonwebtoken::AlgorithmFamily::Rsa => "RSA",
+        jsonwebtoken::AlgorithmFamily::Ec => {
+            // The public point's length gives the curve (uncompressed or compressed form), so
+            // a P-256 key is never paired with ES384 (every token would then fail at runtime).
+            let fits = match key.as_bytes().len() {
+                65 | 33 => Some(Algorithm::ES256),
+                97 | 49 => Some(Algorithm::ES384),
+                _ => None,
+            };
+            algs.retain(|a| Some(*a) == fits);
+            match fits {
+                Some(Algorithm::ES256) => "EC P-256",
+                Some(_) => "EC P-384",
+                None => "EC",
+            }
+        }
+        jsonwebtoken::AlgorithmFamily::Ed => "Ed25519",
+        jsonwebtoken::AlgorithmFamily::Hmac => "HMAC",
+    };
     if algs.is_empty() {
+        let list: Vec<String> = configured.iter().map(|a| format!("{a:?}")).collect();
         return Err(ConfigError::BadAlgorithms(format!(
-            "no configured algorithm fits the {:?} key in {what}",
-            key.family()
+            "the {family} key in {what} fits none of the configured algorithms ({})",
+            list.join(", ")
         )));
     }
     Ok(KeyEntry::new(f.kid.clone(), key, algs))
+}
+
+/// The label of the first PEM block (`PUBLIC KEY`, `RSA PRIVATE KEY`, ...).
+fn pem_label(bytes: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let rest = &text[text.find("-----BEGIN ")? + "-----BEGIN ".len()..];
+    Some(rest[..rest.find("-----")?].trim().to_string())
 }
 
 /// Parses a JWKS body into a key set. Unusable keys (encryption keys, unsupported types, no
