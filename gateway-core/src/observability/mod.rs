@@ -17,14 +17,14 @@
 //! | `gw_upstream_duration_seconds` | histogram | `upstream`, `endpoint` | Latency of one upstream attempt (connect start to response end); retries observe once per attempt. |
 //! | `gw_upstream_errors_total` | counter | `upstream`, `endpoint`, `kind` | Failed upstream attempts; `kind` is `connect`, `timeout` or `5xx`. |
 //! | `gw_endpoint_healthy` | gauge | `upstream`, `endpoint` | 1 if health checking considers the endpoint healthy, else 0. |
-//! | `gw_active_connections` | gauge | — | Open downstream (client) connections. |
+//! | `gw_active_connections` | gauge | — | Open downstream (client) connections of the proxy listeners (not the admin listener); counted per connection around the proxy app (`proxy::server`), after the TLS handshake. |
 //! | `gw_requests_in_flight` | gauge | — | Requests currently being processed. |
 //! | `gw_ratelimit_decisions_total` | counter | `policy`, `decision` | Rate-limit decisions; `decision` is `allowed`, `rejected` (answered 429) or `shadow_rejected` (would have been rejected, policy in shadow mode, request let through). |
-//! | `gw_ratelimit_store_errors_total` | counter | `policy`, `action` | Failures of the rate-limit store (e.g. Redis); `action` is what the limiter did instead (caller-chosen static string, e.g. `fail_open`, `fail_closed`, `local_fallback`). |
+//! | `gw_ratelimit_store_errors_total` | counter | `policy`, `action` | Failures of the rate-limit store (e.g. Redis); `action` is what the limiter did instead: the policy's `on_store_error` (`allow`, `deny`, `local`). |
 //! | `gw_breaker_state` | gauge | `upstream` | Circuit-breaker state: 0 closed, 1 half-open, 2 open. |
 //! | `gw_breaker_transitions_total` | counter | `upstream`, `from`, `to` | Breaker state changes; `from`/`to` are `closed`, `half_open`, `open` (the six `from != to` series are created at 0). |
 //! | `gw_breaker_rejected_total` | counter | `upstream` | Requests refused by an open (or saturated half-open) breaker. |
-//! | `gw_auth_failures_total` | counter | `route`, `reason` | Authentication/authorization failures; `reason` is a caller-chosen static string (e.g. `missing_credentials`, `invalid_token`, `expired`, `forbidden`). |
+//! | `gw_auth_failures_total` | counter | `route`, `reason` | Authentication/authorization failures; `reason` is `AuthReason::as_str` (`missing`, `malformed`, `expired`, `not_yet_valid`, `bad_signature`, `bad_issuer`, `bad_audience`, `unknown_kid`, `missing_kid`, `disallowed_alg`, `missing_claim`, `keys_unavailable`, `insufficient_scope`). |
 //! | `gw_config_reloads_total` | counter | `result` | Configuration reload attempts; `result` is `success` or `failure`. |
 //! | `gw_config_last_reload_success_timestamp_seconds` | gauge | — | Unix time of the last successful configuration load (0 until the first one). |
 //! | `gw_access_log_dropped_total` | counter | — | Access-log lines dropped because the writer queue was full (only if the counter from [`Metrics::access_log_dropped`] is passed to [`AccessLogConfig::drop_counter`]). |
