@@ -26,18 +26,22 @@ fn stdout(o: &Output) -> String {
 
 #[test]
 fn validate_accepts_every_example() {
-    let mut files: Vec<String> = std::fs::read_dir(root().join("examples"))
-        .expect("examples")
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .map(|p| {
-            format!(
-                "examples/{}",
-                p.file_name().unwrap_or_default().to_string_lossy()
-            )
-        })
-        .collect();
+    let mut files: Vec<String> = Vec::new();
+    for dir in ["examples", "examples/bench"] {
+        files.extend(
+            std::fs::read_dir(root().join(dir))
+                .expect("examples")
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+                .map(|p| {
+                    format!(
+                        "{dir}/{}",
+                        p.file_name().unwrap_or_default().to_string_lossy()
+                    )
+                }),
+        );
+    }
     files.sort();
     assert!(files.len() >= 3);
     let mut args = vec!["validate", "--deny-warnings"];

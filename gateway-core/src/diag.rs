@@ -107,8 +107,7 @@ impl Diags {
 
     /// Sorted by position, errors before warnings at the same spot; exact duplicates removed.
     pub fn finish(mut self) -> Vec<Diagnostic> {
-        self.list
-            .sort_by(|a, b| (a.line, a.column, a.severity).cmp(&(b.line, b.column, b.severity)));
+        self.list.sort_by_key(|d| (d.line, d.column, d.severity));
         self.list.dedup();
         self.list
     }

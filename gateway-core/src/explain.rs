@@ -284,7 +284,7 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
             RateScope::Route => format!("route {}", plan.routes[l.scope_id as usize].name),
         };
         let store = match &p.store {
-            RateStoreConfig::Local => "local".to_string(),
+            RateStoreConfig::Local {} => "local".to_string(),
             RateStoreConfig::Redis { url, .. } => {
                 format!(
                     "redis {} (on error: {})",
@@ -365,7 +365,7 @@ fn describe_key(
     route: &str,
 ) -> String {
     match k {
-        RateKeyConfig::ClientIp => format!("client IP {}", req.client_ip),
+        RateKeyConfig::ClientIp {} => format!("client IP {}", req.client_ip),
         RateKeyConfig::JwtClaim { claim, fallback } => {
             let fb = if fallback.is_some() {
                 format!("client IP {}", req.client_ip)
@@ -384,7 +384,7 @@ fn describe_key(
                 None => format!("header {name} (absent)"),
             }
         }
-        RateKeyConfig::Route => format!("route {route}"),
+        RateKeyConfig::Route {} => format!("route {route}"),
         RateKeyConfig::Composite { parts } => parts
             .iter()
             .map(|p| describe_key(p, req, headers, identity, route))

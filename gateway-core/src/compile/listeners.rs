@@ -53,8 +53,8 @@ pub(crate) fn parse_addr(cx: &mut Cx, path: &str, a: &str) -> Option<SocketAddr>
     match a.parse::<SocketAddr>() {
         Ok(s) => Some(s),
         Err(_) => {
-            let hint = if a.starts_with("localhost:") {
-                Some(format!("write 127.0.0.1:{}", &a[10..]))
+            let hint = if let Some(port) = a.strip_prefix("localhost:") {
+                Some(format!("write 127.0.0.1:{port}"))
             } else if !a.contains(':') {
                 Some(format!("add a port, e.g. \"{a}:8080\""))
             } else {
@@ -67,8 +67,11 @@ pub(crate) fn parse_addr(cx: &mut Cx, path: &str, a: &str) -> Option<SocketAddr>
 }
 
 /// Two sockets conflict when the ports are equal and either address is the same or a wildcard.
+/// Port 0 asks the OS for a free port, so it never conflicts.
 fn conflicts(a: &SocketAddr, b: &SocketAddr) -> bool {
-    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 pub(crate) fn listeners(cfg: &Config, cx: &mut Cx) -> (Vec<ListenerPlan>, Option<AdminPlan>) {

@@ -217,7 +217,13 @@ fn build(cfg: crate::config::Config, cx: &mut Cx, source: &str) -> Option<Plan> 
         server,
         listeners,
         admin,
-        access_log: cfg.observability.access_log.clone(),
+        access_log: match &cfg.observability.access_log {
+            // relative like every other file in the configuration
+            crate::config::AccessLogConfig::File { path } => crate::config::AccessLogConfig::File {
+                path: cx.resolve(path).to_string_lossy().into_owned(),
+            },
+            other => other.clone(),
+        },
         metrics: cfg.observability.metrics,
         upstreams: ups
             .into_iter()

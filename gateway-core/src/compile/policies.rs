@@ -57,13 +57,36 @@ pub(crate) fn policies(cfg: &Config, cx: &mut Cx) -> Policies {
                 let ok = check_jwt(cx, &base, j);
                 out.auths.push(ok.then(|| AuthPlan {
                     name: Arc::from(j.name.as_str()),
-                    config: j.clone(),
+                    config: (**j).clone(),
                     base_dir: cx.base_dir.clone(),
                 }));
                 Some(PolicyHandle::Auth(out.auths.len() as u32 - 1))
             }
         };
         out.handles.push(handle);
+    }
+    // the limiter talks to one Redis: every Redis-backed limit must name the same URL
+    let mut first_redis: Option<(usize, String)> = None;
+    for (i, p) in cfg.policies.iter().enumerate() {
+        if let Some(PolicyConfig::RateLimit(r)) = p {
+            if let RateStoreConfig::Redis { url, .. } = &r.store {
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    continue; // already reported as an invalid URL
+                }
+                match &first_redis {
+                    None => first_redis = Some((i, url.clone())),
+                    Some((j, u)) if u != url => {
+                        let line = cx.spans.value(&format!("policies[{j}].store.url")).line;
+                        cx.error(
+                            &format!("policies[{i}].store.url"),
+                            format!("all Redis-backed limits must use one Redis URL; line {line} uses another"),
+                            Some("point every Redis-backed limit at the same server".into()),
+                        );
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
     }
     out
 }
@@ -131,7 +154,7 @@ fn check_key(cx: &mut Cx, path: &str, k: &RateKeyConfig) {
                 check_key(cx, &format!("{path}.parts[{i}]"), p);
             }
         }
-        RateKeyConfig::ClientIp | RateKeyConfig::Route => {}
+        RateKeyConfig::ClientIp {} | RateKeyConfig::Route {} => {}
     }
 }
 
@@ -270,9 +293,22 @@ fn check_jwt(cx: &mut Cx, base: &str, j: &crate::config::JwtConfig) -> bool {
                 "claim must not be empty",
                 Some("e.g. roles, realm_access.roles or scope".into()),
             );
+        } else if crate::policy::auth::ClaimPath::parse(&r.claim).is_none() {
+            cx.error(
+                &format!("{base}.require.claim"),
+                format!("invalid claim path \"{}\"", r.claim),
+                Some("dotted names without empty parts, e.g. realm_access.roles".into()),
+            );
         }
     }
     for (i, f) in j.forward.iter().enumerate() {
+        if crate::policy::auth::ClaimPath::parse(&f.claim).is_none() {
+            cx.error(
+                &format!("{base}.forward[{i}].claim"),
+                format!("invalid claim path \"{}\"", f.claim),
+                Some("dotted names without empty parts, e.g. sub or realm_access.roles".into()),
+            );
+        }
         if http::HeaderName::from_bytes(f.header.as_bytes()).is_err() {
             cx.error(
                 &format!("{base}.forward[{i}].header"),
@@ -281,7 +317,46 @@ fn check_jwt(cx: &mut Cx, base: &str, j: &crate::config::JwtConfig) -> bool {
             );
         }
     }
+    // Build the key material exactly as the runtime will (PEM parsing, algorithm/key fit), so
+    // `gw validate` fails where `gw serve` would. JWKS sources are skipped: validation stays
+    // offline.
+    if cx.diags.list.len() == before && !matches!(j.keys, JwtKeysConfig::Jwks { .. }) {
+        check_key_material(cx, base, j);
+    }
     cx.diags.list.len() == before
+}
+
+/// Runs the runtime's `auth_settings` + `Authenticator::new` and reports a failure at the
+/// policy's `keys` (or `realm`), with key files named as written in the configuration.
+fn check_key_material(cx: &mut Cx, base: &str, j: &crate::config::JwtConfig) {
+    use crate::policy::auth::{Authenticator, ConfigError};
+    let keys = format!("{base}.keys");
+    let settings = match crate::proxy::runtime::auth_settings(j, &cx.base_dir) {
+        Ok(s) => s,
+        Err(e) => return cx.error(&keys, e, None),
+    };
+    let Err(e) = Authenticator::new(&settings) else {
+        return;
+    };
+    let (path, hint) = match &e {
+        ConfigError::BadRealm => (format!("{base}.realm"), None),
+        ConfigError::BadAlgorithms(_) => (
+            keys,
+            Some(
+                "RSA keys take RS256/384/512 and PS256/384/512, EC P-256 keys ES256, \
+                 EC P-384 keys ES384, Ed25519 keys EdDSA"
+                    .to_string(),
+            ),
+        ),
+        _ => (keys, None),
+    };
+    let mut msg = e.to_string();
+    if let JwtKeysConfig::Pem { files, .. } = &j.keys {
+        for f in files {
+            msg = msg.replace(&cx.resolve(&f.path).display().to_string(), &f.path);
+        }
+    }
+    cx.error(&path, msg, hint);
 }
 
 /// Resolves a list of policy names at `path`; unknown names are errors with a suggestion.

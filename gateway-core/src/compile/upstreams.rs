@@ -132,7 +132,7 @@ pub(crate) fn upstreams(
             continue;
         };
         let base = format!("upstreams[{i}]");
-        let has_discovery = matches!(&u.discovery, Some(d) if *d != DiscoveryConfig::Static);
+        let has_discovery = matches!(&u.discovery, Some(d) if *d != DiscoveryConfig::Static {});
         if u.endpoints.is_empty() && !has_discovery {
             cx.error(
                 &base,
@@ -196,9 +196,6 @@ pub(crate) fn upstreams(
                     format!("invalid header name \"{name}\""),
                     None,
                 );
-            }
-            LoadBalancingConfig::Fastest { decay: Some(d) } => {
-                cx.positive(&format!("{base}.load_balancing.decay"), d.get())
             }
             _ => {}
         }

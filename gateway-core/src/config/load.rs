@@ -49,7 +49,7 @@ pub fn load(text: &str, env: EnvLookup, diags: &mut Diags) -> Option<(Config, Sp
         }
     };
     let spans = SpanIndex::build(text);
-    let map = match &root {
+    match &root {
         Value::Mapping(_) => (),
         Value::Null => {
             diags.push(
@@ -71,8 +71,7 @@ pub fn load(text: &str, env: EnvLookup, diags: &mut Diags) -> Option<(Config, Sp
             );
             return None;
         }
-    };
-    let _ = map;
+    }
     interpolate(&mut root, "", env, &spans, diags);
 
     let Value::Mapping(top) = root else {
@@ -163,9 +162,8 @@ fn policies(v: Option<Value>, spans: &SpanIndex, diags: &mut Diags) -> Vec<Optio
         let p = match kind.as_ref().and_then(Value::as_str) {
             Some("rate_limit") => de::<RateLimitConfig>(Value::Mapping(m), &base, spans, diags)
                 .map(PolicyConfig::RateLimit),
-            Some("jwt") => {
-                de::<JwtConfig>(Value::Mapping(m), &base, spans, diags).map(PolicyConfig::Jwt)
-            }
+            Some("jwt") => de::<JwtConfig>(Value::Mapping(m), &base, spans, diags)
+                .map(|j| PolicyConfig::Jwt(Box::new(j))),
             Some(other) => {
                 let p = format!("{base}.type");
                 diags.push(

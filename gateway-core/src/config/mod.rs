@@ -159,7 +159,7 @@ fn default_admin_addr() -> String {
     "127.0.0.1:9901".into()
 }
 
-#[derive(Debug, Deserialize, Clone, Default)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct ObservabilityConfig {
     #[serde(default)]
@@ -169,15 +169,24 @@ pub struct ObservabilityConfig {
     pub metrics: bool,
 }
 
-#[derive(Debug, Deserialize, Clone, Default, PartialEq)]
+/// Same as an empty `observability:` section (metrics on), for configs without one.
+impl Default for ObservabilityConfig {
+    fn default() -> Self {
+        ObservabilityConfig {
+            access_log: AccessLogConfig::default(),
+            metrics: true,
+        }
+    }
+}
+
+// Variants without settings are written `Name {}`: serde ignores unknown fields on unit variants of
+// tagged enums, and a typo must never be accepted silently.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AccessLogConfig {
-    #[default]
-    Off,
-    Stdout,
-    File {
-        path: String,
-    },
+    Off {},
+    Stdout {},
+    File { path: String },
 }
 
 /// An upstream service: where its instances are and how traffic is spread over them.
@@ -224,7 +233,7 @@ fn default_weight() -> u32 {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DiscoveryConfig {
     /// Only the `endpoints` listed.
-    Static,
+    Static {},
     /// Resolve `host` periodically; every address becomes an endpoint on `port`.
     Dns {
         host: String,
@@ -243,18 +252,14 @@ pub enum DiscoveryConfig {
     File { path: String, interval: Dur },
 }
 
-#[derive(Debug, Deserialize, Clone, Default, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LoadBalancingConfig {
-    #[default]
-    RoundRobin,
-    Random,
-    LeastConnections,
+    RoundRobin {},
+    Random {},
+    LeastConnections {},
     /// Lowest exponentially weighted moving average of response time.
-    Fastest {
-        #[serde(default)]
-        decay: Option<Dur>,
-    },
+    Fastest {},
     ConsistentHash {
         key: HashKeyConfig,
     },
@@ -264,8 +269,8 @@ pub enum LoadBalancingConfig {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum HashKeyConfig {
     Header { name: String },
-    ClientIp,
-    Path,
+    ClientIp {},
+    Path {},
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -466,7 +471,7 @@ pub struct RewriteConfig {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PolicyConfig {
     RateLimit(RateLimitConfig),
-    Jwt(JwtConfig),
+    Jwt(Box<JwtConfig>),
 }
 
 impl PolicyConfig {
@@ -502,7 +507,7 @@ pub struct RateLimitConfig {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RateKeyConfig {
     /// The client IP (from `X-Forwarded-For` only when the peer is a trusted proxy).
-    ClientIp,
+    ClientIp {},
     /// A claim of the verified JWT, e.g. `sub`; `fallback: client_ip` when absent (else the request is
     /// counted under one shared "anonymous" key).
     JwtClaim {
@@ -516,7 +521,7 @@ pub enum RateKeyConfig {
         fallback: Option<KeyFallback>,
     },
     /// One counter per route (all clients share it).
-    Route,
+    Route {},
     /// Several parts joined.
     Composite { parts: Vec<RateKeyConfig> },
 }
@@ -539,11 +544,10 @@ pub enum RateScope {
     Route,
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq, Default)]
+#[derive(Debug, Deserialize, Clone, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RateStoreConfig {
-    #[default]
-    Local,
+    Local {},
     Redis {
         url: String,
         #[serde(default)]
@@ -682,4 +686,22 @@ pub struct RequireConfig {
 pub struct ForwardClaimConfig {
     pub claim: String,
     pub header: String,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        AccessLogConfig::Off {}
+    }
+}
+
+impl Default for LoadBalancingConfig {
+    fn default() -> Self {
+        LoadBalancingConfig::RoundRobin {}
+    }
+}
+
+impl Default for RateStoreConfig {
+    fn default() -> Self {
+        RateStoreConfig::Local {}
+    }
 }

@@ -1,6 +1,7 @@
 //! The admin listener (loopback by default): `GET /metrics`, `/healthz`, `/readyz`, and — only when a
 //! token is configured, and only with `Authorization: Bearer <token>` — the admin API:
 //! `GET /admin/breakers` and `POST /admin/breakers/<upstream>/{open,close,auto}`.
+//! `/metrics` answers 404 `metrics_disabled` when `observability.metrics` is false.
 use super::Engine;
 use crate::policy::breaker::ForcedState;
 use async_trait::async_trait;
@@ -47,6 +48,10 @@ impl AdminApp {
         authorization: Option<&[u8]>,
     ) -> Response<Vec<u8>> {
         match (method.as_str(), path) {
+            ("GET", "/metrics") if !self.engine.runtime().plan.metrics => json(
+                404,
+                serde_json::json!({"error": "metrics_disabled", "message": "observability.metrics is false"}),
+            ),
             ("GET", "/metrics") => reply(
                 200,
                 crate::observability::metrics::CONTENT_TYPE,

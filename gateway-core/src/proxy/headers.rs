@@ -25,6 +25,20 @@ pub fn client_ip(peer: Option<IpAddr>, xff: Option<&[u8]>, trusted: &[IpNet]) ->
     Some(last)
 }
 
+/// Largest request head (target and headers) proxied; larger ones get 431. Pingora alone would accept
+/// up to 1 MiB and forward it all; this matches common proxy defaults (Envoy: 60 KiB).
+pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+
+/// Size of a request head as sent on the wire (target, header names and values, separators), roughly.
+pub fn request_head_bytes(req: &pingora::http::RequestHeader) -> usize {
+    req.uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+}
+
 /// A client-sent request id is kept when it is 1–128 characters of `[A-Za-z0-9._:-]`.
 pub fn sane_request_id(v: &[u8]) -> bool {
     !v.is_empty()

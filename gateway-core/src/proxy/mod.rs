@@ -2,7 +2,7 @@
 //! by plain functions elsewhere (routing, auth, rate limits, breaker, load balancing).
 //!
 //! Chain, in order (each step may answer locally and stop the chain):
-//! 1. request id — keep a sane client `X-Request-Id`, else generate one;
+//! 1. request id — keep a sane client `X-Request-Id`, else generate one; request heads over 64 KiB → 431;
 //! 2. client IP — the peer, or `X-Forwarded-For` only from trusted proxies;
 //! 3. path normalisation (400 on malformed paths) and route match (404 / 405);
 //! 4. body size by `Content-Length` (413; streamed bodies are counted as they arrive);
@@ -10,6 +10,7 @@
 //! 6. rate limits — global, upstream and route limits checked together (429);
 //! 7. circuit breaker — open: fallback response, fallback upstream, or 503 with `Retry-After`;
 //! 8. proxy — endpoint pick (503 when none), connect (502, retried on another endpoint), timeouts (504).
+//!
 //! Logging (metrics and the access log) runs for every request, whatever step answered.
 pub mod admin;
 pub mod headers;
@@ -165,6 +166,18 @@ impl Gateway {
             }
             _ => headers::new_request_id(),
         };
+        if headers::request_head_bytes(req) > headers::MAX_REQUEST_HEAD_BYTES {
+            let err = GwError::new(
+                Side::Client,
+                431,
+                "header_too_large",
+                format!(
+                    "the request headers are larger than {} bytes",
+                    headers::MAX_REQUEST_HEAD_BYTES
+                ),
+            );
+            return self.respond_error(session, ctx, &err, &[]).await;
+        }
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -425,7 +438,9 @@ impl Gateway {
         if !failed {
             e.observe(elapsed);
         }
-        u.endpoint_metrics[i].observe(elapsed);
+        if ctx.rt.plan.metrics {
+            u.endpoint_metrics[i].observe(elapsed);
+        }
         if let Some(o) = &u.outlier {
             o.record(i, failed, Instant::now());
         }
@@ -522,11 +537,11 @@ impl ProxyHttp for Gateway {
         let up_plan = &rt.plan.upstreams[up_id as usize];
         let key: Vec<u8> = match &up.hash_key {
             None => Vec::new(),
-            Some(crate::config::HashKeyConfig::ClientIp) => ctx
+            Some(crate::config::HashKeyConfig::ClientIp {}) => ctx
                 .client_ip
                 .map(|i| i.to_string().into_bytes())
                 .unwrap_or_default(),
-            Some(crate::config::HashKeyConfig::Path) => ctx
+            Some(crate::config::HashKeyConfig::Path {}) => ctx
                 .upstream_path
                 .split('?')
                 .next()
@@ -554,11 +569,24 @@ impl ProxyHttp for Gateway {
                 } else {
                     None
                 }
+            })
+            // a retry once every healthy endpoint was tried (more attempts than endpoints, or Pingora
+            // retrying a stale pooled connection): go round again instead of answering 503
+            .or_else(|| {
+                if tried.is_empty() {
+                    None
+                } else {
+                    up.balancer.pick(&key, |_| true)
+                }
             });
         let Some(pick) = pick else {
             ctx.error = Some(GwError::no_healthy_endpoint(&up_plan.name));
             return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy endpoint");
         };
+        // a new attempt: an earlier attempt's failure (already recorded against its endpoint) must not
+        // count against this endpoint or the breaker when this attempt succeeds
+        ctx.failure = None;
+        ctx.upstream_status = None;
         ctx.tried.push(pick.index);
         up.balancer.endpoints[pick.index]
             .active
@@ -798,6 +826,9 @@ impl ProxyHttp for Gateway {
         }
         let code = err.status;
         if code > 0 && session.response_written().is_none() {
+            // the connection is closed after this response (`can_reuse_downstream: false`): say so with
+            // `Connection: close`, or a keep-alive client may send its next request into the closing socket
+            session.set_keepalive(None);
             let body = err.json_body(&ctx.request_id);
             let mut extra: Vec<(&str, String)> = Vec::new();
             if code == 503 {
@@ -809,6 +840,15 @@ impl ProxyHttp for Gateway {
                 .is_err()
             {
                 tracing::debug!("could not send the error response");
+            }
+            if code == 413 {
+                // lingering close: the client may still be sending the refused body; read and drop it
+                // briefly, or closing with unread bytes resets the connection and can destroy the 413
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    session.as_downstream_mut().drain_request_body(),
+                )
+                .await;
             }
         }
         ctx.status = code;
@@ -849,11 +889,13 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         let method = HttpMethod::from_bytes(req.method.as_str().as_bytes());
         let elapsed = ctx.start.elapsed();
-        match ctx.route {
-            Some(r) => rt.routes[r as usize]
-                .metrics
-                .record(method, status, elapsed),
-            None => rt.unrouted.record(method, status, elapsed),
+        if rt.plan.metrics {
+            match ctx.route {
+                Some(r) => rt.routes[r as usize]
+                    .metrics
+                    .record(method, status, elapsed),
+                None => rt.unrouted.record(method, status, elapsed),
+            }
         }
         let log: &AccessLog = &self.engine.access_log;
         if log.is_enabled() {

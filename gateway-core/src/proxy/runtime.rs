@@ -412,7 +412,11 @@ impl Runtime {
     /// bounded. Returns when the runtime is ready to serve.
     pub async fn warm_up(&self) {
         if let Some(l) = &self.limits {
-            l.limiter.start();
+            // Redis-backed limits would run on `on_store_error` until connected (with `deny`,
+            // the first requests after a start would be 429s): wait for it, bounded.
+            if !l.limiter.wait_connected(Duration::from_secs(2)).await {
+                tracing::warn!("rate limiter: Redis is not reachable yet; Redis-backed limits apply on_store_error until it is");
+            }
         }
         for u in &self.upstreams {
             u.balancer.run_health_check().await;

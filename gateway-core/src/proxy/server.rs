@@ -22,8 +22,8 @@ use std::sync::Arc;
 pub fn build_engine(plan: Plan) -> Result<Arc<Engine>, StartError> {
     let metrics = Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?;
     let sink = match &plan.access_log {
-        AccessLogConfig::Off => AccessLogSink::Off,
-        AccessLogConfig::Stdout => AccessLogSink::Stdout,
+        AccessLogConfig::Off {} => AccessLogSink::Off,
+        AccessLogConfig::Stdout {} => AccessLogSink::Stdout,
         AccessLogConfig::File { path } => AccessLogSink::File(path.into()),
     };
     let access_log = AccessLog::new(LogCfg {
@@ -112,10 +112,15 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
     let engine = build_engine(plan)?;
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::new(engine.clone()),
-        "gw",
+    let mut proxy = Service::new(
+        "gw".to_string(),
+        CountConnections {
+            inner: Arc::new(pingora::proxy::http_proxy(
+                &server.configuration,
+                Gateway::new(engine.clone()),
+            )),
+            metrics: engine.metrics.clone(),
+        },
     );
     for l in &listeners {
         let addr = l.addr.to_string();
@@ -174,6 +179,30 @@ pub struct Embedded {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Keeps `gw_active_connections` up to date around the proxy app: `process_new` handles a whole
+/// downstream connection (every HTTP/1 keep-alive request, or every HTTP/2 stream), so a guard held for
+/// its duration counts open connections (after the TLS handshake, for TLS listeners).
+struct CountConnections<A> {
+    inner: Arc<A>,
+    metrics: Metrics,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountConnections<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: pingora::protocols::Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<pingora::protocols::Stream> {
+        let _open = self.metrics.track_connection();
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
+
 async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     listener: tokio::net::TcpListener,
     app: Arc<A>,
@@ -184,12 +213,20 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
             a = listener.accept() => a,
             _ = shutdown.changed() => return,
         };
-        let Ok((tcp, _)) = accepted else { continue };
+        let Ok((tcp, peer)) = accepted else { continue };
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let sd = shutdown.clone();
         tokio::spawn(async move {
-            let l4: pingora::protocols::l4::stream::Stream = tcp.into();
+            let mut l4: pingora::protocols::l4::stream::Stream = tcp.into();
+            // Like Pingora's own listener: without a socket digest the session has no client address
+            // (no X-Forwarded-For, no client IP for rate limits and hashing).
+            use pingora::protocols::GetSocketDigest;
+            let digest = pingora::protocols::SocketDigest::from_raw_fd(
+                std::os::unix::io::AsRawFd::as_raw_fd(&l4),
+            );
+            let _ = digest.peer_addr.set(Some(peer.into()));
+            l4.set_socket_digest(digest);
             let mut stream: pingora::protocols::Stream = Box::new(l4);
             while let Some(s) = app.process_new(stream, &sd).await {
                 stream = s;
@@ -202,15 +239,32 @@ impl Embedded {
     /// Binds every listener (plain TCP; TLS listeners need `gw serve`) and the admin listener, warms up
     /// (first health checks) and starts serving.
     pub async fn start(plan: Plan) -> Result<Embedded, StartError> {
+        let mut gw = Self::bind(plan).await?;
+        gw.warm_up().await;
+        Ok(gw)
+    }
+
+    /// Binds and serves every listener and the admin listener without warming up: until
+    /// [`Embedded::warm_up`] has run, the engine is not ready (`/readyz` answers 503).
+    pub async fn bind(plan: Plan) -> Result<Embedded, StartError> {
+        if let Some(l) = plan.listeners.iter().find(|l| l.tls.is_some()) {
+            return Err(StartError::Tls {
+                listener: l.name.clone(),
+                reason: "the embedded runner serves plain TCP only; use serve_blocking (gw serve) for TLS listeners".into(),
+            });
+        }
         let listeners = plan.listeners.clone();
         let admin = plan.admin.clone();
         let engine = build_engine(plan)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let conf = Arc::new(ServerConf::default());
-        let proxy = Arc::new(pingora::proxy::http_proxy(
-            &conf,
-            Gateway::new(engine.clone()),
-        ));
+        let proxy = Arc::new(CountConnections {
+            inner: Arc::new(pingora::proxy::http_proxy(
+                &conf,
+                Gateway::new(engine.clone()),
+            )),
+            metrics: engine.metrics.clone(),
+        });
         let mut addrs = Vec::new();
         let mut tasks = Vec::new();
         for l in &listeners {
@@ -241,10 +295,6 @@ impl Embedded {
             }));
             tasks.push(tokio::spawn(accept_loop(tl, app, rx.clone())));
         }
-        let rt = engine.runtime();
-        rt.warm_up().await;
-        engine.ready.store(true, Ordering::Release);
-        tasks.push(tokio::spawn(rt.health_loop(rx.clone())));
         Ok(Embedded {
             engine,
             addrs,
@@ -252,6 +302,16 @@ impl Embedded {
             shutdown: tx,
             tasks,
         })
+    }
+
+    /// First health checks and key fetches (each bounded), then marks the engine ready and starts the
+    /// periodic health checks.
+    pub async fn warm_up(&mut self) {
+        let rt = self.engine.runtime();
+        rt.warm_up().await;
+        self.engine.ready.store(true, Ordering::Release);
+        self.tasks
+            .push(tokio::spawn(rt.health_loop(self.shutdown.subscribe())));
     }
 
     /// The first listener's base URL, e.g. `http://127.0.0.1:41234`.

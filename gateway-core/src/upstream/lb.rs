@@ -115,11 +115,11 @@ impl Balancer {
             });
         }
         let selector = match kind {
-            LoadBalancingConfig::RoundRobin => Selector::RoundRobin(lb_from(set)),
-            LoadBalancingConfig::Random => Selector::Random(lb_from(set)),
+            LoadBalancingConfig::RoundRobin {} => Selector::RoundRobin(lb_from(set)),
+            LoadBalancingConfig::Random {} => Selector::Random(lb_from(set)),
             LoadBalancingConfig::ConsistentHash { .. } => Selector::Consistent(lb_from(set)),
-            LoadBalancingConfig::LeastConnections => Selector::LeastConnections(lb_from(set)),
-            LoadBalancingConfig::Fastest { .. } => Selector::Fastest(lb_from(set)),
+            LoadBalancingConfig::LeastConnections {} => Selector::LeastConnections(lb_from(set)),
+            LoadBalancingConfig::Fastest {} => Selector::Fastest(lb_from(set)),
         };
         Balancer {
             selector,
@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn round_robin_alternates_and_respects_accept() {
-        let b = Balancer::new(&LoadBalancingConfig::RoundRobin, &addrs(2));
+        let b = Balancer::new(&LoadBalancingConfig::RoundRobin {}, &addrs(2));
         let picks: Vec<usize> = (0..4)
             .map(|_| b.pick(b"", |_| true).unwrap().index)
             .collect();
@@ -235,7 +235,7 @@ mod tests {
 
     #[test]
     fn least_connections_prefers_idle() {
-        let b = Balancer::new(&LoadBalancingConfig::LeastConnections, &addrs(3));
+        let b = Balancer::new(&LoadBalancingConfig::LeastConnections {}, &addrs(3));
         b.endpoints[0].active.store(5, Relaxed);
         b.endpoints[2].active.store(2, Relaxed);
         for _ in 0..5 {
@@ -245,7 +245,7 @@ mod tests {
 
     #[test]
     fn fastest_prefers_quick() {
-        let b = Balancer::new(&LoadBalancingConfig::Fastest { decay: None }, &addrs(2));
+        let b = Balancer::new(&LoadBalancingConfig::Fastest {}, &addrs(2));
         b.endpoints[0].observe(Duration::from_millis(50));
         b.endpoints[1].observe(Duration::from_millis(5));
         for _ in 0..5 {
@@ -257,7 +257,7 @@ mod tests {
     fn consistent_hash_is_sticky() {
         let b = Balancer::new(
             &LoadBalancingConfig::ConsistentHash {
-                key: crate::config::HashKeyConfig::Path,
+                key: crate::config::HashKeyConfig::Path {},
             },
             &addrs(4),
         );
@@ -271,7 +271,7 @@ mod tests {
     fn weights_are_respected() {
         let mut a = addrs(2);
         a[0].1 = 3;
-        let b = Balancer::new(&LoadBalancingConfig::RoundRobin, &a);
+        let b = Balancer::new(&LoadBalancingConfig::RoundRobin {}, &a);
         let mut counts = [0; 2];
         for _ in 0..400 {
             counts[b.pick(b"", |_| true).unwrap().index] += 1;
