@@ -165,13 +165,69 @@ fn check_pem(cx: &mut Cx, path: &str, file: &str, kind: &str) {
             format!("cannot read {}: {e}", f.display()),
             Some("relative paths are resolved against the configuration file's folder".into()),
         ),
-        Ok(text) => {
-            let has = text
-                .lines()
-                .any(|l| l.starts_with("-----BEGIN") && l.contains(kind));
-            if !has {
-                cx.error(path, format!("{} holds no PEM {kind}", f.display()), None);
+        Ok(text) => match pem_blocks(&text, kind) {
+            Ok(0) => cx.error(path, format!("{} holds no PEM {kind}", f.display()), None),
+            Ok(_) => {}
+            Err(e) => cx.error(path, format!("{} is not valid PEM: {e}", f.display()), None),
+        },
+    }
+}
+
+/// Counts the PEM blocks whose label contains `kind`, checking that every block is well formed: a
+/// matching END line and a body that decodes as base64.
+fn pem_blocks(text: &str, kind: &str) -> Result<usize, String> {
+    use base64::Engine as _;
+    let mut count = 0;
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let Some(label) = line
+            .trim()
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+        else {
+            continue;
+        };
+        let end = format!("-----END {label}-----");
+        let mut body = String::new();
+        let mut closed = false;
+        for l in lines.by_ref() {
+            let l = l.trim();
+            if l == end {
+                closed = true;
+                break;
+            }
+            if !l.contains(':') {
+                body.push_str(l);
             }
         }
+        if !closed {
+            return Err(format!("the {label} block has no END line"));
+        }
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body.as_bytes())
+            .map_err(|e| format!("the {label} block is not base64: {e}"))?;
+        if der.first() != Some(&0x30) {
+            return Err(format!("the {label} block does not hold DER data"));
+        }
+        if label.contains(kind) {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pem_blocks_are_parsed() {
+        let good = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+        assert_eq!(super::pem_blocks(good, "CERTIFICATE"), Ok(1));
+        assert_eq!(super::pem_blocks(good, "PRIVATE KEY"), Ok(0));
+        assert!(super::pem_blocks(
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----",
+            "CERTIFICATE"
+        )
+        .is_err());
+        assert!(super::pem_blocks("-----BEGIN CERTIFICATE-----\nMAA=\n", "CERTIFICATE").is_err());
     }
 }

@@ -159,6 +159,14 @@ pub(crate) fn upstreams(
             }
             seen.push(&e.address);
         }
+        if has_discovery {
+            // expressible in the DSL, not yet acted on: say so instead of silently serving 503s
+            cx.warning(
+                &format!("{base}.discovery.type"),
+                "dynamic discovery (dns, consul, file) is not implemented yet; only the static endpoints are used",
+                Some("list the instances under endpoints: for now".into()),
+            );
+        }
         match &u.discovery {
             Some(DiscoveryConfig::Dns {
                 host,

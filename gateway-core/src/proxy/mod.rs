@@ -78,13 +78,13 @@ enum UpstreamFailure {
 pub struct Ctx {
     rt: Arc<Runtime>,
     start: Instant,
-    request_id: String,
+    request_id: HeaderValue,
     client_ip: Option<IpAddr>,
     route: Option<u32>,
     /// The upstream actually used (the route's, or a breaker fallback upstream).
     upstream: Option<u32>,
     upstream_path: String,
-    original_host: Option<String>,
+    original_host: Option<HeaderValue>,
     identity: Option<Arc<Identity>>,
     forward: Vec<(HeaderName, HeaderValue)>,
     limit_headers: Vec<(&'static str, String)>,
@@ -106,6 +106,13 @@ pub struct Ctx {
     _in_flight: Option<GaugeGuard>,
 }
 
+impl Ctx {
+    /// The request id as text (for error bodies and the access log).
+    fn rid(&self) -> &str {
+        self.request_id.to_str().unwrap_or("-")
+    }
+}
+
 /// What a phase decided.
 pub enum Phase {
     Continue,
@@ -125,7 +132,7 @@ impl Gateway {
         err: &GwError,
         extra: &[(&str, String)],
     ) -> Result<Phase> {
-        let body = err.json_body(&ctx.request_id);
+        let body = err.json_body(ctx.rid());
         self.respond(session, ctx, err.status, "application/json", extra, body)
             .await
     }
@@ -142,7 +149,7 @@ impl Gateway {
         let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
         resp.insert_header("content-type", content_type)?;
         resp.insert_header("content-length", body.len().to_string())?;
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        resp.insert_header("x-request-id", ctx.request_id.clone())?;
         for (k, v) in extra {
             resp.append_header(k.to_string(), v.as_str())?;
         }
@@ -159,95 +166,88 @@ impl Gateway {
     async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Phase> {
         let rt = ctx.rt.clone();
         let plan = &rt.plan;
-        let req = session.req_header();
-        ctx.request_id = match req.headers.get("x-request-id") {
-            Some(v) if headers::sane_request_id(v.as_bytes()) => {
-                String::from_utf8_lossy(v.as_bytes()).into_owned()
-            }
-            _ => headers::new_request_id(),
-        };
-        if headers::request_head_bytes(req) > headers::MAX_REQUEST_HEAD_BYTES {
-            let err = GwError::new(
-                Side::Client,
-                431,
-                "header_too_large",
-                format!(
-                    "the request headers are larger than {} bytes",
-                    headers::MAX_REQUEST_HEAD_BYTES
-                ),
-            );
-            return self.respond_error(session, ctx, &err, &[]).await;
-        }
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let req = session.req_header();
-        ctx.client_ip = headers::client_ip(
-            peer,
-            req.headers.get("x-forwarded-for").map(|v| v.as_bytes()),
-            &plan.server.trusted_proxies,
-        );
-        let host = req.uri.host().map(str::to_string).or_else(|| {
-            req.headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(|h| strip_port(h).to_string())
-        });
-        ctx.original_host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| host.clone());
-        let path = match normalize_path(req.uri.path()) {
-            Ok(p) => p.into_owned(),
-            Err(e) => {
-                return self
-                    .respond_error(session, ctx, &GwError::bad_request(e.message()), &[])
-                    .await
+        // Everything that reads the request head happens in this block, without copying the path or
+        // the host; a local answer is sent after the borrow ends.
+        let routed: std::result::Result<u32, (GwError, Option<String>)> = {
+            let req = session.req_header();
+            ctx.request_id = match req.headers.get("x-request-id") {
+                Some(v) if headers::sane_request_id(v.as_bytes()) => v.clone(),
+                _ => HeaderValue::try_from(headers::new_request_id())
+                    .unwrap_or(HeaderValue::from_static("-")),
+            };
+            ctx.client_ip = headers::client_ip(
+                peer,
+                req.headers.get("x-forwarded-for").map(|v| v.as_bytes()),
+                &plan.server.trusted_proxies,
+            );
+            let host_header = req.headers.get(http::header::HOST);
+            ctx.original_host = host_header.cloned();
+            let host = req
+                .uri
+                .host()
+                .or_else(|| host_header.and_then(|h| h.to_str().ok()).map(strip_port));
+            if headers::request_head_bytes(req) > headers::MAX_REQUEST_HEAD_BYTES {
+                let msg = format!(
+                    "the request headers are larger than {} bytes",
+                    headers::MAX_REQUEST_HEAD_BYTES
+                );
+                Err((
+                    GwError::new(Side::Client, 431, "header_too_large", msg),
+                    None,
+                ))
+            } else {
+                match normalize_path(req.uri.path()) {
+                    Err(e) => Err((GwError::bad_request(e.message()), None)),
+                    Ok(path) => {
+                        let view = RequestView {
+                            method: &req.method,
+                            path: &path,
+                            host,
+                            headers: &req.headers,
+                        };
+                        match plan.router.find(&view) {
+                            MatchOutcome::Found { route, captures } => {
+                                ctx.upstream_path.clear();
+                                plan.routes[route as usize].rewrite.apply(
+                                    &path,
+                                    &captures,
+                                    &mut ctx.upstream_path,
+                                );
+                                if let Some(q) = req.uri.query() {
+                                    ctx.upstream_path.push('?');
+                                    ctx.upstream_path.push_str(q);
+                                }
+                                Ok(route)
+                            }
+                            MatchOutcome::NotFound => Err((GwError::no_route(), None)),
+                            MatchOutcome::MethodNotAllowed { allowed } => {
+                                let allow = allowed
+                                    .iter()
+                                    .map(|m| m.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ");
+                                Err((GwError::method_not_allowed(), Some(allow)))
+                            }
+                        }
+                    }
+                }
             }
         };
-        let found = plan.router.find(&RequestView {
-            method: &req.method,
-            path: &path,
-            host: host.as_deref(),
-            headers: &req.headers,
-        });
-        let (route_id, captures) = match found {
-            MatchOutcome::Found { route, captures } => (route, captures),
-            MatchOutcome::NotFound => {
-                return self
-                    .respond_error(session, ctx, &GwError::no_route(), &[])
-                    .await
-            }
-            MatchOutcome::MethodNotAllowed { allowed } => {
-                let allow = allowed
-                    .iter()
-                    .map(|m| m.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return self
-                    .respond_error(
-                        session,
-                        ctx,
-                        &GwError::method_not_allowed(),
-                        &[("allow", allow)],
-                    )
-                    .await;
+        let route_id = match routed {
+            Ok(r) => r,
+            Err((err, allow)) => {
+                let extra: Vec<(&str, String)> = allow.into_iter().map(|a| ("allow", a)).collect();
+                return self.respond_error(session, ctx, &err, &extra).await;
             }
         };
         let route = &plan.routes[route_id as usize];
         ctx.route = Some(route_id);
         ctx.upstream = Some(route.upstream);
-        ctx.upstream_path.clear();
-        route
-            .rewrite
-            .apply(&path, &captures, &mut ctx.upstream_path);
-        if let Some(q) = req.uri.query() {
-            ctx.upstream_path.push('?');
-            ctx.upstream_path.push_str(q);
-        }
+        let req = session.req_header();
         // 4. body size
         ctx.max_body = route.max_body_size.or(plan.server.max_body_size);
         if let Some(max) = ctx.max_body {
@@ -279,7 +279,7 @@ impl Gateway {
                     Ok(None) => {}
                     Err(e) => {
                         rrt.auth_metrics.failure(e.reason().as_str());
-                        let body = error_body(e.code(), e.description(), &ctx.request_id);
+                        let body = error_body(e.code(), e.description(), ctx.rid());
                         let www = e.www_authenticate();
                         return self
                             .respond(
@@ -468,7 +468,7 @@ impl ProxyHttp for Gateway {
         Ctx {
             rt: self.engine.runtime(),
             start: Instant::now(),
-            request_id: String::new(),
+            request_id: HeaderValue::from_static(""),
             client_ip: None,
             route: None,
             upstream: None,
@@ -633,31 +633,39 @@ impl ProxyHttp for Gateway {
                 upstream_request.insert_header(http::header::HOST, h.clone())?;
             } else if upstream_request.headers.get(http::header::HOST).is_none() {
                 if let Some(h) = &ctx.original_host {
-                    upstream_request.insert_header(http::header::HOST, h.as_str())?;
+                    upstream_request.insert_header(http::header::HOST, h.clone())?;
                 }
             }
         }
-        let peer_ip = session
+        if let Some(ip) = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
-        if let Some(ip) = peer_ip {
-            let xff = match upstream_request
+            .map(|a| a.ip())
+        {
+            let prev = upstream_request
                 .headers
                 .get("x-forwarded-for")
                 .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-                _ => ip,
+                .filter(|p| !p.trim().is_empty());
+            let xff = match prev {
+                Some(prev) => format!("{prev}, {ip}"),
+                None => ip.to_string(),
             };
-            upstream_request.insert_header("x-forwarded-for", xff)?;
+            upstream_request.insert_header(
+                "x-forwarded-for",
+                HeaderValue::try_from(xff)
+                    .map_err(|_| Error::explain(ErrorType::InternalError, "x-forwarded-for"))?,
+            )?;
         }
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        upstream_request.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        upstream_request.insert_header(
+            "x-forwarded-proto",
+            HeaderValue::from_static(if tls { "https" } else { "http" }),
+        )?;
         if let Some(h) = &ctx.original_host {
-            upstream_request.insert_header("x-forwarded-host", h.as_str())?;
+            upstream_request.insert_header("x-forwarded-host", h.clone())?;
         }
-        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        upstream_request.insert_header("x-request-id", ctx.request_id.clone())?;
         Ok(())
     }
 
@@ -697,7 +705,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        resp.insert_header("x-request-id", ctx.request_id.clone())?;
         for (k, v) in &ctx.limit_headers {
             resp.insert_header(*k, v.as_str())?;
         }
@@ -829,7 +837,7 @@ impl ProxyHttp for Gateway {
             // the connection is closed after this response (`can_reuse_downstream: false`): say so with
             // `Connection: close`, or a keep-alive client may send its next request into the closing socket
             session.set_keepalive(None);
-            let body = err.json_body(&ctx.request_id);
+            let body = err.json_body(ctx.rid());
             let mut extra: Vec<(&str, String)> = Vec::new();
             if code == 503 {
                 extra.push(("retry-after", "1".into()));
@@ -908,7 +916,7 @@ impl ProxyHttp for Gateway {
             let user = ctx.identity.as_ref().and_then(|i| i.subject.as_deref());
             log.log(&AccessLogRecord {
                 ts: SystemTime::now(),
-                request_id: &ctx.request_id,
+                request_id: ctx.rid(),
                 client_ip: ctx.client_ip,
                 method: req.method.as_str(),
                 path: req.uri.path(),
