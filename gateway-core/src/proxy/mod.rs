@@ -25,7 +25,7 @@ use crate::plan::FallbackPlan;
 use crate::policy::auth::{Identity, Now};
 use crate::policy::breaker::{Permit, UpstreamOutcome};
 use crate::policy::rate_limit::from_plan::{write_key, KeyFacts};
-use crate::policy::rate_limit::{render_headers, unix_millis_now, Outcome as LimitOutcome};
+use crate::policy::rate_limit::{header_values, unix_millis_now, Outcome as LimitOutcome};
 use crate::routing::{normalize_path, MatchOutcome, RequestView};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -87,7 +87,7 @@ pub struct Ctx {
     original_host: Option<HeaderValue>,
     identity: Option<Arc<Identity>>,
     forward: Vec<(HeaderName, HeaderValue)>,
-    limit_headers: Vec<(&'static str, String)>,
+    limit_headers: Vec<(&'static str, HeaderValue)>,
     limit_decision: Option<&'static str>,
     permit: Option<Permit>,
     /// Endpoints tried by this request, in order.
@@ -154,7 +154,7 @@ impl Gateway {
             resp.append_header(k.to_string(), v.as_str())?;
         }
         for (k, v) in &ctx.limit_headers {
-            resp.insert_header(*k, v.as_str())?;
+            resp.insert_header(*k, v.clone())?;
         }
         ctx.status = status;
         session.write_response_header(Box::new(resp), false).await?;
@@ -336,7 +336,7 @@ impl Gateway {
                         });
                     }
                 }
-                ctx.limit_headers = render_headers(&d);
+                ctx.limit_headers = header_values(&d);
                 if !d.admitted {
                     ctx.limit_decision = Some("rejected");
                     let name = d
@@ -351,7 +351,7 @@ impl Gateway {
                     {
                         ctx.limit_headers.push((
                             "retry-after",
-                            d.retry_after_secs.unwrap_or(1).max(1).to_string(),
+                            HeaderValue::from(d.retry_after_secs.unwrap_or(1).max(1)),
                         ));
                     }
                     let err = GwError::new(
@@ -707,7 +707,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.clone())?;
         for (k, v) in &ctx.limit_headers {
-            resp.insert_header(*k, v.as_str())?;
+            resp.insert_header(*k, v.clone())?;
         }
         ctx.status = resp.status.as_u16();
         Ok(())

@@ -284,6 +284,34 @@ fn push_sf_string(out: &mut String, name: &str) {
 /// `RateLimit: "<name>";r=<remaining>;t=<reset_secs>` (draft-ietf-httpapi-ratelimit-headers),
 /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (seconds), and
 /// `Retry-After` (seconds) when the request was rejected.
+/// The same headers as [`render_headers`], as ready-to-send header values (what the proxy uses: no
+/// intermediate strings for the numeric headers, no copy when inserting).
+pub fn header_values(decision: &Decision) -> Vec<(&'static str, http::HeaderValue)> {
+    use http::HeaderValue;
+    let mut out = Vec::with_capacity(6);
+    if let Some(h) = &decision.headers {
+        let mut policy = String::with_capacity(h.policy.len() + 40);
+        push_sf_string(&mut policy, &h.policy);
+        let mut rl = policy.clone();
+        let _ = write!(policy, ";q={};w={}", h.limit, h.window_secs);
+        let _ = write!(rl, ";r={};t={}", h.remaining, h.reset_secs);
+        if let (Ok(p), Ok(r)) = (HeaderValue::try_from(policy), HeaderValue::try_from(rl)) {
+            out.push(("RateLimit-Policy", p));
+            out.push(("RateLimit", r));
+        }
+        out.push(("X-RateLimit-Limit", HeaderValue::from(h.limit)));
+        out.push(("X-RateLimit-Remaining", HeaderValue::from(h.remaining)));
+        out.push(("X-RateLimit-Reset", HeaderValue::from(h.reset_secs)));
+    }
+    if !decision.admitted {
+        if let Some(r) = decision.retry_after_secs {
+            out.push(("Retry-After", HeaderValue::from(r)));
+        }
+    }
+    out
+}
+
+/// Rate-limit headers as text (see [`header_values`] for the form the proxy sends).
 pub fn render_headers(decision: &Decision) -> Vec<(&'static str, String)> {
     let mut out = Vec::with_capacity(6);
     if let Some(h) = &decision.headers {

@@ -2,12 +2,19 @@
 //! with all-or-nothing consumption, shadow mode, store-error policy and the final `Decision`.
 //!
 //! Order of evaluation: local limits first, in the given order, each checked and incremented
-//! under its shard lock; then Redis-backed limits grouped by key (one script round trip per
-//! distinct key, in order of first appearance). As soon as an enforcing limit rejects:
+//! under its shard lock; then, unless a local limit rejected, Redis-backed limits grouped by
+//! key (one atomic script per distinct key, in order of first appearance), all groups sent in
+//! ONE pipeline, so a request costs one Redis round trip however many keys its limits use.
+//! Each group's script increments its limits only if they all admit; groups do not see each
+//! other, so every group reports its real outcome. As soon as an enforcing limit rejects:
 //! - the remaining local limits are only checked (no increment, for accurate outcomes and
-//!   Retry-After), remaining Redis groups are `Skipped` (no round trip for a rejected request);
-//! - every increment already made for this request is undone (local decrements, Redis groups
-//!   via a rollback script), so a rejected request consumes no quota anywhere.
+//!   Retry-After); if a local limit rejected, Redis is not asked at all (`Skipped`);
+//! - every increment already made for this request is undone (local decrements; Redis groups
+//!   that admitted via one pipelined rollback script call, a second round trip on this rare
+//!   path), so a rejected request consumes no quota anywhere.
+//!
+//! If the Redis call fails, `on_store_error` applies to the groups in order; after an
+//! enforcing rejection (e.g. `Deny`) the remaining groups are `Skipped`.
 //!
 //! Between an increment and its rollback a concurrent request may see the temporarily higher
 //! count and be rejected: multi-limit requests can under-admit by that race, never over-admit.
@@ -16,7 +23,7 @@ use std::sync::Arc;
 
 use super::decision::{finish, verdict, Counts, Decision, Outcome, Pending, StoreErrorReport};
 use super::local::LocalStore;
-use super::redis_store::{GroupItem, RedisStore};
+use super::redis_store::{GroupItem, RedisStore, RollbackGroup};
 use super::spec::{
     Backend, ConfigError, LimitRef, LimitSpec, Mode, OnStoreError, RateLimiterConfig,
 };
@@ -259,7 +266,8 @@ impl RateLimiter {
         rejected
     }
 
-    /// Phase 2: Redis groups (by key). Returns whether an enforcing limit rejected.
+    /// Phase 2: Redis groups (by key), all checked in one pipeline (one round trip). Returns
+    /// whether an enforcing limit rejected.
     async fn run_redis(
         &self,
         items: &[(LimitRef, &[u8])],
@@ -270,36 +278,51 @@ impl RateLimiter {
         let Some(redis) = &self.inner.redis else {
             return false;
         };
+        // Item indices ordered by group (groups in order of first appearance), and each
+        // group's end in `members`.
         let mut done = vec![false; items.len()];
         let mut members: Vec<usize> = Vec::with_capacity(items.len());
+        let mut ends: Vec<usize> = Vec::new();
         for first in 0..items.len() {
             if done[first] || !self.is_redis(items[first].0) {
                 continue;
             }
             let key = items[first].1;
-            members.clear();
             for (j, &(l, k)) in items.iter().enumerate().skip(first) {
                 if !done[j] && k == key && self.is_redis(l) {
                     done[j] = true;
                     members.push(j);
                 }
             }
-            let group: Vec<GroupItem<'_>> = members
-                .iter()
-                .filter_map(|&j| {
-                    let l = items[j].0;
-                    let s = self.spec(l)?;
-                    Some(GroupItem {
-                        name: &s.name,
-                        window_ms: self.inner.window_ms[l.index()],
-                        max: s.max,
-                        shadow: s.mode == Mode::Shadow,
-                    })
-                })
-                .collect();
-            let rejected = match redis.check_group(key, &group, cost, now_ms).await {
-                Ok((all_ok, counts)) => {
-                    for (&j, c) in members.iter().zip(&counts) {
+            ends.push(members.len());
+        }
+        let flat: Vec<GroupItem<'_>> = members
+            .iter()
+            .map(|&j| {
+                let l = items[j].0;
+                let s = &self.inner.specs[l.index()]; // is_redis checked the spec exists
+                GroupItem {
+                    name: &s.name,
+                    window_ms: self.inner.window_ms[l.index()],
+                    max: s.max,
+                    shadow: s.mode == Mode::Shadow,
+                }
+            })
+            .collect();
+        let mut groups: Vec<(&[u8], &[GroupItem<'_>])> = Vec::with_capacity(ends.len());
+        let mut start = 0;
+        for &end in &ends {
+            groups.push((items[members[start]].1, &flat[start..end]));
+            start = end;
+        }
+        match redis.check_groups(&groups, cost, now_ms).await {
+            Ok((all_ok, counts)) => {
+                // Every group ran; report all of them (like local limits after a rejection).
+                // Admitted groups are rolled back by the caller if any group rejected.
+                let mut rejected = false;
+                let mut start = 0;
+                for (&end, &ok) in ends.iter().zip(&all_ok) {
+                    for (&j, c) in members[start..end].iter().zip(&counts[start..end]) {
                         let mode = self.spec(items[j].0).map_or(Mode::Enforce, |s| s.mode);
                         slots[j].0 = Pending {
                             outcome: verdict(mode, c.fits),
@@ -310,19 +333,29 @@ impl RateLimiter {
                                 curr: c.curr,
                             },
                         };
-                        if all_ok && c.fits && cost > 0 {
+                        if ok && c.fits && cost > 0 {
                             slots[j].1 = Consumed::Redis(c.win.idx);
                         }
                     }
-                    !all_ok
+                    rejected |= !ok;
+                    start = end;
                 }
-                Err(kind) => self.apply_store_error(items, &members, kind, cost, now_ms, slots),
-            };
-            if rejected {
-                return true;
+                rejected
+            }
+            Err(kind) => {
+                // The whole pipeline failed: apply `on_store_error` group by group; after a
+                // rejection the remaining groups stay `Skipped`, as before.
+                let mut start = 0;
+                for &end in &ends {
+                    let group = &members[start..end];
+                    if self.apply_store_error(items, group, kind, cost, now_ms, slots) {
+                        return true;
+                    }
+                    start = end;
+                }
+                false
             }
         }
-        false
     }
 
     /// Applies `on_store_error` to a failed group. Returns whether an enforcing limit rejected.
@@ -404,6 +437,7 @@ impl RateLimiter {
             return;
         };
         let mut done = vec![false; items.len()];
+        let mut groups: Vec<RollbackGroup<'_>> = Vec::new();
         for first in 0..items.len() {
             if done[first] || !matches!(slots[first].1, Consumed::Redis(_)) {
                 continue;
@@ -420,7 +454,10 @@ impl RateLimiter {
                     }
                 }
             }
-            redis.rollback_group(key, &group, cost, now_ms).await;
+            groups.push((key, group));
+        }
+        if !groups.is_empty() {
+            redis.rollback_groups(&groups, cost, now_ms).await;
         }
     }
 

@@ -60,7 +60,10 @@
 //!
 //! # Redis store
 //! One atomic Lua script per distinct key (hash tag) checks all of that key's Redis-backed
-//! limits and increments them only if all admit; see `redis_store.rs` for key naming, TTLs,
+//! limits and increments them only if all admit. The scripts of all keys of a request go out
+//! in one pipeline: one network round trip per request (a second one only to roll back
+//! admitted keys when another key rejected, or to load the script after NOSCRIPT); see
+//! `limiter.rs`. See `redis_store.rs` for key naming, TTLs,
 //! the clock, timeouts (default 50 ms), back-off and lazy connection. When Redis fails the
 //! per-limit `on_store_error` applies (`Allow`, `Deny`, or `Local` = same quota enforced per
 //! process), the event is reported in the `Decision` and logged at most once per few seconds.
@@ -89,8 +92,8 @@ mod tests;
 mod tests_redis;
 
 pub use decision::{
-    render_headers, Decision, HeaderInfo, LimitReport, LimitStats, Outcome, StoreErrorKind,
-    StoreErrorReport,
+    header_values, render_headers, Decision, HeaderInfo, LimitReport, LimitStats, Outcome,
+    StoreErrorKind, StoreErrorReport,
 };
 pub use limiter::RateLimiter;
 pub use spec::{

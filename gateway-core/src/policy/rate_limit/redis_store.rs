@@ -1,5 +1,6 @@
-//! Redis-backed counters: one atomic Lua script per hash-tag group, lazy background connect,
-//! per-call timeout, failure back-off and rate-limited warnings.
+//! Redis-backed counters: one atomic Lua script per hash-tag group, all groups of a request
+//! sent in one pipeline (one round trip), lazy background connect, per-call timeout, failure
+//! back-off and rate-limited warnings.
 //!
 //! Keys are `gw:rl:{<key>}:<limit name>:<window index>`; `<key>` is the request key with the
 //! bytes `{`, `}` and `%` percent-encoded (and an empty key written as `%`) so the hash tag is
@@ -14,8 +15,11 @@
 //! `max * window_ms < 2^53`), increments all fitting limits only if no enforcing limit rejects,
 //! and returns `[all_ok, p1, q1, fits1, p2, q2, fits2, ...]` (counts before the increment) so
 //! the caller computes remaining/reset/retry-after with the same code as for local limits.
-//! `redis::Script` sends EVALSHA and falls back to SCRIPT LOAD on NOSCRIPT (e.g. after a Redis
-//! restart).
+//! `check_groups` sends one EVALSHA per group in a single pipeline (Redis Cluster safe: each
+//! script touches one slot); invocations answered NOSCRIPT (e.g. after a Redis restart or
+//! `SCRIPT FLUSH`) did not run and are retried once in a second pipeline led by SCRIPT LOAD.
+//! The whole pipeline (including that retry) runs under the per-call timeout, and any error
+//! in it fails the call as a whole. The rollback of admitted groups is pipelined the same way.
 //!
 //! Failure handling: the connection manager is created in a background task (so a down Redis
 //! neither blocks startup nor fails construction); until it exists every call reports
@@ -26,8 +30,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Script;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, Script, ScriptInvocation, Value};
 
 use super::decision::StoreErrorKind;
 use super::spec::{ConfigError, RedisConfig};
@@ -76,6 +80,9 @@ for i = 1, #KEYS do
 end
 return 0
 "#;
+
+/// Increments of one request key to undo: the key and `(limit name, window index)` pairs.
+pub(crate) type RollbackGroup<'a> = (&'a [u8], Vec<(&'a str, u64)>);
 
 /// One limit of a script call.
 pub(crate) struct GroupItem<'a> {
@@ -138,6 +145,50 @@ pub(crate) fn counter_key(out: &mut Vec<u8>, key: &[u8], name: &str, idx: u64) {
         }
     }
     out.extend_from_slice(&buf[i..]);
+}
+
+/// Sends all `invs` of `script` as one pipeline (EVALSHA each, one round trip) and returns
+/// one reply per invocation (a failed script as `Value::ServerError`). Invocations answered
+/// with NOSCRIPT (script cache empty, e.g. after a Redis restart or `SCRIPT FLUSH`) are
+/// retried once in a second pipeline led by `SCRIPT LOAD`; a NOSCRIPT reply means that
+/// script did not run, so no group is ever applied twice.
+async fn eval_pipelined(
+    conn: &mut ConnectionManager,
+    script: &Script,
+    invs: &[ScriptInvocation<'_>],
+) -> redis::RedisResult<Vec<Value>> {
+    let bad_reply =
+        || redis::RedisError::from((ErrorKind::ResponseError, "unexpected pipeline reply"));
+    let mut pipe = redis::pipe();
+    for inv in invs {
+        pipe.invoke_script(inv);
+    }
+    let mut replies = conn.req_packed_commands(&pipe, 0, invs.len()).await?;
+    if replies.len() != invs.len() {
+        return Err(bad_reply());
+    }
+    let missing: Vec<usize> = replies
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"))
+        .map(|(i, _)| i)
+        .collect();
+    if !missing.is_empty() {
+        let mut retry = redis::pipe();
+        retry.load_script(script);
+        for &i in &missing {
+            retry.invoke_script(&invs[i]);
+        }
+        // Skip the SCRIPT LOAD reply (an error there shows up as NOSCRIPT below).
+        let again = conn.req_packed_commands(&retry, 1, missing.len()).await?;
+        if again.len() != missing.len() {
+            return Err(bad_reply());
+        }
+        for (i, v) in missing.into_iter().zip(again) {
+            replies[i] = v;
+        }
+    }
+    Ok(replies)
 }
 
 impl RedisStore {
@@ -254,15 +305,17 @@ impl RedisStore {
         );
     }
 
-    /// Runs the check script for one group of limits sharing `key`.
-    /// Returns `(all_ok, per-limit counts)` in `items` order.
-    pub async fn check_group(
+    /// Runs the check script of every group (limits sharing one request key) in one pipeline,
+    /// i.e. one network round trip for all groups of a request (plus one more only if the
+    /// script has to be loaded). Each group's script is atomic on its own. Returns per group
+    /// whether all its enforcing limits admitted (and it incremented), and the per-limit counts
+    /// of all groups concatenated in `groups`/`items` order. Any failure fails the whole call.
+    pub async fn check_groups(
         self: &Arc<Self>,
-        key: &[u8],
-        items: &[GroupItem<'_>],
+        groups: &[(&[u8], &[GroupItem<'_>])],
         cost: u64,
         now_ms: u64,
-    ) -> Result<(bool, Vec<RemoteCount>), StoreErrorKind> {
+    ) -> Result<(Vec<bool>, Vec<RemoteCount>), StoreErrorKind> {
         let Some(conn) = self.conn.get() else {
             self.ensure_connecting();
             self.warn(now_ms, "not connected yet");
@@ -272,28 +325,36 @@ impl RedisStore {
             return Err(StoreErrorKind::Unavailable);
         }
         let mut conn = conn.clone();
-        let mut inv = self.check.prepare_invoke();
-        inv.arg(cost);
-        let mut wins = Vec::with_capacity(items.len());
+        let n_items: usize = groups.iter().map(|(_, g)| g.len()).sum();
+        let mut wins = Vec::with_capacity(n_items);
+        let mut invs = Vec::with_capacity(groups.len());
         let mut buf = Vec::with_capacity(64);
-        for it in items {
-            let win = Window::at(now_ms, it.window_ms);
-            wins.push(win);
-            buf.clear();
-            counter_key(&mut buf, key, it.name, win.idx);
-            inv.key(buf.as_slice());
-            buf.clear();
-            counter_key(&mut buf, key, it.name, win.idx.wrapping_sub(1));
-            inv.key(buf.as_slice());
-            inv.arg(win.w)
-                .arg(win.e)
-                .arg(it.max)
-                .arg(win.w.saturating_mul(2))
-                .arg(if it.shadow { 1u8 } else { 0u8 });
+        for &(key, items) in groups {
+            let mut inv = self.check.prepare_invoke();
+            inv.arg(cost);
+            for it in items {
+                let win = Window::at(now_ms, it.window_ms);
+                wins.push(win);
+                buf.clear();
+                counter_key(&mut buf, key, it.name, win.idx);
+                inv.key(buf.as_slice());
+                buf.clear();
+                counter_key(&mut buf, key, it.name, win.idx.wrapping_sub(1));
+                inv.key(buf.as_slice());
+                inv.arg(win.w)
+                    .arg(win.e)
+                    .arg(it.max)
+                    .arg(win.w.saturating_mul(2))
+                    .arg(if it.shadow { 1u8 } else { 0u8 });
+            }
+            invs.push(inv);
         }
-        let res =
-            tokio::time::timeout(self.cfg.timeout, inv.invoke_async::<Vec<i64>>(&mut conn)).await;
-        let vals = match res {
+        let res = tokio::time::timeout(
+            self.cfg.timeout,
+            eval_pipelined(&mut conn, &self.check, &invs),
+        )
+        .await;
+        let replies = match res {
             Err(_) => {
                 self.failed(now_ms, StoreErrorKind::Timeout, &"script call timed out");
                 return Err(StoreErrorKind::Timeout);
@@ -304,44 +365,75 @@ impl RedisStore {
             }
             Ok(Ok(v)) => v,
         };
-        if vals.len() != 1 + 3 * items.len() {
-            self.failed(now_ms, StoreErrorKind::Redis, &"unexpected script reply");
-            return Err(StoreErrorKind::Redis);
+        let mut all_ok = Vec::with_capacity(groups.len());
+        let mut counts = Vec::with_capacity(n_items);
+        let mut wins = wins.into_iter();
+        for (&(_, items), reply) in groups.iter().zip(replies) {
+            let vals = match reply {
+                Value::ServerError(e) => {
+                    let e = redis::RedisError::from(e);
+                    self.failed(now_ms, StoreErrorKind::Redis, &e);
+                    return Err(StoreErrorKind::Redis);
+                }
+                v => redis::from_owned_redis_value::<Vec<i64>>(v).unwrap_or_default(),
+            };
+            if vals.len() != 1 + 3 * items.len() {
+                self.failed(now_ms, StoreErrorKind::Redis, &"unexpected script reply");
+                return Err(StoreErrorKind::Redis);
+            }
+            all_ok.push(vals[0] == 1);
+            // `chunks` first: `zip` must not pull a window once the chunks run out.
+            for (c, win) in vals[1..].chunks_exact(3).zip(wins.by_ref()) {
+                counts.push(RemoteCount {
+                    win,
+                    prev: u64::try_from(c[0]).unwrap_or(0),
+                    curr: u64::try_from(c[1]).unwrap_or(0),
+                    fits: c[2] == 1,
+                });
+            }
         }
         self.succeeded();
-        let counts = wins
-            .iter()
-            .zip(vals[1..].chunks_exact(3))
-            .map(|(&win, c)| RemoteCount {
-                win,
-                prev: u64::try_from(c[0]).unwrap_or(0),
-                curr: u64::try_from(c[1]).unwrap_or(0),
-                fits: c[2] == 1,
-            })
-            .collect();
-        Ok((vals[0] == 1, counts))
+        Ok((all_ok, counts))
     }
 
-    /// Undoes increments of a group (a later group rejected the request). Best effort.
-    pub async fn rollback_group(
+    /// Undoes increments of groups `(request key, [(limit name, window index)])` (a request
+    /// was rejected after they admitted), all in one pipeline. Best effort.
+    pub async fn rollback_groups(
         self: &Arc<Self>,
-        key: &[u8],
-        items: &[(&str, u64)],
+        groups: &[RollbackGroup<'_>],
         cost: u64,
         now_ms: u64,
     ) {
         let Some(conn) = self.conn.get() else { return };
         let mut conn = conn.clone();
-        let mut inv = self.rollback.prepare_invoke();
-        inv.arg(cost);
         let mut buf = Vec::with_capacity(64);
-        for &(name, idx) in items {
-            buf.clear();
-            counter_key(&mut buf, key, name, idx);
-            inv.key(buf.as_slice());
-        }
-        match tokio::time::timeout(self.cfg.timeout, inv.invoke_async::<i64>(&mut conn)).await {
-            Ok(Ok(_)) => {}
+        let invs: Vec<_> = groups
+            .iter()
+            .map(|(key, items)| {
+                let mut inv = self.rollback.prepare_invoke();
+                inv.arg(cost);
+                for &(name, idx) in items {
+                    buf.clear();
+                    counter_key(&mut buf, key, name, idx);
+                    inv.key(buf.as_slice());
+                }
+                inv
+            })
+            .collect();
+        let res = tokio::time::timeout(
+            self.cfg.timeout,
+            eval_pipelined(&mut conn, &self.rollback, &invs),
+        )
+        .await;
+        match res {
+            Ok(Ok(replies)) => {
+                if let Some(Value::ServerError(e)) =
+                    replies.iter().find(|v| matches!(v, Value::ServerError(_)))
+                {
+                    let e = redis::RedisError::from(e.clone());
+                    self.warn(now_ms, &format!("rollback failed: {e}"));
+                }
+            }
             Ok(Err(e)) => self.warn(now_ms, &format!("rollback failed: {e}")),
             Err(_) => self.warn(now_ms, "rollback timed out"),
         }

@@ -1,6 +1,7 @@
 //! Redis-store tests against a real `redis-server` that each test starts on a free loopback
-//! port (and kills on drop): enforcement, rollback across groups, shared quota accuracy across
-//! two limiter instances, Redis dying/restarting, and Redis being down at startup.
+//! port (and kills on drop): enforcement, rollback across groups, one round trip for several
+//! key groups (counted by a TCP proxy), NOSCRIPT retry, shared quota accuracy across two
+//! limiter instances, Redis dying/restarting, and Redis being down at startup.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -248,6 +249,166 @@ async fn redis_enforces_one_round_trip_with_rollback_and_shadow() {
         .check_all(&[(small, y)], (idx + 1) * 60_000 + 30_000)
         .await;
     assert!(d.admitted, "half decayed");
+}
+
+/// A TCP proxy in front of Redis that counts round trips ("turns"): how often the client
+/// starts sending again after having received something (or for the first time).
+struct TurnProxy {
+    port: u16,
+    turns: std::sync::Arc<std::sync::Mutex<(u64, bool)>>,
+}
+
+impl TurnProxy {
+    async fn start(redis_port: u16) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        // (turns, last chunk was from the client)
+        let turns = std::sync::Arc::new(std::sync::Mutex::new((0u64, false)));
+        let state = turns.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await
+                else {
+                    continue;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = state.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                        {
+                            let mut st = up.lock().expect("lock");
+                            if !st.1 {
+                                st.0 += 1;
+                                st.1 = true;
+                            }
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let down = state.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = sr.read(&mut buf).await {
+                        down.lock().expect("lock").1 = false;
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        TurnProxy { port, turns }
+    }
+
+    fn turns(&self) -> u64 {
+        self.turns.lock().expect("lock").0
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+#[tokio::test]
+async fn two_key_groups_cost_one_round_trip() {
+    let server = RedisServer::start();
+    let proxy = TurnProxy::start(server.port).await;
+    let l = redis_limiter(
+        &proxy.url(),
+        vec![
+            redis_spec("per-ip", MIN, 2, OnStoreError::Deny),
+            redis_spec("per-route", MIN, 10, OnStoreError::Deny),
+            spec("local", MIN, 100),
+        ],
+        Duration::from_secs(2),
+    );
+    wait_connected(&l).await;
+    let ip = l.limit_ref("per-ip").expect("exists");
+    let route = l.limit_ref("per-route").expect("exists");
+    let local = l.limit_ref("local").expect("exists");
+    let now = TestClock::new().base;
+    let idx = now / 60_000;
+    let req = [
+        (ip, b"1.2.3.4".as_slice()),
+        (route, b"/api".as_slice()),
+        (local, b"1.2.3.4".as_slice()),
+    ];
+    let counters = || async {
+        (
+            server.get(&format!("gw:rl:{{1.2.3.4}}:per-ip:{idx}")).await,
+            server.get(&format!("gw:rl:{{/api}}:per-route:{idx}")).await,
+        )
+    };
+
+    // Fresh server: the scripts are not cached, so the first pipeline gets NOSCRIPT for both
+    // groups and is retried once after SCRIPT LOAD; each group is applied exactly once.
+    let t0 = proxy.turns();
+    let d = l.check_all(&req, now).await;
+    assert!(d.admitted && !d.has_store_error(), "{d:?}");
+    assert_eq!(proxy.turns() - t0, 2, "NOSCRIPT: pipeline + load-and-retry");
+    assert_eq!(counters().await, (Some(1), Some(1)));
+
+    // Script cached: both groups in one round trip.
+    let t0 = proxy.turns();
+    let d = l.check_all(&req, now).await;
+    assert!(d.admitted && !d.has_store_error(), "{d:?}");
+    assert_eq!(proxy.turns() - t0, 1, "two key groups, one round trip");
+    assert_eq!(counters().await, (Some(2), Some(2)));
+
+    // per-ip rejects: per-route (other key) admitted in the same pipeline and is rolled back
+    // in a second round trip (the first rollback also loads its script: one more); the
+    // local limit is rolled back too.
+    for expect_turns in [3, 2] {
+        let t0 = proxy.turns();
+        let d = l.check_all(&req, now).await;
+        assert!(!d.admitted && !d.has_store_error(), "{d:?}");
+        assert_eq!(d.rejected_by, Some(0));
+        assert_eq!(d.outcomes[1].outcome, Outcome::Allowed);
+        assert_eq!(proxy.turns() - t0, expect_turns, "check + rollback");
+        assert_eq!(counters().await, (Some(2), Some(2)));
+    }
+    let d = l
+        .check_all_local(&[(local, b"1.2.3.4")], 1, now)
+        .expect("local");
+    assert_eq!(d.headers.map(|h| h.remaining), Some(97));
+
+    // Order does not matter: the rejecting group may come after the admitting one.
+    let d = l
+        .check_all(&[(route, b"/api".as_slice()), (ip, b"1.2.3.4")], now)
+        .await;
+    assert!(!d.admitted);
+    assert_eq!(d.rejected_by, Some(1));
+    assert_eq!(counters().await, (Some(2), Some(2)));
+
+    // After SCRIPT FLUSH (script cache lost) the retry path works again, applied once.
+    let client = redis::Client::open(server.url()).expect("url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut con)
+        .await
+        .expect("SCRIPT FLUSH");
+    let d = l
+        .check_all(&[(route, b"/api".as_slice()), (route, b"/other")], now)
+        .await;
+    assert!(d.admitted && !d.has_store_error(), "{d:?}");
+    assert_eq!(counters().await, (Some(2), Some(3)));
+    assert_eq!(
+        server
+            .get(&format!("gw:rl:{{/other}}:per-route:{idx}"))
+            .await,
+        Some(1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
