@@ -40,6 +40,14 @@ impl RedisServer {
         s
     }
 
+    /// A server object for a free port with nothing listening yet (call [`Self::spawn`] later).
+    pub fn not_started() -> Self {
+        RedisServer {
+            child: None,
+            port: free_port(),
+        }
+    }
+
     /// (Re)starts the server on the same port.
     pub fn spawn(&mut self) {
         assert!(

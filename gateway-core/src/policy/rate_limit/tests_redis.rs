@@ -3,107 +3,27 @@
 //! key groups (counted by a TCP proxy), NOSCRIPT retry, shared quota accuracy across two
 //! limiter instances, Redis dying/restarting, and Redis being down at startup.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use gateway_testkit::redis::RedisServer;
 
 use super::tests::{hammer, spec, HEAVY};
 use super::*;
 
-const REDIS_BIN: &str = "/usr/bin/redis-server";
 const MIN: Duration = Duration::from_secs(60);
 
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
-
-fn pong(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let mut s = RedisServer {
-            child: None,
-            port: free_port(),
-        };
-        s.spawn();
-        s
-    }
-
-    /// A server object for a port with nothing listening yet.
-    fn not_started() -> Self {
-        RedisServer {
-            child: None,
-            port: free_port(),
-        }
-    }
-
-    fn spawn(&mut self) {
-        assert!(
-            std::path::Path::new(REDIS_BIN).exists(),
-            "Redis tests need the redis-server binary at {REDIS_BIN} (apt-get install redis-server)"
-        );
-        let child = Command::new(REDIS_BIN)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("failed to start {REDIS_BIN}: {e}"));
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !pong(self.port) {
-            assert!(
-                Instant::now() < deadline,
-                "{REDIS_BIN} did not answer PING on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    async fn get(&self, key: &str) -> Option<i64> {
-        let client = redis::Client::open(self.url()).expect("url");
-        let mut con = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("test connection");
-        redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut con)
-            .await
-            .expect("GET")
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Reads a counter straight from Redis (the server itself is the testkit's real `redis-server`).
+async fn redis_get(server: &RedisServer, key: &str) -> Option<i64> {
+    let client = redis::Client::open(server.url()).expect("url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("test connection");
+    redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut con)
+        .await
+        .expect("GET")
 }
 
 fn redis_spec(name: &str, window: Duration, max: u64, on_err: OnStoreError) -> LimitSpec {
@@ -203,15 +123,15 @@ async fn redis_enforces_one_round_trip_with_rollback_and_shadow() {
         Some(("r-small", 0))
     );
     assert_eq!(
-        server.get(&format!("gw:rl:{{k}}:r-big:{idx}")).await,
+        redis_get(&server, &format!("gw:rl:{{k}}:r-big:{idx}")).await,
         Some(2)
     );
     assert_eq!(
-        server.get(&format!("gw:rl:{{k}}:r-small:{idx}")).await,
+        redis_get(&server, &format!("gw:rl:{{k}}:r-small:{idx}")).await,
         Some(2)
     );
     assert_eq!(
-        server.get(&format!("gw:rl:{{k}}:r-shadow:{idx}")).await,
+        redis_get(&server, &format!("gw:rl:{{k}}:r-shadow:{idx}")).await,
         Some(1)
     );
     // The local limit was rolled back too: 2 of 100 used.
@@ -227,7 +147,7 @@ async fn redis_enforces_one_round_trip_with_rollback_and_shadow() {
     assert!(!d.admitted);
     assert_eq!(d.rejected_by, Some(1));
     assert_eq!(
-        server.get(&format!("gw:rl:{{x}}:r-big:{idx}")).await,
+        redis_get(&server, &format!("gw:rl:{{x}}:r-big:{idx}")).await,
         Some(2)
     );
     // TTL is two windows.
@@ -342,8 +262,8 @@ async fn two_key_groups_cost_one_round_trip() {
     ];
     let counters = || async {
         (
-            server.get(&format!("gw:rl:{{1.2.3.4}}:per-ip:{idx}")).await,
-            server.get(&format!("gw:rl:{{/api}}:per-route:{idx}")).await,
+            redis_get(&server, &format!("gw:rl:{{1.2.3.4}}:per-ip:{idx}")).await,
+            redis_get(&server, &format!("gw:rl:{{/api}}:per-route:{idx}")).await,
         )
     };
 
@@ -404,9 +324,7 @@ async fn two_key_groups_cost_one_round_trip() {
     assert!(d.admitted && !d.has_store_error(), "{d:?}");
     assert_eq!(counters().await, (Some(2), Some(3)));
     assert_eq!(
-        server
-            .get(&format!("gw:rl:{{/other}}:per-route:{idx}"))
-            .await,
+        redis_get(&server, &format!("gw:rl:{{/other}}:per-route:{idx}")).await,
         Some(1)
     );
 }
@@ -528,7 +446,7 @@ async fn redis_killed_then_restarted() {
     }
     // At least the successful probe went through Redis (a probe that timed out after Redis
     // executed it may have counted too).
-    let probe = server.get(&format!("gw:rl:{{probe}}:allow:{idx}")).await;
+    let probe = redis_get(&server, &format!("gw:rl:{{probe}}:allow:{idx}")).await;
     assert!(probe.is_some_and(|n| n >= 1), "probe counter {probe:?}");
     // Enforced through Redis again, and shared with a second instance.
     let l2 = redis_limiter(&server.url(), specs(), Duration::from_millis(500));
@@ -539,7 +457,7 @@ async fn redis_killed_then_restarted() {
         assert_eq!(d.admitted, i < 3, "request {i}");
     }
     assert_eq!(
-        server.get(&format!("gw:rl:{{shared}}:deny:{idx}")).await,
+        redis_get(&server, &format!("gw:rl:{{shared}}:deny:{idx}")).await,
         Some(3)
     );
 }
@@ -584,6 +502,6 @@ async fn redis_down_at_startup_then_comes_up() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let key = format!("gw:rl:{{k2}}:r:{}", clock.minute_idx());
-    let n = server.get(&key).await;
+    let n = redis_get(&server, &key).await;
     assert!(n.is_some_and(|n| n >= 1), "counter {n:?}");
 }
