@@ -76,7 +76,10 @@ pub fn jwks(keys: &[Value]) -> String {
 /// The workspace's test key pairs (`gateway-core/tests/fixtures/keys`: `rsa`, `rsa2`, `ec`
 /// (P-256), `ed` (Ed25519), each as `{name}_private.pem` / `{name}_public.pem`).
 pub fn fixture_keys_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway-core/tests/fixtures/keys")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the testkit lives in the workspace root")
+        .join("gateway-core/tests/fixtures/keys")
 }
 
 /// Named signing keys: the PEM key pairs in a directory plus one HMAC secret.
@@ -122,6 +125,11 @@ impl Keys {
             "ed" => EncodingKey::from_ed_pem(&pem(which)).expect("Ed25519 private key"),
             other => panic!("unknown key {other:?} (hmac, rsa, rsa2, ec, ed)"),
         }
+    }
+
+    /// Signs `claims` with `alg` and the key `which` (see [`Self::encoding_key`]).
+    pub fn sign(&self, alg: Algorithm, which: &str, kid: Option<&str>, claims: &Value) -> String {
+        sign(alg, &self.encoding_key(which), kid, claims)
     }
 
     /// The public JWK of the key `which` (not `hmac`) with `alg` and `kid`, as JSON.
@@ -207,7 +215,7 @@ mod tests {
             ("ec", Algorithm::ES256),
             ("ed", Algorithm::EdDSA),
         ] {
-            let t = sign(alg, &keys.encoding_key(which), Some(which), &claims());
+            let t = keys.sign(alg, which, Some(which), &claims());
             let set = jwks(&[keys.jwk(which, alg, which)]);
             assert_eq!(verify_with_jwks(&t, &set, alg)["sub"], "u1", "{which}");
         }
