@@ -10,7 +10,7 @@ use gateway_core::policy::breaker::{BreakerSnapshot, CircuitBreaker, OutlierDete
 use gateway_core::proxy::server::Embedded;
 use gateway_testkit::prom::Scrape;
 use gateway_testkit::wait::{until, until_async};
-use gateway_testkit::{http_client, request, Bytes, HttpResponse, Method, Mode, Upstream};
+use gateway_testkit::{http_client, Bytes, HttpResponse, Method, Mode, Upstream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,13 +22,7 @@ async fn send(url: &str) -> HttpResponse {
 }
 
 async fn call(method: Method, url: &str, headers: &[(&str, &str)]) -> HttpResponse {
-    let client = http_client();
-    let fut = request(&client, method, url, headers, Bytes::new());
-    match tokio::time::timeout(Duration::from_secs(10), fut).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => panic!("request to {url} failed: {e}"),
-        Err(_) => panic!("request to {url} took more than 10 s"),
-    }
+    gateway_testkit::send(&http_client(), method, url, headers, Bytes::new()).await
 }
 
 fn breaker(gw: &Embedded, upstream: usize) -> CircuitBreaker {

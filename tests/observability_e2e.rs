@@ -8,7 +8,7 @@ use gateway_testkit::jwt::hs256_for;
 use gateway_testkit::prom::{family_of, labels_of, Family, Scrape};
 use gateway_testkit::redis::free_port;
 use gateway_testkit::wait::Wait;
-use gateway_testkit::{http_client, raw_request, request, HttpResponse, Method, Mode, Upstream};
+use gateway_testkit::{http_client, raw_request, HttpResponse, Method, Mode, Upstream};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -79,13 +79,7 @@ async fn send(
     url: &str,
     headers: &[(&str, &str)],
 ) -> HttpResponse {
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        request(client, method.clone(), url, headers, ""),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{method} {url} timed out"))
-    .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+    gateway_testkit::send(client, method, url, headers, "").await
 }
 
 /// One keep-alive HTTP/1.1 exchange on an open connection (Content-Length framed responses only).
@@ -643,13 +637,7 @@ policies:
     ];
     for (method, p, headers, body) in cases {
         let m = Method::from_bytes(method.as_bytes()).expect("method");
-        let resp = tokio::time::timeout(
-            Duration::from_secs(10),
-            request(&client, m, &format!("{base}{p}"), &headers, body),
-        )
-        .await
-        .expect("in time")
-        .expect("request");
+        let resp = gateway_testkit::send(&client, m, &format!("{base}{p}"), &headers, body).await;
         sent.push(Sent {
             method,
             path: p,

@@ -24,9 +24,11 @@
 //! 9. WebSocket echo through the gateway [`websocket_echo_through_gateway`]; the ignored
 //!    `websocket_tunnel_never_torn_down_after_101` pins down Pingora bug cloudflare/pingora#946.
 
+/// One request through a client, bounded by [`CALL_LIMIT`]; panics on transport errors.
+use gateway_testkit::send as call;
 use gateway_testkit::{
-    checksum_hex, fnv1a64, get, http_client, raw_request, request, ws_connect, ws_echo, Bytes,
-    HttpClient, HttpResponse, Method, Mode, SinkExt, StreamExt, Upstream, WsMessage,
+    checksum_hex, fnv1a64, get, http_client, raw_request, ws_connect, ws_echo, Bytes, HttpClient,
+    HttpResponse, Method, Mode, SinkExt, StreamExt, Upstream, WsMessage,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -36,24 +38,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Upper bound for any single client exchange in these tests.
-const CALL_LIMIT: Duration = Duration::from_secs(10);
+const CALL_LIMIT: Duration = gateway_testkit::SEND_LIMIT;
 
 fn addr_var(name: &'static str, up: &Upstream) -> (&'static str, String) {
     (name, up.addr().to_string())
-}
-
-/// One request through `client`, bounded in time; panics on transport errors.
-async fn call(
-    client: &HttpClient,
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Bytes>,
-) -> HttpResponse {
-    tokio::time::timeout(CALL_LIMIT, request(client, method, url, headers, body))
-        .await
-        .unwrap_or_else(|_| panic!("{url}: no response within {CALL_LIMIT:?}"))
-        .unwrap_or_else(|e| panic!("{url}: {e:?}"))
 }
 
 async fn get_via(client: &HttpClient, url: &str) -> HttpResponse {

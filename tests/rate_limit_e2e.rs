@@ -45,10 +45,7 @@ async fn avoid_boundary(window_ms: u64, need_ms: u64) {
 }
 
 async fn send(c: &HttpClient, method: Method, url: &str) -> HttpResponse {
-    tokio::time::timeout(Duration::from_secs(10), request(c, method, url, &[], ""))
-        .await
-        .unwrap_or_else(|_| panic!("{url}: no response within 10 s"))
-        .unwrap_or_else(|e| panic!("{url}: {e}"))
+    gateway_testkit::send(c, method, url, &[], "").await
 }
 
 /// Checks `RateLimit-Policy`, `RateLimit` and `X-RateLimit-*` for `policy` (quota `q` per `w`

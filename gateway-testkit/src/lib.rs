@@ -68,8 +68,8 @@ use std::net::SocketAddr;
 
 pub use body::{checksum_hex, fnv1a64, pattern_bytes, Fnv64, BODY_KEEP};
 pub use client::{
-    get, http_client, raw_request, raw_request_timeout, request, HttpClient, HttpResponse,
-    RawResponse, RAW_TIMEOUT,
+    get, http_client, raw_request, raw_request_timeout, request, send, HttpClient, HttpResponse,
+    RawResponse, RAW_TIMEOUT, SEND_LIMIT,
 };
 pub use handler::MAX_BYTES;
 pub use upstream::{Mode, RecordedRequest, Upstream, LOG_CAP};

@@ -1,7 +1,8 @@
 //! Shared helpers of the `auth_*` tests: a fixed clock, standard claims and settings, and the
 //! fixture keys. Token signing, JWKs and the JWKS server come from `gateway_testkit`
 //! (`jwt`, `jwks`), re-exported here.
-#![allow(dead_code)]
+// Each test binary includes this module and uses a part of it.
+#![allow(dead_code, unused_imports)]
 
 use std::sync::LazyLock;
 use std::time::Instant;
