@@ -24,7 +24,7 @@
 //! 9. WebSocket echo through the gateway [`websocket_echo_through_gateway`]; the ignored
 //!    `websocket_tunnel_never_torn_down_after_101` pins down Pingora bug cloudflare/pingora#946.
 
-/// One request through a client, bounded by [`CALL_LIMIT`]; panics on transport errors.
+// `call(client, method, url, headers, body)`: one request, bounded by `CALL_LIMIT`; panics on errors.
 use gateway_testkit::send as call;
 use gateway_testkit::{
     checksum_hex, fnv1a64, get, http_client, raw_request, ws_connect, ws_echo, Bytes, HttpClient,
