@@ -3,6 +3,7 @@
 //! [`compile`] is a pure function of its inputs (the text, its name, an environment lookup) except that it
 //! reads the files the configuration names (TLS certificates, PEM keys) to check they exist and parse. It
 //! never opens a network connection. `gw validate` and `gw serve` both run exactly this function.
+mod auth;
 mod listeners;
 mod policies;
 mod routes;
@@ -218,11 +219,12 @@ fn build(cfg: crate::config::Config, cx: &mut Cx, source: &str) -> Option<Plan> 
         listeners,
         admin,
         access_log: match &cfg.observability.access_log {
+            crate::config::AccessLogConfig::Off {} => crate::plan::AccessLogSpec::Off,
+            crate::config::AccessLogConfig::Stdout {} => crate::plan::AccessLogSpec::Stdout,
             // relative like every other file in the configuration
-            crate::config::AccessLogConfig::File { path } => crate::config::AccessLogConfig::File {
-                path: cx.resolve(path).to_string_lossy().into_owned(),
-            },
-            other => other.clone(),
+            crate::config::AccessLogConfig::File { path } => {
+                crate::plan::AccessLogSpec::File(cx.resolve(path))
+            }
         },
         metrics: cfg.observability.metrics,
         upstreams: ups
@@ -232,6 +234,7 @@ fn build(cfg: crate::config::Config, cx: &mut Cx, source: &str) -> Option<Plan> 
         routes,
         router,
         rate_limits: pols.limits.into_iter().collect::<Option<Vec<_>>>()?,
+        rate_limit_redis: pols.redis,
         auths: pols.auths.into_iter().collect::<Option<Vec<_>>>()?,
     })
 }

@@ -6,8 +6,8 @@ use crate::config::{
 };
 use crate::diag::did_you_mean;
 use crate::plan::{
-    BreakerPlan, BreakerRatePlan, EndpointPlan, FallbackPlan, HealthCheckPlan, Timeouts,
-    UpstreamPlan,
+    BreakerPlan, BreakerRatePlan, DiscoverySpec, EndpointPlan, FallbackPlan, HashKey,
+    HealthCheckPlan, LoadBalancing, OutlierSpec, Timeouts, UpstreamPlan,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -436,17 +436,96 @@ pub(crate) fn upstreams(
                         weight: e.weight,
                     })
                     .collect(),
-                discovery: u.discovery.clone(),
-                load_balancing: u.load_balancing.clone(),
+                discovery: u.discovery.as_ref().and_then(|d| discovery_spec(cx, d)),
+                load_balancing: load_balancing(&u.load_balancing),
                 health_check,
                 timeouts: t,
                 retries,
                 retry_idempotent,
                 breaker,
-                outlier: u.outlier_detection.clone(),
+                outlier: u.outlier_detection.as_ref().map(|o| OutlierSpec {
+                    consecutive_failures: o.consecutive_failures,
+                    base_ejection: o.base_ejection.get(),
+                    max_ejection: o
+                        .max_ejection
+                        .map_or(o.base_ejection.get() * 10, |d| d.get()),
+                    max_ejected_percent: o.max_ejected_percent,
+                }),
             },
             policies,
         }));
     }
     out
+}
+
+/// The runtime form of a checked `load_balancing:` (header names parsed).
+fn load_balancing(lb: &LoadBalancingConfig) -> LoadBalancing {
+    match lb {
+        LoadBalancingConfig::RoundRobin {} => LoadBalancing::RoundRobin,
+        LoadBalancingConfig::Random {} => LoadBalancing::Random,
+        LoadBalancingConfig::LeastConnections {} => LoadBalancing::LeastConnections,
+        LoadBalancingConfig::Fastest {} => LoadBalancing::Fastest,
+        LoadBalancingConfig::ConsistentHash { key } => LoadBalancing::ConsistentHash(match key {
+            HashKeyConfig::ClientIp {} => HashKey::ClientIp,
+            HashKeyConfig::Path {} => HashKey::Path,
+            // checked above; an upstream with a bad name never reaches the plan
+            HashKeyConfig::Header { name } => HashKey::Header(
+                http::HeaderName::from_bytes(name.as_bytes())
+                    .unwrap_or(http::HeaderName::from_static("x-invalid")),
+            ),
+        }),
+    }
+}
+
+/// The runtime form of `discovery:` (`static` is no discovery; a file path is resolved).
+fn discovery_spec(cx: &Cx, d: &DiscoveryConfig) -> Option<DiscoverySpec> {
+    match d {
+        DiscoveryConfig::Static {} => None,
+        DiscoveryConfig::Dns {
+            host,
+            port,
+            interval,
+        } => Some(DiscoverySpec::Dns {
+            host: host.clone(),
+            port: *port,
+            interval: interval.get(),
+        }),
+        DiscoveryConfig::Consul {
+            url,
+            service,
+            interval,
+            token,
+        } => Some(DiscoverySpec::Consul {
+            url: url.clone(),
+            service: service.clone(),
+            interval: interval.get(),
+            token: token.clone(),
+        }),
+        DiscoveryConfig::File { path, interval } => Some(DiscoverySpec::File {
+            path: cx.resolve(path),
+            interval: interval.get(),
+        }),
+    }
+}
+
+/// Adapter for `upstream::lb::Balancer::new`, which still takes the configuration type (lb.rs is
+/// owned by another change; once it takes [`LoadBalancing`] this goes).
+impl From<&LoadBalancing> for LoadBalancingConfig {
+    fn from(lb: &LoadBalancing) -> Self {
+        match lb {
+            LoadBalancing::RoundRobin => LoadBalancingConfig::RoundRobin {},
+            LoadBalancing::Random => LoadBalancingConfig::Random {},
+            LoadBalancing::LeastConnections => LoadBalancingConfig::LeastConnections {},
+            LoadBalancing::Fastest => LoadBalancingConfig::Fastest {},
+            LoadBalancing::ConsistentHash(k) => LoadBalancingConfig::ConsistentHash {
+                key: match k {
+                    HashKey::ClientIp => HashKeyConfig::ClientIp {},
+                    HashKey::Path => HashKeyConfig::Path {},
+                    HashKey::Header(n) => HashKeyConfig::Header {
+                        name: n.as_str().to_string(),
+                    },
+                },
+            },
+        }
+    }
 }

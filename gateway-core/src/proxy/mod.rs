@@ -329,11 +329,7 @@ impl Gateway {
                         LimitOutcome::Skipped => {}
                     }
                     if let Some(se) = &o.store_error {
-                        m.store_error(match se.action {
-                            crate::policy::rate_limit::OnStoreError::Allow => "allow",
-                            crate::policy::rate_limit::OnStoreError::Deny => "deny",
-                            crate::policy::rate_limit::OnStoreError::Local => "local",
-                        });
+                        m.store_error(se.action.as_str());
                     }
                 }
                 ctx.limit_headers = header_values(&d);
@@ -537,21 +533,21 @@ impl ProxyHttp for Gateway {
         let up_plan = &rt.plan.upstreams[up_id as usize];
         let key: Vec<u8> = match &up.hash_key {
             None => Vec::new(),
-            Some(crate::config::HashKeyConfig::ClientIp {}) => ctx
+            Some(crate::plan::HashKey::ClientIp) => ctx
                 .client_ip
                 .map(|i| i.to_string().into_bytes())
                 .unwrap_or_default(),
-            Some(crate::config::HashKeyConfig::Path {}) => ctx
+            Some(crate::plan::HashKey::Path) => ctx
                 .upstream_path
                 .split('?')
                 .next()
                 .unwrap_or("")
                 .as_bytes()
                 .to_vec(),
-            Some(crate::config::HashKeyConfig::Header { name }) => session
+            Some(crate::plan::HashKey::Header(name)) => session
                 .req_header()
                 .headers
-                .get(name.as_str())
+                .get(name)
                 .map(|v| v.as_bytes().to_vec())
                 .unwrap_or_default(),
         };

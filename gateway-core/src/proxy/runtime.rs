@@ -1,16 +1,12 @@
 //! Runtime state built from a [`Plan`]: balancers, health, breakers, outlier detectors, authenticators
 //! and metric handles, all indexed by the plan's handles. One [`Runtime`] is swapped atomically on reload;
 //! a request keeps the one it started with.
-use crate::config::{HashKeyConfig, JwtConfig, JwtKeysConfig, JwtMode, LoadBalancingConfig};
 use crate::observability::{
     AuthMetrics, BreakerMetrics, BreakerState, EndpointMetrics, Metrics, RateLimitMetrics,
     RouteMetrics,
 };
-use crate::plan::{BreakerPlan, Plan};
-use crate::policy::auth::{
-    AuthMode, AuthSettings, Authenticator, CacheSettings, ClaimRequirementSettings, ForwardClaim,
-    JwksSettings, KeySource, MatchMode, PemKeyFile, RouteAuthSettings, RoutePolicy, TokenSources,
-};
+use crate::plan::{BreakerPlan, HashKey, Plan};
+use crate::policy::auth::{Authenticator, RoutePolicy};
 use crate::policy::breaker::{
     BreakerObserver, BreakerSettings, CircuitBreaker, FailurePolicy, OutlierDetector,
     OutlierSettings, RateTrip, RateWindow, State,
@@ -18,7 +14,6 @@ use crate::policy::breaker::{
 use crate::upstream::Balancer;
 use http::HeaderName;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,7 +46,7 @@ pub struct UpstreamRt {
     pub breaker: Option<CircuitBreaker>,
     pub failure: FailurePolicy,
     pub outlier: Option<OutlierDetector>,
-    pub hash_key: Option<HashKeyConfig>,
+    pub hash_key: Option<HashKey>,
 }
 
 pub struct RouteRt {
@@ -129,128 +124,6 @@ fn failure_policy(b: Option<&BreakerPlan>) -> FailurePolicy {
     }
 }
 
-/// Maps the configuration of a jwt policy onto the authenticator's settings.
-pub fn auth_settings(c: &JwtConfig, base_dir: &std::path::Path) -> Result<AuthSettings, String> {
-    let resolve = |p: &str| {
-        let p = std::path::Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base_dir.join(p)
-        }
-    };
-    let (keys, algs, cache) = match &c.keys {
-        JwtKeysConfig::Hmac { secret, algorithms } => (
-            KeySource::HmacSecret {
-                secret: secret.clone(),
-                kid: None,
-            },
-            algorithms,
-            None,
-        ),
-        JwtKeysConfig::Pem { files, algorithms } => (
-            KeySource::PublicKeyPem {
-                files: files
-                    .iter()
-                    .map(|f| PemKeyFile {
-                        path: resolve(&f.path),
-                        kid: f.kid.clone(),
-                    })
-                    .collect(),
-            },
-            algorithms,
-            Some(CacheSettings {
-                capacity: 100_000,
-                max_ttl_secs: 300,
-            }),
-        ),
-        JwtKeysConfig::Jwks {
-            url,
-            path,
-            refresh,
-            algorithms,
-            ..
-        } => {
-            let location = match (url, path) {
-                (Some(u), _) => u.clone(),
-                (None, Some(p)) => resolve(p).to_string_lossy().into_owned(),
-                (None, None) => return Err("a JWKS source needs url or path".into()),
-            };
-            let mut j = JwksSettings::new(location);
-            j.refresh_interval_ms = refresh.get().as_millis() as u64;
-            (
-                KeySource::Jwks(j),
-                algorithms,
-                Some(CacheSettings {
-                    capacity: 100_000,
-                    max_ttl_secs: 300,
-                }),
-            )
-        }
-    };
-    let mut algorithms = Vec::new();
-    for a in algs {
-        algorithms.push(
-            jsonwebtoken::Algorithm::from_str(a).map_err(|_| format!("unknown algorithm {a}"))?,
-        );
-    }
-    let mut required = vec!["exp".to_string()];
-    required.extend(c.required_claims.iter().cloned());
-    required.dedup();
-    Ok(AuthSettings {
-        realm: c.realm.clone(),
-        keys,
-        algorithms,
-        leeway_secs: c.leeway.get().as_secs(),
-        issuers: c.issuer.clone(),
-        audiences: c.audience.clone(),
-        required_claims: required,
-        token_sources: TokenSources {
-            bearer_header: true,
-            cookie: c.token_from.cookie.clone(),
-            query_param: c.token_from.query.clone(),
-            ..TokenSources::default()
-        },
-        forward_claims: c
-            .forward
-            .iter()
-            .map(|f| ForwardClaim {
-                claim: f.claim.clone(),
-                header: f.header.clone(),
-            })
-            .collect(),
-        cache,
-    })
-}
-
-fn route_auth(c: &JwtConfig) -> RouteAuthSettings {
-    let mut require = Vec::new();
-    if let Some(r) = &c.require {
-        if !r.any_of.is_empty() {
-            require.push(ClaimRequirementSettings {
-                claim: r.claim.clone(),
-                values: r.any_of.clone(),
-                match_mode: MatchMode::AnyOf,
-            });
-        }
-        if !r.all_of.is_empty() {
-            require.push(ClaimRequirementSettings {
-                claim: r.claim.clone(),
-                values: r.all_of.clone(),
-                match_mode: MatchMode::AllOf,
-            });
-        }
-    }
-    RouteAuthSettings {
-        mode: if c.mode == JwtMode::Optional {
-            AuthMode::Optional
-        } else {
-            AuthMode::Required
-        },
-        require,
-    }
-}
-
 /// Resolves `host:port` (blocking DNS: start-up only).
 fn resolve(upstream: &str, address: &str) -> Result<SocketAddr, StartError> {
     address
@@ -278,7 +151,7 @@ impl Runtime {
             for e in &u.endpoints {
                 eps.push((resolve(&u.name, &e.address)?, e.weight));
             }
-            let mut balancer = Balancer::new(&u.load_balancing, &eps);
+            let mut balancer = Balancer::new(&(&u.load_balancing).into(), &eps);
             let endpoint_metrics: Vec<EndpointMetrics> = balancer
                 .endpoints
                 .iter()
@@ -328,19 +201,14 @@ impl Runtime {
                     eps.len(),
                     OutlierSettings {
                         consecutive_failures: o.consecutive_failures,
-                        base_ejection: o.base_ejection.get(),
-                        max_ejection: o
-                            .max_ejection
-                            .map_or(o.base_ejection.get() * 10, |d| d.get()),
+                        base_ejection: o.base_ejection,
+                        max_ejection: o.max_ejection,
                         max_ejected_percent: o.max_ejected_percent,
                     },
                     now,
                 )
             });
-            let hash_key = match &u.load_balancing {
-                LoadBalancingConfig::ConsistentHash { key } => Some(key.clone()),
-                _ => None,
-            };
+            let hash_key = u.load_balancing.hash_key().cloned();
             upstreams.push(UpstreamRt {
                 balancer,
                 endpoint_metrics,
@@ -353,12 +221,7 @@ impl Runtime {
         let mut auths = Vec::new();
         let mut injected: Vec<HeaderName> = Vec::new();
         for a in &plan.auths {
-            let settings =
-                auth_settings(&a.config, &a.base_dir).map_err(|reason| StartError::Auth {
-                    policy: a.name.to_string(),
-                    reason,
-                })?;
-            let auth = Authenticator::new(&settings).map_err(|e| StartError::Auth {
+            let auth = Authenticator::new(&a.settings).map_err(|e| StartError::Auth {
                 policy: a.name.to_string(),
                 reason: e.to_string(),
             })?;
@@ -372,17 +235,16 @@ impl Runtime {
         let mut routes = Vec::new();
         for r in &plan.routes {
             let up = &plan.upstreams[r.upstream as usize];
-            let auth_policy = match r.auth {
-                Some(a) => Some(
-                    RoutePolicy::new(&route_auth(&plan.auths[a as usize].config)).map_err(|e| {
-                        StartError::Auth {
+            let auth_policy =
+                match r.auth {
+                    Some(a) => Some(RoutePolicy::new(&plan.auths[a as usize].route).map_err(
+                        |e| StartError::Auth {
                             policy: plan.auths[a as usize].name.to_string(),
                             reason: e.to_string(),
-                        }
-                    })?,
-                ),
-                None => None,
-            };
+                        },
+                    )?),
+                    None => None,
+                };
             routes.push(RouteRt {
                 metrics: metrics.route(&r.name, &up.name),
                 auth_policy,
@@ -423,11 +285,7 @@ impl Runtime {
         }
         for (a, plan) in self.auths.iter().zip(&self.plan.auths) {
             a.start();
-            let timeout = match &plan.config.keys {
-                JwtKeysConfig::Jwks { ready_timeout, .. } => ready_timeout.get(),
-                _ => Duration::from_secs(1),
-            };
-            if !a.ready(timeout).await {
+            if !a.ready(plan.ready_timeout).await {
                 tracing::warn!(policy = %plan.name, "JWT keys are not available yet; tokens are rejected until they are");
             }
         }

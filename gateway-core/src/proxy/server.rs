@@ -3,9 +3,8 @@
 use super::admin::AdminApp;
 use super::runtime::{Runtime, StartError};
 use super::{Engine, Gateway};
-use crate::config::AccessLogConfig;
 use crate::observability::{AccessLog, AccessLogConfig as LogCfg, AccessLogSink, Metrics};
-use crate::plan::Plan;
+use crate::plan::{AccessLogSpec, Plan};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
@@ -22,9 +21,9 @@ use std::sync::Arc;
 pub fn build_engine(plan: Plan) -> Result<Arc<Engine>, StartError> {
     let metrics = Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?;
     let sink = match &plan.access_log {
-        AccessLogConfig::Off {} => AccessLogSink::Off,
-        AccessLogConfig::Stdout {} => AccessLogSink::Stdout,
-        AccessLogConfig::File { path } => AccessLogSink::File(path.into()),
+        AccessLogSpec::Off => AccessLogSink::Off,
+        AccessLogSpec::Stdout => AccessLogSink::Stdout,
+        AccessLogSpec::File(path) => AccessLogSink::File(path.clone()),
     };
     let access_log = AccessLog::new(LogCfg {
         sink,

@@ -97,8 +97,8 @@ pub use decision::{
 };
 pub use limiter::RateLimiter;
 pub use spec::{
-    Backend, ConfigError, LimitRef, LimitSpec, LocalConfig, Mode, OnStoreError, RateLimiterConfig,
-    RedisConfig,
+    Backend, ConfigError, KeyFallback, KeySpec, LimitRef, LimitSpec, LocalConfig, Mode,
+    OnStoreError, RateLimiterConfig, RedisConfig, Scope,
 };
 
 /// Current unix time in milliseconds (the `now_ms` argument of `check_all` in production).
