@@ -100,11 +100,8 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
     let host = headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(|h| {
-            h.rsplit_once(':')
-                .map_or(h, |(a, _)| a)
-                .to_ascii_lowercase()
-        });
+        // the same host extraction as serving (`[::1]:8080` → `::1`)
+        .map(|h| crate::proxy::steps::route::strip_port(h).to_ascii_lowercase());
     let normalized = normalize_path(&path).map(|p| p.into_owned());
     let mut ex = Explanation {
         request: RequestSummary {
@@ -546,4 +543,55 @@ fn common_prefix(rule: &PathRule, path: &str) -> usize {
         .zip(path.bytes())
         .take_while(|(a, b)| a == b)
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::steps::route::tests::{plan, YAML};
+
+    fn dry(p: &Plan, method: &str, target: &str, host: &str) -> Explanation {
+        explain(
+            p,
+            &DryRunRequest {
+                method: method.into(),
+                target: target.into(),
+                headers: vec![("host".into(), host.into())],
+                client_ip: "127.0.0.1".parse().unwrap(),
+            },
+        )
+    }
+
+    #[test]
+    fn dry_run_and_serve_agree_on_ipv6_hosts() {
+        let p = plan(YAML);
+        for (host, want, summary) in [
+            ("a.example.com:8080", "named", "a.example.com"),
+            ("[::1]:8080", "any", "::1"),
+            ("[::1]", "any", "::1"),
+        ] {
+            let ex = dry(&p, "GET", "/a/x", host);
+            let mut req = pingora::http::RequestHeader::build("GET", b"/a/x", None).unwrap();
+            req.insert_header("host", host).unwrap();
+            let mut out = String::new();
+            let served = crate::proxy::steps::route::route(&p, &req, &mut out)
+                .ok()
+                .map(|r| p.routes[r as usize].name.to_string());
+            assert_eq!(ex.route.as_deref(), Some(want), "dry-run for {host}");
+            assert_eq!(served.as_deref(), Some(want), "serve for {host}");
+            assert_eq!(ex.request.host.as_deref(), Some(summary), "host of {host}");
+        }
+    }
+
+    #[test]
+    fn prints_dsl_names() {
+        let p = plan(YAML);
+        let ex = dry(&p, "GET", "/a/x", "[::1]");
+        assert_eq!(ex.route.as_deref(), Some("any"));
+        assert_eq!(ex.upstream.unwrap().load_balancing, "round_robin");
+        assert!(ex
+            .policies
+            .iter()
+            .any(|s| s.phase == "proxy" && s.detail.starts_with("round_robin over")));
+    }
 }
