@@ -169,16 +169,18 @@ impl Timeouts {
     };
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EndpointPlan {
     /// `host:port` as written; resolved when the gateway starts.
     pub address: String,
     pub weight: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheckPlan {
     pub path: String,
+    /// The `Host` header of a probe (the first endpoint's host), checked by the compiler.
+    pub host: HeaderValue,
     pub interval: Duration,
     pub timeout: Duration,
     pub healthy_threshold: u32,
@@ -186,7 +188,7 @@ pub struct HealthCheckPlan {
     pub expected_status: Vec<u16>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BreakerPlan {
     pub failure_threshold: u32,
     pub success_threshold: u32,
@@ -199,7 +201,7 @@ pub struct BreakerPlan {
     pub fallback: Option<FallbackPlan>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BreakerRatePlan {
     pub calls: Option<u32>,
     pub period: Option<Duration>,
@@ -209,7 +211,7 @@ pub struct BreakerRatePlan {
     pub slow_call_threshold: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum FallbackPlan {
     Static {
         status: u16,
@@ -261,7 +263,7 @@ pub struct RoutePlan {
     pub fallback: Option<FallbackPlan>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitPlan {
     pub name: Arc<str>,
     pub window: Duration,

@@ -18,6 +18,12 @@ pub(crate) struct UpPlan {
     pub policies: Vec<PolicyHandle>,
 }
 
+/// The `Host` of a health probe: the first endpoint's host (`[v6]` kept in brackets), empty without
+/// endpoints.
+pub(crate) fn probe_host(address: Option<&str>) -> &str {
+    address.map_or("", |a| a.rsplit_once(':').map_or(a, |(h, _)| h))
+}
+
 /// Checks `host:port` syntax (hosts are resolved at start, never here: `gw validate` stays offline).
 pub(crate) fn check_endpoint(cx: &mut Cx, path: &str, a: &str) {
     let ok = match a.rsplit_once(':') {
@@ -255,8 +261,21 @@ pub(crate) fn upstreams(
                     );
                 }
             }
+            let host = probe_host(u.endpoints.first().map(|e| e.address.as_str()));
+            let host = match http::HeaderValue::from_str(host) {
+                Ok(v) => v,
+                Err(_) => {
+                    cx.error(
+                        &format!("{base}.endpoints[0].address"),
+                        format!("\"{host}\" cannot be sent as the health check's Host header"),
+                        Some("use a host name or IP address of visible ASCII characters".into()),
+                    );
+                    http::HeaderValue::from_static("invalid")
+                }
+            };
             HealthCheckPlan {
                 path: h.path.clone(),
+                host,
                 interval: h.interval.get(),
                 timeout: h.timeout.get(),
                 healthy_threshold: h.healthy_threshold,

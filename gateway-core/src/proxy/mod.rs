@@ -25,9 +25,11 @@ use crate::observability::{
     AccessLog, AccessLogRecord, GaugeGuard, HttpMethod, Metrics, UpstreamErrorKind,
 };
 use crate::plan::FallbackPlan;
+use crate::plan::Plan;
 use crate::policy::auth::Identity;
 use crate::policy::breaker::{Permit, UpstreamOutcome};
 use crate::policy::rate_limit::from_plan::KeyFacts;
+use crate::state::Registry;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -38,7 +40,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use respond::Answer;
-use runtime::Runtime;
+use runtime::{Runtime, StartError};
 use smallvec::SmallVec;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,9 +49,12 @@ use std::time::{Duration, Instant, SystemTime};
 use steps::breaker::Breaker;
 use steps::classify::UpstreamFailure;
 
-/// Shared by every request and every reload: the current runtime, metrics, the access log, readiness.
+/// Shared by every request and every reload: the current runtime, the state registry it was built
+/// from, metrics, the access log, readiness.
 pub struct Engine {
     pub current: ArcSwap<Runtime>,
+    /// Long-lived state by identity; every runtime of this engine is built from it.
+    pub registry: Registry,
     pub metrics: Metrics,
     pub access_log: AccessLog,
     /// Set once listeners are bound and the first health checks and key fetches are done.
@@ -62,6 +67,70 @@ impl Engine {
     }
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Builds a runtime for `plan` from this engine's registry (state with an unchanged identity
+    /// carries over), warms it up (first health checks of new endpoint sets, key fetches, Redis), then
+    /// swaps it in atomically: requests in flight finish on the runtime they started with, the next
+    /// request uses the new one. State the new plan no longer uses is forgotten by the registry and
+    /// dropped when the old runtime's last request ends. On `Err` nothing changed. Listeners, the
+    /// admin listener and the access log are not rebuilt (they stay as started).
+    pub async fn swap(&self, plan: Plan) -> Result<(), StartError> {
+        let plan = Arc::new(plan);
+        let rt = Runtime::build(plan.clone(), &self.metrics, &self.registry)?;
+        rt.warm_up().await;
+        self.current.store(Arc::new(rt));
+        self.registry.retain_only(&plan);
+        Ok(())
+    }
+
+    /// Runs active health checks until `shutdown`, at each upstream's interval, always over the
+    /// current runtime's upstreams (so it follows [`Engine::swap`]). A check that is still running when
+    /// it is due again is not started twice.
+    pub async fn health_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        use std::collections::HashMap;
+        // by balancer (shared across runtimes while its identity is unchanged)
+        let mut due: HashMap<usize, (Instant, Option<tokio::task::JoinHandle<()>>)> =
+            HashMap::new();
+        loop {
+            let rt = self.runtime();
+            let now = Instant::now();
+            let mut next = now + Duration::from_secs(1);
+            let mut live = Vec::new();
+            for (u, plan) in rt.upstreams.iter().zip(&rt.plan.upstreams) {
+                let Some(hc) = &plan.health_check else {
+                    continue;
+                };
+                let key = Arc::as_ptr(&u.balancer) as usize;
+                live.push(key);
+                // the first check of a set runs in warm-up; the loop starts one interval later
+                let (at, task) = due.entry(key).or_insert((now + hc.interval, None));
+                let running = task.as_ref().is_some_and(|t| !t.is_finished());
+                if *at <= now && !running {
+                    let b = u.balancer.clone();
+                    *task = Some(tokio::spawn(async move { b.run_health_check().await }));
+                    *at = now + hc.interval;
+                }
+                next = next.min((*at).max(now + Duration::from_millis(10)));
+            }
+            due.retain(|k, (_, t)| {
+                let keep = live.contains(k);
+                if let (false, Some(t)) = (keep, t) {
+                    t.abort();
+                }
+                keep
+            });
+            drop(rt);
+            tokio::select! {
+                _ = tokio::time::sleep_until(next.into()) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        for (_, (_, t)) in due {
+            if let Some(t) = t {
+                t.abort();
+            }
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! Key layout: `<scope>|<key>` where scope is `g` (global), `u:<upstream>` or `r:<route>` — names, not
 //! indices, so gateway instances sharing one Redis agree on keys as long as their names agree.
 use super::{
-    KeyFallback, KeySpec, LimitRef, LimitSpec, LocalConfig, RateLimiter, RateLimiterConfig, Scope,
+    KeyFallback, KeySpec, LimitRef, LimitSpec, LocalConfig, RateLimiter, RateLimiterConfig,
+    RedisClient, Scope,
 };
 use crate::plan::Plan;
 use crate::policy::auth::Identity;
@@ -37,15 +38,22 @@ pub fn specs(plan: &Plan) -> Vec<LimitSpec> {
 /// Builds the limiter for a plan; `None` when the plan has no rate limits. The plan is already
 /// checked (one Redis URL, valid windows), so an error here is a limiter construction failure.
 pub fn build(plan: &Plan) -> Result<Option<Limits>, String> {
+    build_with(plan, None)
+}
+
+/// [`build`] with a shared Redis client (the state registry's, so a rebuilt limiter keeps its
+/// connection).
+pub fn build_with(plan: &Plan, redis: Option<RedisClient>) -> Result<Option<Limits>, String> {
     if plan.rate_limits.is_empty() {
         return Ok(None);
     }
-    let limiter = RateLimiter::new(
+    let limiter = RateLimiter::with_redis(
         specs(plan),
         RateLimiterConfig {
             local: LocalConfig::default(),
             redis: plan.rate_limit_redis.clone(),
         },
+        redis,
     )
     .map_err(|e| e.to_string())?;
     let refs = plan
