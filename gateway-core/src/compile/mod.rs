@@ -100,6 +100,10 @@ impl Cx<'_> {
             self.base_dir.join(p)
         }
     }
+    /// Errors reported so far (warnings never make an element invalid).
+    pub fn error_count(&self) -> usize {
+        self.diags.list.iter().filter(|d| d.is_error()).count()
+    }
     /// Checks that a duration is not zero.
     pub fn positive(&mut self, path: &str, d: std::time::Duration) {
         if d.is_zero() {
@@ -171,16 +175,15 @@ fn build(cfg: crate::config::Config, cx: &mut Cx, source: &str) -> Option<Plan> 
         &pols,
         broken,
     );
-    let (routes, router) = routes::routes(
-        &cfg,
-        &upstream_index,
-        &policy_index,
-        &pols,
-        &ups,
-        &global,
+    let inputs = routes::RouteInputs {
+        up_index: &upstream_index,
+        policy_index: &policy_index,
+        pols: &pols,
+        ups: &ups,
+        global: &global,
         broken,
-        cx,
-    );
+    };
+    let (routes, router) = routes::routes(&cfg, &inputs, cx);
     // an upstream no route uses is likely a typo somewhere (unless some route failed to parse)
     if !cfg.routes.iter().any(Option::is_none) {
         let is_fallback = |f: &Option<crate::plan::FallbackPlan>, i: usize| matches!(f, Some(crate::plan::FallbackPlan::Upstream(x)) if *x as usize == i);

@@ -141,7 +141,7 @@ fn key_uses_jwt(k: &RateKeyConfig) -> bool {
 }
 
 fn check_limit(cx: &mut Cx, base: &str, r: &crate::config::RateLimitConfig) -> bool {
-    let before = cx.diags.list.len();
+    let before = cx.error_count();
     cx.positive(&format!("{base}.window"), r.window.get());
     if r.max == 0 {
         cx.error(
@@ -163,7 +163,7 @@ fn check_limit(cx: &mut Cx, base: &str, r: &crate::config::RateLimitConfig) -> b
             cx.positive(&format!("{base}.store.timeout"), t.get());
         }
     }
-    cx.diags.list.len() == before
+    cx.error_count() == before
 }
 
 fn check_key(cx: &mut Cx, path: &str, k: &RateKeyConfig) {
@@ -204,7 +204,7 @@ fn check_jwt(
     base: &str,
     j: &crate::config::JwtConfig,
 ) -> Option<crate::policy::auth::AuthSettings> {
-    let before = cx.diags.list.len();
+    let before = cx.error_count();
     let keys = format!("{base}.keys");
     let (algs, allowed): (&Vec<String>, &[&str]) = match &j.keys {
         JwtKeysConfig::Hmac { secret, algorithms } => {
@@ -362,7 +362,7 @@ fn check_jwt(
             );
         }
     }
-    if cx.diags.list.len() != before {
+    if cx.error_count() != before {
         return None;
     }
     let settings = match auth_settings(j, cx) {
@@ -378,7 +378,7 @@ fn check_jwt(
     if !matches!(j.keys, JwtKeysConfig::Jwks { .. }) {
         check_key_material(cx, base, j, &settings);
     }
-    (cx.diags.list.len() == before).then_some(settings)
+    (cx.error_count() == before).then_some(settings)
 }
 
 /// Runs `Authenticator::new` on the settings and reports a failure at the policy's `keys` (or
