@@ -197,7 +197,7 @@ fn endpoints(cx: &mut Cx, base: &str, u: &UpstreamConfig) {
     let has_discovery = matches!(&u.discovery, Some(d) if *d != DiscoveryConfig::Static {});
     if u.endpoints.is_empty() && !has_discovery {
         cx.error(
-            &base,
+            base,
             format!("upstream \"{}\" has no endpoints", u.name),
             Some("list endpoints:, or configure discovery:".into()),
         );
