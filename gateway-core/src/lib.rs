@@ -4,7 +4,8 @@
 //! `routing` (normalisation, matcher, rewrites), `upstream` (load balancing, health), `policy` (auth,
 //! rate limits, breakers), `proxy` (the Pingora `ProxyHttp` and the server builder), `observability`
 //! (metrics, access log), `admin` (the admin listener), `explain` (`gw dry-run`), `state` (long-lived
-//! state by identity, carried from one plan's runtime to the next).
+//! state by identity, carried from one plan's runtime to the next), `reload` (hot reload: triggers,
+//! diff, restart-only checks).
 pub mod compile;
 pub mod config;
 pub mod diag;
@@ -14,6 +15,7 @@ pub mod observability;
 pub mod plan;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod state;
 pub mod upstream;

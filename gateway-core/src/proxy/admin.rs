@@ -1,6 +1,8 @@
 //! The admin listener (loopback by default): `GET /metrics`, `/healthz`, `/readyz`, and — only when a
 //! token is configured, and only with `Authorization: Bearer <token>` — the admin API:
-//! `GET /admin/breakers` and `POST /admin/breakers/<upstream>/{open,close,auto}`.
+//! `GET /admin/breakers`, `POST /admin/breakers/<upstream>/{open,close,auto}` and `POST /admin/reload`
+//! (reload the configuration file: 200 with the diff, 422 with the diagnostics in the shape of
+//! `gw validate --format json`, 409 when the change needs a restart; see `docs/reload.md`).
 //! `/metrics` answers 404 `metrics_disabled` when `observability.metrics` is false.
 use super::Engine;
 use crate::policy::breaker::ForcedState;
@@ -41,6 +43,41 @@ fn token_ok(given: &[u8], want: &[u8]) -> bool {
 }
 
 impl AdminApp {
+    /// `Err` with the answer (404 admin API off, 401 bad token) unless the request may use the admin
+    /// API.
+    fn authorize(&self, authorization: Option<&[u8]>) -> Result<(), Response<Vec<u8>>> {
+        let Some(token) = &self.token else {
+            return Err(json(
+                404,
+                serde_json::json!({"error": "admin_api_disabled", "message": "configure admin.token to enable the admin API"}),
+            ));
+        };
+        let given = authorization
+            .and_then(|a| a.strip_prefix(b"Bearer "))
+            .unwrap_or(b"");
+        if !token_ok(given, token.as_bytes()) {
+            return Err(json(
+                401,
+                serde_json::json!({"error": "unauthorized", "message": "a valid admin bearer token is required"}),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `POST /admin/reload`: reloads the file the running configuration was compiled from.
+    pub async fn reload(&self, authorization: Option<&[u8]>) -> Response<Vec<u8>> {
+        if let Err(r) = self.authorize(authorization) {
+            return r;
+        }
+        match self.engine.reload_file(None).await {
+            Ok(s) => json(
+                200,
+                serde_json::json!({"result": "applied", "summary": s, "message": s.to_string()}),
+            ),
+            Err(e) => json(e.status(), e.to_json()),
+        }
+    }
+
     pub fn handle(
         &self,
         method: &http::Method,
@@ -65,24 +102,10 @@ impl AdminApp {
                     reply(503, "text/plain", "not ready\n")
                 }
             }
-            (_, p) if p.starts_with("/admin/") => {
-                let Some(token) = &self.token else {
-                    return json(
-                        404,
-                        serde_json::json!({"error": "admin_api_disabled", "message": "configure admin.token to enable the admin API"}),
-                    );
-                };
-                let given = authorization
-                    .and_then(|a| a.strip_prefix(b"Bearer "))
-                    .unwrap_or(b"");
-                if !token_ok(given, token.as_bytes()) {
-                    return json(
-                        401,
-                        serde_json::json!({"error": "unauthorized", "message": "a valid admin bearer token is required"}),
-                    );
-                }
-                self.admin_api(method, p)
-            }
+            (_, p) if p.starts_with("/admin/") => match self.authorize(authorization) {
+                Ok(()) => self.admin_api(method, p),
+                Err(r) => r,
+            },
             _ => json(
                 404,
                 serde_json::json!({"error": "not_found", "message": "unknown admin path"}),
@@ -158,6 +181,9 @@ impl ServeHttp for AdminApp {
             .map(|v| v.as_bytes().to_vec());
         let method = req.method.clone();
         let path = req.uri.path().to_string();
+        if method == http::Method::POST && path == "/admin/reload" {
+            return self.reload(auth.as_deref()).await;
+        }
         self.handle(&method, &path, auth.as_deref())
     }
 }

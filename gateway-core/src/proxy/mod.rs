@@ -59,6 +59,8 @@ pub struct Engine {
     pub access_log: AccessLog,
     /// Set once listeners are bound and the first health checks and key fetches are done.
     pub ready: AtomicBool,
+    /// Hot reload: one at a time, metrics, TLS certificates ([`Engine::reload`]).
+    pub reloader: crate::reload::Reloader,
 }
 
 impl Engine {

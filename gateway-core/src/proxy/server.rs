@@ -33,6 +33,7 @@ pub fn build_engine(plan: Plan) -> Result<Arc<Engine>, StartError> {
     })
     .map_err(|e| StartError::AccessLog(e.to_string()))?;
     let registry = Registry::new();
+    let reloader = crate::reload::Reloader::new(&metrics, &plan);
     let rt = Runtime::build(Arc::new(plan), &metrics, &registry)?;
     Ok(Arc::new(Engine {
         current: ArcSwap::from_pointee(rt),
@@ -40,6 +41,7 @@ pub fn build_engine(plan: Plan) -> Result<Arc<Engine>, StartError> {
         metrics,
         access_log,
         ready: Default::default(),
+        reloader,
     }))
 }
 
@@ -142,6 +144,17 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
                 if t.http2 {
                     settings.enable_h2();
                 }
+                // certificates reloadable by a reload (crate::reload::tls)
+                let resolver = Arc::new(
+                    crate::reload::tls::CertResolver::load(&t.cert, &t.key).map_err(|reason| {
+                        StartError::Tls {
+                            listener: l.name.clone(),
+                            reason,
+                        }
+                    })?,
+                );
+                engine.reloader.register_cert(&l.name, resolver.clone());
+                settings.set_cert_resolver(resolver);
                 proxy.add_tls_with_settings(&addr, None, settings);
             }
         }
@@ -161,6 +174,12 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
     server.add_service(background_service(
         "gw-background",
         Background {
+            engine: engine.clone(),
+        },
+    ));
+    server.add_service(background_service(
+        "gw-reload",
+        crate::reload::Triggers {
             engine: engine.clone(),
         },
     ));
@@ -318,6 +337,8 @@ impl Embedded {
         self.tasks.push(tokio::spawn(
             self.engine.clone().health_loop(self.shutdown.subscribe()),
         ));
+        self.tasks
+            .extend(crate::reload::watch::spawn(&self.engine, self.shutdown.subscribe()));
     }
 
     /// The first listener's base URL, e.g. `http://127.0.0.1:41234`.
