@@ -207,7 +207,7 @@ mod tests {
 
     const BASE: &str = r#"
 listeners: [{ name: public, address: "127.0.0.1:8080" }]
-admin: { address: "127.0.0.1:9901", token: t }
+admin: { address: "127.0.0.1:9901", token: tttttttttttttttttttt }
 upstreams:
   - { name: a, endpoints: [{ address: "127.0.0.1:1" }] }
   - { name: b, endpoints: [{ address: "127.0.0.1:2" }] }
@@ -215,7 +215,7 @@ routes:
   - { name: ra, match: { prefix: /a }, upstream: a, policies: [lim] }
   - { name: rb, match: { prefix: /b }, upstream: b }
 policies:
-  - { type: rate_limit, name: lim, window: 1m, max: 100, key: client_ip }
+  - { type: rate_limit, name: lim, window: 1m, max: 100, key: { type: client_ip } }
 "#;
 
     #[test]
@@ -250,7 +250,7 @@ policies:
         ));
         let s = ReloadSummary::between(&old, &same);
         assert!(s.upstreams.is_empty() && s.routes.is_empty() && s.policies.is_empty());
-        let s = ReloadSummary::between(&old, &plan(&format!("{BASE}\nserver: {{ max_body_size: 1mb }}\n")));
+        let s = ReloadSummary::between(&old, &plan(&format!("{BASE}\nserver: {{ max_body_size: 1MB }}\n")));
         assert_eq!(s.sections, ["server"]);
     }
 
@@ -265,7 +265,7 @@ policies:
         );
         let many = plan(
             &BASE
-                .replace("token: t", "token: u")
+                .replace("token: tttt", "token: uuuu")
                 .replace("listeners: [", "server: { threads: 2 }\nlisteners: [{ name: second, address: \"127.0.0.1:8082\" }, "),
         );
         let r = restart_needed(&old, &many);
