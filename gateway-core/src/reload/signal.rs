@@ -14,6 +14,7 @@ pub async fn sighup_loop(engine: Arc<Engine>, mut shutdown: tokio::sync::watch::
             return;
         }
     };
+    tracing::info!(file = %engine.runtime().plan.source, "SIGHUP reloads the configuration file");
     loop {
         tokio::select! {
             s = hup.recv() => if s.is_none() { return },
