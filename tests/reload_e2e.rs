@@ -233,9 +233,16 @@ async fn reloads_under_load_fail_no_request() {
                 assert_eq!(v["error"], "invalid_config");
                 let d = &v["diagnostics"][0];
                 assert_eq!(d["file"], path.to_string_lossy().as_ref(), "{v}");
-                assert_eq!((d["line"].as_u64(), d["severity"].as_str()), (Some(8), Some("error")), "{v}");
+                assert_eq!(
+                    (d["line"].as_u64(), d["severity"].as_str()),
+                    (Some(8), Some("error")),
+                    "{v}"
+                );
                 assert!(d["column"].as_u64().unwrap_or(0) > 0, "{v}");
-                assert!(d["message"].as_str().unwrap_or("").contains("nowhere"), "{v}");
+                assert!(
+                    d["message"].as_str().unwrap_or("").contains("nowhere"),
+                    "{v}"
+                );
                 n_rejected += 1;
             }
         }
@@ -279,10 +286,18 @@ async fn reloads_under_load_fail_no_request() {
         by_config[1],
         failures.len()
     );
-    assert!(failures.is_empty(), "{} failed, e.g. {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} failed, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
     assert!(total > 1000, "too little load: {total}");
     assert!(by_config[0] > 100 && by_config[1] > 100, "{by_config:?}");
-    assert!(n_applied >= 50 && n_rejected >= 50, "{n_applied} / {n_rejected}");
+    assert!(
+        n_applied >= 50 && n_rejected >= 50,
+        "{n_applied} / {n_rejected}"
+    );
     let m = Scrape::parse(&get(&format!("{}/metrics", admin(&gw))).await.text());
     assert_eq!(
         m.get("gw_config_reloads_total", &[("result", "applied")]),
@@ -371,14 +386,34 @@ async fn limit_keeps_counting(store: &str, redis: Option<&RedisServer>, after_qu
     let r = reload_with(&gw, &path, &vars("/elsewhere", 100)).await;
     let v = r.json().expect("json");
     assert_eq!(r.status, 200, "{v}");
-    assert_eq!(v["summary"]["routes"]["changed"], serde_json::json!(["other"]), "{v}");
-    assert_eq!(v["summary"]["policies"]["changed"], serde_json::json!([]), "{v}");
-    assert_eq!(get(&format!("{}/elsewhere", gw.url())).await.status, 200, "new route served");
-    assert_eq!(admitted(&gw.url(), 50).await, 40, "only the rest of the quota");
+    assert_eq!(
+        v["summary"]["routes"]["changed"],
+        serde_json::json!(["other"]),
+        "{v}"
+    );
+    assert_eq!(
+        v["summary"]["policies"]["changed"],
+        serde_json::json!([]),
+        "{v}"
+    );
+    assert_eq!(
+        get(&format!("{}/elsewhere", gw.url())).await.status,
+        200,
+        "new route served"
+    );
+    assert_eq!(
+        admitted(&gw.url(), 50).await,
+        40,
+        "only the rest of the quota"
+    );
     let r = reload_with(&gw, &path, &vars("/elsewhere", 120)).await;
     let v = r.json().expect("json");
     assert_eq!(r.status, 200, "{v}");
-    assert_eq!(v["summary"]["policies"]["changed"], serde_json::json!(["hundred"]), "{v}");
+    assert_eq!(
+        v["summary"]["policies"]["changed"],
+        serde_json::json!(["hundred"]),
+        "{v}"
+    );
     assert_eq!(admitted(&gw.url(), 50).await, after_quota_change);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -448,15 +483,26 @@ async fn forced_open_breaker_survives_an_unrelated_reload() {
     let r = reload_with(&gw, &path, &vars(&o2, "/else", 5)).await;
     let v = r.json().expect("json");
     assert_eq!(r.status, 200, "{v}");
-    assert_eq!(v["summary"]["upstreams"]["changed"], serde_json::json!(["other"]), "{v}");
-    let b = admin_call(&gw, Method::GET, "/admin/breakers").await.json().expect("json");
+    assert_eq!(
+        v["summary"]["upstreams"]["changed"],
+        serde_json::json!(["other"]),
+        "{v}"
+    );
+    let b = admin_call(&gw, Method::GET, "/admin/breakers")
+        .await
+        .json()
+        .expect("json");
     assert_eq!(b[0]["upstream"], "svc");
     assert_eq!(b[0]["state"], "open", "{b}");
     let r = get(&format!("{}/svc", gw.url())).await;
     assert_eq!(r.status, 503, "still open: {}", r.text());
     assert_eq!(r.json().expect("json")["error"], "circuit_open");
     let r = get(&format!("{}/else", gw.url())).await;
-    assert_eq!(r.json().expect("json")["upstream"], "o2", "the reload applied");
+    assert_eq!(
+        r.json().expect("json")["upstream"],
+        "o2",
+        "the reload applied"
+    );
     // the breaker's own settings change: fresh state
     let r = reload_with(&gw, &path, &vars(&o2, "/else", 6)).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -504,7 +550,9 @@ async fn admin_reload_needs_the_token_and_refuses_restart_only_changes() {
     assert_eq!(v["error"], "restart_needed");
     assert_eq!(
         v["restart_needed"],
-        serde_json::json!(["listeners[0].address changed (127.0.0.1:0 → 127.0.0.1:1): restart needed"])
+        serde_json::json!([
+            "listeners[0].address changed (127.0.0.1:0 → 127.0.0.1:1): restart needed"
+        ])
     );
     assert_eq!(get(&format!("{}/other", gw.url())).await.status, 200);
     let _ = std::fs::remove_dir_all(dir);

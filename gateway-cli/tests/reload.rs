@@ -100,7 +100,10 @@ fn broken(port: u16, admin: u16, up: &Upstream) -> String {
 }
 
 async fn status(url: &str) -> Option<u16> {
-    gateway_testkit::get(url).await.ok().map(|r| r.status.as_u16())
+    gateway_testkit::get(url)
+        .await
+        .ok()
+        .map(|r| r.status.as_u16())
 }
 
 async fn wait_status(url: &str, want: u16) {
@@ -133,7 +136,11 @@ async fn sighup_rejects_a_broken_file_and_applies_a_good_one() {
     assert!(lines[0].contains("config reload rejected"), "{lines:?}");
     assert!(lines[0].contains("nowhere"), "{lines:?}");
     assert!(gw.alive(), "SIGHUP must not end the process");
-    assert_eq!(status(&format!("{base}/old")).await, Some(200), "old config serves");
+    assert_eq!(
+        status(&format!("{base}/old")).await,
+        Some(200),
+        "old config serves"
+    );
     assert_eq!(status(&format!("{base}/lost")).await, Some(404));
 
     std::fs::write(&cfg, config(port, admin, &up, "/new", "")).expect("write");
@@ -149,14 +156,28 @@ async fn sighup_rejects_a_broken_file_and_applies_a_good_one() {
         .expect("metrics")
         .text();
     let m = gateway_testkit::prom::Scrape::parse(&m);
-    assert_eq!(m.get("gw_config_reloads_total", &[("result", "applied")]), Some(1.0));
-    assert_eq!(m.get("gw_config_reloads_total", &[("result", "rejected")]), Some(1.0));
+    assert_eq!(
+        m.get("gw_config_reloads_total", &[("result", "applied")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.get("gw_config_reloads_total", &[("result", "rejected")]),
+        Some(1.0)
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
 fn gw_reload(admin: &str, token: &str) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_gw"))
-        .args(["reload", "--admin", admin, "--token", token, "--timeout", "10s"])
+        .args([
+            "reload",
+            "--admin",
+            admin,
+            "--token",
+            token,
+            "--timeout",
+            "10s",
+        ])
         .output()
         .expect("run gw reload");
     (
@@ -193,8 +214,15 @@ async fn gw_reload_exit_codes() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
     assert_eq!(v["error"], "invalid_config");
     assert_eq!(v["diagnostics"][0]["line"], BROKEN_LINE);
-    assert!(err.contains(&format!("{}:{BROKEN_LINE}:", cfg.display())), "{err}");
-    assert_eq!(status(&format!("{base}/new")).await, Some(200), "still serving");
+    assert!(
+        err.contains(&format!("{}:{BROKEN_LINE}:", cfg.display())),
+        "{err}"
+    );
+    assert_eq!(
+        status(&format!("{base}/new")).await,
+        Some(200),
+        "still serving"
+    );
 
     let (code, out, err) = tokio::task::block_in_place(|| gw_reload(&admin_url, "wrong-token"));
     assert_eq!(code, 1, "{out}{err}");
@@ -236,9 +264,20 @@ async fn watch_applies_a_renamed_file_and_never_a_broken_one() {
     gw.wait_log("config reload rejected").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rejected = gw.lines("config reload rejected");
-    assert_eq!(rejected.len(), 1, "one debounced read of the final file: {rejected:?}");
-    assert!(rejected[0].contains(&format!("{}:{}:", cfg.display(), BROKEN_LINE + 1)), "{rejected:?}");
-    assert_eq!(status(&format!("{base}/new")).await, Some(200), "old config serves");
+    assert_eq!(
+        rejected.len(),
+        1,
+        "one debounced read of the final file: {rejected:?}"
+    );
+    assert!(
+        rejected[0].contains(&format!("{}:{}:", cfg.display(), BROKEN_LINE + 1)),
+        "{rejected:?}"
+    );
+    assert_eq!(
+        status(&format!("{base}/new")).await,
+        Some(200),
+        "old config serves"
+    );
     assert_eq!(gw.lines("config reloaded from").len(), 1);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -284,7 +323,10 @@ async fn sighup_reloads_tls_certificates() {
         .until_async(|| async { ok(&trusts_first).await.ok() == Some(200) })
         .await;
     let trusts_second = write_cert();
-    assert!(ok(&trusts_second).await.is_err(), "old certificate still served before SIGHUP");
+    assert!(
+        ok(&trusts_second).await.is_err(),
+        "old certificate still served before SIGHUP"
+    );
     gw.signal("HUP");
     gw.wait_log("certificates reloaded: tls").await;
     // fresh connections (a new client each time) see the new certificate

@@ -43,11 +43,11 @@ fn token_ok(given: &[u8], want: &[u8]) -> bool {
 }
 
 impl AdminApp {
-    /// `Err` with the answer (404 admin API off, 401 bad token) unless the request may use the admin
+    /// The refusal (404 admin API off, 401 bad token), or `None` when the request may use the admin
     /// API.
-    fn authorize(&self, authorization: Option<&[u8]>) -> Result<(), Response<Vec<u8>>> {
+    fn refuse(&self, authorization: Option<&[u8]>) -> Option<Response<Vec<u8>>> {
         let Some(token) = &self.token else {
-            return Err(json(
+            return Some(json(
                 404,
                 serde_json::json!({"error": "admin_api_disabled", "message": "configure admin.token to enable the admin API"}),
             ));
@@ -56,17 +56,17 @@ impl AdminApp {
             .and_then(|a| a.strip_prefix(b"Bearer "))
             .unwrap_or(b"");
         if !token_ok(given, token.as_bytes()) {
-            return Err(json(
+            return Some(json(
                 401,
                 serde_json::json!({"error": "unauthorized", "message": "a valid admin bearer token is required"}),
             ));
         }
-        Ok(())
+        None
     }
 
     /// `POST /admin/reload`: reloads the file the running configuration was compiled from.
     pub async fn reload(&self, authorization: Option<&[u8]>) -> Response<Vec<u8>> {
-        if let Err(r) = self.authorize(authorization) {
+        if let Some(r) = self.refuse(authorization) {
             return r;
         }
         match self.engine.reload_file(None).await {
@@ -102,9 +102,9 @@ impl AdminApp {
                     reply(503, "text/plain", "not ready\n")
                 }
             }
-            (_, p) if p.starts_with("/admin/") => match self.authorize(authorization) {
-                Ok(()) => self.admin_api(method, p),
-                Err(r) => r,
+            (_, p) if p.starts_with("/admin/") => match self.refuse(authorization) {
+                None => self.admin_api(method, p),
+                Some(r) => r,
             },
             _ => json(
                 404,

@@ -337,8 +337,10 @@ impl Embedded {
         self.tasks.push(tokio::spawn(
             self.engine.clone().health_loop(self.shutdown.subscribe()),
         ));
-        self.tasks
-            .extend(crate::reload::watch::spawn(&self.engine, self.shutdown.subscribe()));
+        self.tasks.extend(crate::reload::watch::spawn(
+            &self.engine,
+            self.shutdown.subscribe(),
+        ));
     }
 
     /// The first listener's base URL, e.g. `http://127.0.0.1:41234`.

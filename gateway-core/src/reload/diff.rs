@@ -46,7 +46,10 @@ pub fn restart_needed(old: &Plan, new: &Plan) -> Vec<String> {
     }
     let (s, t) = (&old.server, &new.server);
     if s.threads != t.threads {
-        need(format!("server.threads changed ({} → {})", s.threads, t.threads));
+        need(format!(
+            "server.threads changed ({} → {})",
+            s.threads, t.threads
+        ));
     }
     if s.grace_period != t.grace_period {
         need("server.grace_period changed".into());
@@ -120,7 +123,11 @@ impl std::fmt::Display for Changes {
             self.removed.len(),
             self.changed.len()
         )?;
-        for (sign, names) in [("+", &self.added), ("-", &self.removed), ("~", &self.changed)] {
+        for (sign, names) in [
+            ("+", &self.added),
+            ("-", &self.removed),
+            ("~", &self.changed),
+        ] {
             for n in names.iter() {
                 write!(f, " {sign}{n}")?;
             }
@@ -250,7 +257,10 @@ policies:
         ));
         let s = ReloadSummary::between(&old, &same);
         assert!(s.upstreams.is_empty() && s.routes.is_empty() && s.policies.is_empty());
-        let s = ReloadSummary::between(&old, &plan(&format!("{BASE}\nserver: {{ max_body_size: 1MB }}\n")));
+        let s = ReloadSummary::between(
+            &old,
+            &plan(&format!("{BASE}\nserver: {{ max_body_size: 1MB }}\n")),
+        );
         assert_eq!(s.sections, ["server"]);
     }
 
@@ -263,16 +273,28 @@ policies:
             restart_needed(&old, &moved),
             ["listeners[0].address changed (127.0.0.1:8080 → 127.0.0.1:8081): restart needed"]
         );
-        let many = plan(
-            &BASE
-                .replace("token: tttt", "token: uuuu")
-                .replace("listeners: [", "server: { threads: 2 }\nlisteners: [{ name: second, address: \"127.0.0.1:8082\" }, "),
-        );
+        let many = plan(&BASE.replace("token: tttt", "token: uuuu").replace(
+            "listeners: [",
+            "server: { threads: 2 }\nlisteners: [{ name: second, address: \"127.0.0.1:8082\" }, ",
+        ));
         let r = restart_needed(&old, &many);
-        assert!(r.iter().any(|m| m.starts_with("listeners[0].name changed")), "{r:?}");
-        assert!(r.iter().any(|m| m.starts_with("listeners[1] (\"public\") added")), "{r:?}");
-        assert!(r.contains(&"server.threads changed (1 → 2): restart needed".to_string()), "{r:?}");
-        assert!(r.contains(&"admin.token changed: restart needed".to_string()), "{r:?}");
+        assert!(
+            r.iter().any(|m| m.starts_with("listeners[0].name changed")),
+            "{r:?}"
+        );
+        assert!(
+            r.iter()
+                .any(|m| m.starts_with("listeners[1] (\"public\") added")),
+            "{r:?}"
+        );
+        assert!(
+            r.contains(&"server.threads changed (1 → 2): restart needed".to_string()),
+            "{r:?}"
+        );
+        assert!(
+            r.contains(&"admin.token changed: restart needed".to_string()),
+            "{r:?}"
+        );
         // limits, routes and upstreams never need a restart
         let routes = plan(&BASE.replace("max: 100", "max: 5").replace("/b", "/bb"));
         assert!(restart_needed(&old, &routes).is_empty());

@@ -135,12 +135,11 @@ impl Reloader {
             else {
                 continue; // refused as a restart-only change before this runs
             };
-            let key = tls::load_key(&tls.cert, &tls.key).map_err(|reason| {
-                ReloadError::Certificate {
+            let key =
+                tls::load_key(&tls.cert, &tls.key).map_err(|reason| ReloadError::Certificate {
                     listener: name.clone(),
                     reason,
-                }
-            })?;
+                })?;
             if resolver.differs(&key) {
                 out.push(CertSwap {
                     listener: name,
@@ -154,7 +153,13 @@ impl Reloader {
 
     fn applied(&self, s: &ReloadSummary, diagnostics: &[Diagnostic]) {
         for d in diagnostics {
-            tracing::warn!("config reload: {}:{}:{}: warning: {}", d.file, d.line, d.column, d.message);
+            tracing::warn!(
+                "config reload: {}:{}:{}: warning: {}",
+                d.file,
+                d.line,
+                d.column,
+                d.message
+            );
         }
         self.metrics.success(SystemTime::now());
         self.metrics.in_force(&s.hash, SystemTime::now());
@@ -175,9 +180,7 @@ impl Reloader {
                     );
                 }
             }
-            e => tracing::error!(
-                "config reload rejected, keeping the running configuration: {e}"
-            ),
+            e => tracing::error!("config reload rejected, keeping the running configuration: {e}"),
         }
     }
 }

@@ -54,18 +54,16 @@ pub fn load_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
     pingora::tls::install_default_crypto_provider();
     let provider = pingora::tls::CryptoProvider::get_default()
         .ok_or_else(|| "no TLS crypto provider".to_string())?;
-    let (certs, pk) = pingora::tls::load_certs_and_key_files(
-        &cert.to_string_lossy(),
-        &key.to_string_lossy(),
-    )
-    .map_err(|e| e.to_string())?
-    .ok_or_else(|| {
-        format!(
-            "no certificate in {} or no private key in {}",
-            cert.display(),
-            key.display()
-        )
-    })?;
+    let (certs, pk) =
+        pingora::tls::load_certs_and_key_files(&cert.to_string_lossy(), &key.to_string_lossy())
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "no certificate in {} or no private key in {}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
     CertifiedKey::from_der(certs, pk, provider)
         .map(Arc::new)
         .map_err(|e| format!("{} / {}: {e}", cert.display(), key.display()))
