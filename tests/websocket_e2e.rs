@@ -160,3 +160,32 @@ async fn websocket_echo_through_gateway() {
     }
     ws.close(None).await.expect("close");
 }
+
+/// Two gateway threads and plain requests between the handshakes: an upgrade request may find a pooled
+/// keep-alive upstream connection opened by the other thread's runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnel_after_pooled_requests_two_gateway_threads() {
+    let up = Upstream::start("svc").await;
+    let cfg = format!("server: {{ threads: 2 }}\n{SVC_STRIP}");
+    let gw = support::gateway(&cfg, &[("UP", up.addr().to_string())]).await;
+    let url = format!("ws://{}/api/svc/ws", gw.addrs[0]);
+    let http = format!("{}/api/svc/plain", gw.url());
+    let mut failed = Vec::new();
+    for i in 0..HANDSHAKES {
+        // fresh client connections, so they land on either gateway thread
+        for _ in 0..2 {
+            let r = tokio::time::timeout(CALL_LIMIT, gateway_testkit::get(&http))
+                .await
+                .expect("plain request in time")
+                .expect("plain request");
+            assert_eq!(r.status, 200);
+        }
+        match tokio::time::timeout(CALL_LIMIT, one_tunnel(&url, i, None)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed.push(e),
+            Err(_) => failed.push(format!("tunnel {i}: no answer within {CALL_LIMIT:?}")),
+        }
+    }
+    eprintln!("upstream connections: {}", up.total_connections());
+    check(failed);
+}
