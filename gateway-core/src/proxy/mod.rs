@@ -556,29 +556,12 @@ impl ProxyHttp for Gateway {
                 .unwrap_or_default(),
         };
         let now = Instant::now();
-        let tried = &ctx.tried;
-        let pick = up
-            .balancer
-            .pick(&key, |i| {
-                !tried.contains(&i) && !up.outlier.as_ref().is_some_and(|o| o.is_ejected(i, now))
-            })
-            // every candidate ejected: outlier detection must not take the whole upstream down
-            .or_else(|| {
-                if up.outlier.is_some() {
-                    up.balancer.pick(&key, |i| !tried.contains(&i))
-                } else {
-                    None
-                }
-            })
-            // a retry once every healthy endpoint was tried (more attempts than endpoints, or Pingora
-            // retrying a stale pooled connection): go round again instead of answering 503
-            .or_else(|| {
-                if tried.is_empty() {
-                    None
-                } else {
-                    up.balancer.pick(&key, |_| true)
-                }
-            });
+        let pick = up.balancer.pick_attempt(
+            &key,
+            &ctx.tried,
+            |i| up.outlier.as_ref().is_some_and(|o| o.is_ejected(i, now)),
+            now,
+        );
         let Some(pick) = pick else {
             ctx.error = Some(GwError::no_healthy_endpoint(&up_plan.name));
             return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy endpoint");
@@ -605,6 +588,7 @@ impl ProxyHttp for Gateway {
         peer.options.read_timeout = Some(t.request.map_or(t.read, |r| r.min(t.read)));
         peer.options.write_timeout = Some(t.write);
         peer.options.idle_timeout = Some(t.idle);
+        crate::upstream::tunnel::fresh_connection_for_upgrade(&mut peer, session.is_upgrade_req());
         Ok(Box::new(peer))
     }
 
@@ -722,6 +706,9 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         let timed_out = matches!(e.etype(), ErrorType::ConnectTimedout);
         if let (Some(up), Some(i)) = (ctx.upstream, ctx.active) {
+            ctx.rt.upstreams[up as usize]
+                .balancer
+                .record_connect_failure(i, Instant::now());
             ctx.rt.upstreams[up as usize].endpoint_metrics[i].error(if timed_out {
                 UpstreamErrorKind::Timeout
             } else {
