@@ -770,7 +770,10 @@ routes:
     // until outlier detection ejects it (3 probes)
     let end = Instant::now() + Duration::from_secs(10);
     while !ejected(o, 0) {
-        assert!(Instant::now() < end, "dead endpoint not ejected within 10 s");
+        assert!(
+            Instant::now() < end,
+            "dead endpoint not ejected within 10 s"
+        );
         let r = send(&format!("{}/x", gw.url())).await;
         assert_eq!(r.status, 200, "{}", r.text());
         assert!(!ejected(o, 1), "live endpoint ejected");

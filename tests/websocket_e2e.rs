@@ -14,8 +14,9 @@
 //! of the test itself (the embedding program): before the fix the multi-thread ones lost 38–51 of 200.
 mod support;
 
-use gateway_testkit::{ws_connect, SinkExt, StreamExt, Upstream, WsMessage};
-use std::time::Duration;
+use gateway_testkit::{raw_request, ws_connect, SinkExt, StreamExt, Upstream, WsMessage};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 /// Upper bound for any single client exchange in these tests.
 const CALL_LIMIT: Duration = Duration::from_secs(10);
@@ -162,14 +163,67 @@ async fn websocket_echo_through_gateway() {
 }
 
 /// Two gateway threads and plain requests between the handshakes: an upgrade request may find a pooled
-/// keep-alive upstream connection opened by the other thread's runtime.
+/// keep-alive upstream connection opened by the other thread's runtime (before upgrades got fresh
+/// connections: 9 of 200 lost).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_tunnel_after_pooled_requests_two_gateway_threads() {
     let up = Upstream::start("svc").await;
     let cfg = format!("server: {{ threads: 2 }}\n{SVC_STRIP}");
     let gw = support::gateway(&cfg, &[("UP", up.addr().to_string())]).await;
-    let url = format!("ws://{}/api/svc/ws", gw.addrs[0]);
-    let http = format!("{}/api/svc/plain", gw.url());
+    check(pooled_then_tunnels(&up, gw.addrs[0]).await);
+}
+
+/// The same through `gw serve`'s Pingora server (no-steal runtime, two threads), served in-process on
+/// chosen ports (Pingora binds the configured addresses; the server runs until the test process exits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnel_through_pingora_server_two_threads() {
+    let up = Upstream::start("svc").await;
+    let port = serve_on_free_ports(&up).await;
+    check(pooled_then_tunnels(&up, ([127, 0, 0, 1], port).into()).await);
+}
+
+/// Starts `serve_blocking` on free ports and waits for `/readyz`; returns the public port. A free port
+/// can be taken by another socket before Pingora binds it (this binary opens thousands of connections),
+/// so a start that fails to bind is retried on new ports.
+async fn serve_on_free_ports(up: &Upstream) -> u16 {
+    use gateway_testkit::redis::free_port;
+    for _ in 0..5 {
+        let (port, admin_port) = (free_port(), free_port());
+        let cfg = format!(
+            "server: {{ threads: 2 }}\nadmin: {{ address: \"127.0.0.1:{admin_port}\" }}\n{}",
+            SVC_STRIP.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+        );
+        let plan = support::plan(&cfg, &[("UP", up.addr().to_string())]);
+        let server = std::thread::spawn(move || gateway_core::proxy::server::serve_blocking(plan));
+        let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ready = raw_request(
+                admin,
+                "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .is_ok_and(|r| r.status == 200);
+            if ready {
+                return port;
+            }
+            if server.is_finished() {
+                let r = server.join().expect("serve_blocking does not panic");
+                eprintln!("gw serve did not start ({r:?}); new ports");
+                break;
+            }
+            assert!(Instant::now() < end, "gw serve did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    panic!("gw serve did not start on 5 pairs of free ports");
+}
+
+/// [`HANDSHAKES`] tunnels, each after two plain requests on fresh client connections (so they land on
+/// either gateway thread and leave pooled upstream connections behind).
+async fn pooled_then_tunnels(up: &Upstream, gw: SocketAddr) -> Vec<String> {
+    let url = format!("ws://{gw}/api/svc/ws");
+    let http = format!("http://{gw}/api/svc/plain");
     let mut failed = Vec::new();
     for i in 0..HANDSHAKES {
         // fresh client connections, so they land on either gateway thread
@@ -187,5 +241,5 @@ async fn websocket_tunnel_after_pooled_requests_two_gateway_threads() {
         }
     }
     eprintln!("upstream connections: {}", up.total_connections());
-    check(failed);
+    failed
 }
