@@ -10,8 +10,12 @@
 //! polls). The embedded runner therefore serves connections on gw's own current-thread runtimes, like
 //! `gw serve`, whatever runtime the embedding program uses; see `docs/proxy.md` ("WebSocket").
 //!
-//! Each test below makes 200 handshakes with an exchange each, no reconnects, under one runtime flavour
-//! of the test itself (the embedding program): before the fix the multi-thread ones lost 38–51 of 200.
+//! A pooled keep-alive upstream connection opened by another gateway thread's runtime can lose the same
+//! race, so upgrades always open a fresh upstream connection (`gateway_core::upstream::tunnel`).
+//!
+//! Each test below makes 200 handshakes with an exchange each, no reconnects. Before the fixes: 40–52 of
+//! 200 lost with the test (the embedding program) on a multi-thread runtime, 0 on a current-thread one;
+//! with two gateway threads and pooled connections 9 of 200 (embedded) and 6–8 of 200 (Pingora server).
 mod support;
 
 use gateway_testkit::{raw_request, ws_connect, SinkExt, StreamExt, Upstream, WsMessage};
