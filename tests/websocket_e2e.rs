@@ -247,3 +247,42 @@ async fn pooled_then_tunnels(up: &Upstream, gw: SocketAddr) -> Vec<String> {
     eprintln!("upstream connections: {}", up.total_connections());
     failed
 }
+
+/// The embedded runner's own connection runtimes keep `stop()`'s promise: no new connections, but a
+/// request in flight and an open tunnel finish on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_stop_lets_in_flight_requests_and_tunnels_finish() {
+    let up = Upstream::start("svc").await;
+    let gw = support::gateway(SVC_STRIP, &[("UP", up.addr().to_string())]).await;
+    let mut ws = ws_connect(&format!("ws://{}/api/svc/ws", gw.addrs[0]))
+        .await
+        .expect("handshake");
+    let slow_url = format!("{}/api/svc/delay/300", gw.url());
+    let slow = tokio::spawn(async move { gateway_testkit::get(&slow_url).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gw.stop();
+    let r = tokio::time::timeout(CALL_LIMIT, slow)
+        .await
+        .expect("in time")
+        .expect("task")
+        .expect("the request in flight is answered");
+    assert_eq!(r.status, 200);
+    ws.send(WsMessage::text("after stop")).await.expect("send");
+    let got = tokio::time::timeout(CALL_LIMIT, ws.next())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("frame");
+    assert_eq!(got, WsMessage::text("after stop"));
+    // and no new connection is served
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let refused = tokio::time::timeout(
+        Duration::from_secs(2),
+        gateway_testkit::get(&format!("{}/api/svc/x", gw.url())),
+    )
+    .await;
+    assert!(
+        !matches!(refused, Ok(Ok(ref r)) if r.status == 200),
+        "a new request was served after stop()"
+    );
+}

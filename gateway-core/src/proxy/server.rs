@@ -260,7 +260,10 @@ impl Embedded {
         }
         let listeners = plan.listeners.clone();
         let admin = plan.admin.clone();
-        let conns = Arc::new(conn_runtime::ConnRuntimes::new(plan.server.threads));
+        let conns = Arc::new(conn_runtime::ConnRuntimes::new(
+            plan.server.threads,
+            plan.server.grace_period,
+        ));
         let engine = build_engine(plan)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let conf = Arc::new(ServerConf::default());

@@ -16,12 +16,13 @@
 //! process could inherit a dropped pool's handles on a recycled thread id.
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-/// A pool of current-thread runtimes, each on its own thread; they stop (dropping their tasks) when the
-/// pool is dropped.
+/// A pool of current-thread runtimes, each on its own thread. When the pool is dropped, each runtime
+/// lets its connections finish (at most `grace`), then stops.
 pub(super) struct ConnRuntimes {
     handles: Vec<Handle>,
     next: AtomicUsize,
@@ -31,7 +32,7 @@ pub(super) struct ConnRuntimes {
 impl ConnRuntimes {
     /// `threads` runtimes (at least one). If a runtime or thread cannot be created, connections are
     /// served on the caller's runtime instead (with a warning).
-    pub(super) fn new(threads: usize) -> ConnRuntimes {
+    pub(super) fn new(threads: usize, grace: Duration) -> ConnRuntimes {
         let mut handles = Vec::new();
         let mut stop = Vec::new();
         for i in 0..threads.max(1) {
@@ -50,7 +51,17 @@ impl ConnRuntimes {
             let spawned = std::thread::Builder::new()
                 .name(format!("gw-embedded-{i}"))
                 .spawn(move || {
-                    let _ = rt.block_on(rx);
+                    rt.block_on(async move {
+                        let _ = rx.await;
+                        // in-flight connections finish on their own (keep-alive loops end at the
+                        // shutdown signal), bounded by the grace period
+                        let end = Instant::now() + grace;
+                        while Handle::current().metrics().num_alive_tasks() > 0
+                            && Instant::now() < end
+                        {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    });
                     rt.shutdown_background();
                 });
             match spawned {
