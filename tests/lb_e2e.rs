@@ -1,4 +1,4 @@
-//! Load balancing under change, end to end: the gateway runs in-process (`support::gateway`) in front of
+//! Load balancing under change, end to end: the gateway runs in-process (`gw_suite::gateway`) in front of
 //! real testkit upstreams on `127.0.0.1:0`; requests go over real TCP.
 //!
 //! 1. `fastest` follows a latency swap and re-measures an endpoint it stopped picking
@@ -7,7 +7,6 @@
 //!    endpoints [`panic_mode_round_robin_spreads_over_two`, `…_three`];
 //! 3. an endpoint that blackholes connects costs one connect timeout per hold period, not one per request
 //!    [`blackholed_endpoint_costs_few_connect_timeouts`].
-mod support;
 
 use gateway_testkit::{http_client, request, HttpClient, Method, Mode, Upstream};
 use std::net::SocketAddr;
@@ -71,7 +70,7 @@ async fn fastest_follows_a_latency_swap() {
     let b = Upstream::start("b").await;
     a.set_mode(Mode::Delay(Duration::from_millis(100)));
     b.set_mode(Mode::Delay(Duration::from_millis(2)));
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         &config(&["A", "B"], "{ type: fastest }", ""),
         &[var("A", a.addr()), var("B", b.addr())],
     )
@@ -124,7 +123,7 @@ async fn fastest_remeasures_an_endpoint_it_stopped_picking() {
     let b = Upstream::start("b").await;
     a.set_mode(Mode::Delay(Duration::from_millis(30)));
     b.set_mode(Mode::Delay(Duration::from_millis(10)));
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         &config(&["A", "B"], "{ type: fastest }", ""),
         &[var("A", a.addr()), var("B", b.addr())],
     )
@@ -187,7 +186,7 @@ async fn panic_mode_spread(names: &[&'static str]) {
         .zip(&ups)
         .map(|(n, u)| var(n, u.addr()))
         .collect();
-    let gw = support::gateway(&config(names, "{ type: round_robin }", EJECT_ALL), &vars).await;
+    let gw = gw_suite::gateway(&config(names, "{ type: round_robin }", EJECT_ALL), &vars).await;
     let c = http_client();
     let url = format!("{}/api/svc/p", gw.url());
     for u in &ups {
@@ -267,7 +266,7 @@ async fn blackhole() -> (tokio::net::TcpListener, tokio::net::TcpStream, SocketA
 async fn blackholed_endpoint_costs_few_connect_timeouts() {
     let (_listener, _filler, dead) = blackhole().await;
     let b = Upstream::start("b").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         &config(
             &["A", "B"],
             "{ type: round_robin }",

@@ -1,4 +1,4 @@
-//! WebSocket through the gateway, end to end: the embedded runner (`support::gateway`) in front of a real
+//! WebSocket through the gateway, end to end: the embedded runner (`gw_suite::gateway`) in front of a real
 //! testkit upstream on `127.0.0.1:0`, clients over real TCP.
 //!
 //! Pingora 0.9.1 tears an upgraded HTTP/1 tunnel down right after the `101` when its upstream half reads
@@ -16,7 +16,6 @@
 //! Each test below makes 200 handshakes with an exchange each, no reconnects. Before the fixes: 40–52 of
 //! 200 lost with the test (the embedding program) on a multi-thread runtime, 0 on a current-thread one;
 //! with two gateway threads and pooled connections 9 of 200 (embedded) and 6–8 of 200 (Pingora server).
-mod support;
 
 use gateway_testkit::{raw_request, ws_connect, SinkExt, StreamExt, Upstream, WsMessage};
 use std::net::SocketAddr;
@@ -67,7 +66,7 @@ async fn one_tunnel(url: &str, i: usize, greeting: Option<&str>) -> Result<(), S
 /// failures.
 async fn tunnels(greeting: Option<&str>) -> Vec<String> {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(SVC_STRIP, &[("UP", up.addr().to_string())]).await;
+    let gw = gw_suite::gateway(SVC_STRIP, &[("UP", up.addr().to_string())]).await;
     let url = match greeting {
         None => format!("ws://{}/api/svc/ws", gw.addrs[0]),
         Some(g) => format!("ws://{}/api/svc/ws?greet={g}", gw.addrs[0]),
@@ -122,7 +121,7 @@ async fn websocket_tunnel_with_upstream_greeting_after_101() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_through_gateway() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(SVC_STRIP, &[("UP", up.addr().to_string())]).await;
+    let gw = gw_suite::gateway(SVC_STRIP, &[("UP", up.addr().to_string())]).await;
     let url = format!("ws://{}/api/svc/ws", gw.addrs[0]);
 
     let echoed = tokio::time::timeout(
@@ -173,7 +172,7 @@ async fn websocket_echo_through_gateway() {
 async fn websocket_tunnel_after_pooled_requests_two_gateway_threads() {
     let up = Upstream::start("svc").await;
     let cfg = format!("server: {{ threads: 2 }}\n{SVC_STRIP}");
-    let gw = support::gateway(&cfg, &[("UP", up.addr().to_string())]).await;
+    let gw = gw_suite::gateway(&cfg, &[("UP", up.addr().to_string())]).await;
     check(pooled_then_tunnels(&up, gw.addrs[0]).await);
 }
 
@@ -197,7 +196,7 @@ async fn serve_on_free_ports(up: &Upstream) -> u16 {
             "server: {{ threads: 2 }}\nadmin: {{ address: \"127.0.0.1:{admin_port}\" }}\n{}",
             SVC_STRIP.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
         );
-        let plan = support::plan(&cfg, &[("UP", up.addr().to_string())]);
+        let plan = gw_suite::plan(&cfg, &[("UP", up.addr().to_string())]);
         let server = std::thread::spawn(move || gateway_core::proxy::server::serve_blocking(plan));
         let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
         let end = Instant::now() + Duration::from_secs(10);
@@ -253,7 +252,7 @@ async fn pooled_then_tunnels(up: &Upstream, gw: SocketAddr) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_stop_lets_in_flight_requests_and_tunnels_finish() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(SVC_STRIP, &[("UP", up.addr().to_string())]).await;
+    let gw = gw_suite::gateway(SVC_STRIP, &[("UP", up.addr().to_string())]).await;
     let mut ws = ws_connect(&format!("ws://{}/api/svc/ws", gw.addrs[0]))
         .await
         .expect("handshake");
