@@ -404,6 +404,7 @@ impl ProxyHttp for Gateway {
         peer.options.read_timeout = Some(t.request.map_or(t.read, |r| r.min(t.read)));
         peer.options.write_timeout = Some(t.write);
         peer.options.idle_timeout = Some(t.idle);
+        crate::upstream::tunnel::fresh_connection_for_upgrade(&mut peer, session.is_upgrade_req());
         Ok(Box::new(peer))
     }
 
@@ -505,6 +506,9 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         let timed_out = matches!(e.etype(), ErrorType::ConnectTimedout);
         if let (Some(up), Some(i)) = (ctx.upstream, ctx.active) {
+            ctx.rt.upstreams[up as usize]
+                .balancer
+                .record_connect_failure(i, Instant::now());
             ctx.rt.upstreams[up as usize].endpoint_metrics[i].error(if timed_out {
                 UpstreamErrorKind::Timeout
             } else {

@@ -18,6 +18,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+mod conn_runtime;
+
 /// Builds the engine (metrics, access log, runtime) for a plan. Does not bind or start anything.
 pub fn build_engine(plan: Plan) -> Result<Arc<Engine>, StartError> {
     let metrics = Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?;
@@ -212,6 +214,7 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     listener: tokio::net::TcpListener,
     app: Arc<A>,
     mut shutdown: ShutdownWatch,
+    conns: Arc<conn_runtime::ConnRuntimes>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -222,7 +225,7 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let sd = shutdown.clone();
-        tokio::spawn(async move {
+        conns.spawn(tcp, move |tcp| async move {
             let mut l4: pingora::protocols::l4::stream::Stream = tcp.into();
             // Like Pingora's own listener: without a socket digest the session has no client address
             // (no X-Forwarded-For, no client IP for rate limits and hashing).
@@ -260,6 +263,10 @@ impl Embedded {
         }
         let listeners = plan.listeners.clone();
         let admin = plan.admin.clone();
+        let conns = Arc::new(conn_runtime::ConnRuntimes::new(
+            plan.server.threads,
+            plan.server.grace_period,
+        ));
         let engine = build_engine(plan)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let conf = Arc::new(ServerConf::default());
@@ -283,7 +290,12 @@ impl Embedded {
                 addr: l.addr,
                 reason: e.to_string(),
             })?);
-            tasks.push(tokio::spawn(accept_loop(tl, proxy.clone(), rx.clone())));
+            tasks.push(tokio::spawn(accept_loop(
+                tl,
+                proxy.clone(),
+                rx.clone(),
+                conns.clone(),
+            )));
         }
         let mut admin_addr = None;
         if let Some(a) = admin {
@@ -298,7 +310,12 @@ impl Embedded {
                 engine: engine.clone(),
                 token: a.token.clone(),
             }));
-            tasks.push(tokio::spawn(accept_loop(tl, app, rx.clone())));
+            tasks.push(tokio::spawn(accept_loop(
+                tl,
+                app,
+                rx.clone(),
+                conns.clone(),
+            )));
         }
         Ok(Embedded {
             engine,
