@@ -13,9 +13,12 @@
 //!
 //! Logging (metrics and the access log) runs for every request, whatever step answered.
 pub mod admin;
+pub mod conn;
+pub mod framing;
 pub mod headers;
 pub mod runtime;
 pub mod server;
+pub mod signals;
 
 use crate::error::{error_body, GwError, Side};
 use crate::observability::{
@@ -157,6 +160,7 @@ impl Gateway {
             resp.insert_header(*k, v.clone())?;
         }
         ctx.status = status;
+        conn::on_response(session);
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await?;
         Ok(Phase::Respond)
@@ -500,6 +504,8 @@ impl ProxyHttp for Gateway {
         session
             .as_downstream_mut()
             .set_read_timeout(Some(s.header_timeout));
+        conn::on_request_head(session);
+        framing::enforce(session, &mut ctx.error)?;
         Ok(())
     }
 
@@ -701,7 +707,7 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -710,6 +716,7 @@ impl ProxyHttp for Gateway {
             resp.insert_header(*k, v.clone())?;
         }
         ctx.status = resp.status.as_u16();
+        conn::on_response(session);
         Ok(())
     }
 

@@ -1,17 +1,19 @@
 //! Turning a plan into running services: the engine, the Pingora server for `gw serve`, and an embedded
 //! runner (own accept loop on tokio) for programs and tests that host the gateway in-process.
 use super::admin::AdminApp;
+use super::conn::{ConnMetrics, ConnTiming, Guarded, OpenConns, TimingSource};
 use super::runtime::{Runtime, StartError};
+use super::signals::{handle_sighup, GracefulSignals};
 use super::{Engine, Gateway};
 use crate::config::AccessLogConfig;
 use crate::observability::{AccessLog, AccessLogConfig as LogCfg, AccessLogSink, Metrics};
-use crate::plan::Plan;
+use crate::plan::{ConnectionLimits, Plan};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::ServerApp;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use std::net::SocketAddr;
@@ -57,28 +59,6 @@ impl BackgroundService for Background {
     }
 }
 
-/// SIGTERM and SIGINT both drain gracefully (in-flight requests get the grace period).
-struct GracefulSignals;
-
-#[async_trait]
-impl ShutdownSignalWatch for GracefulSignals {
-    async fn recv(&self) -> ShutdownSignal {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            std::future::pending::<()>().await;
-            return ShutdownSignal::FastShutdown;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: draining"),
-            _ = int.recv() => tracing::info!("SIGINT: draining"),
-        }
-        ShutdownSignal::GracefulTerminate
-    }
-}
-
 /// Fails early, with the address, when a listener cannot be bound (Pingora would otherwise exit deep
 /// inside its start-up).
 fn check_bindable(addr: SocketAddr) -> Result<(), StartError> {
@@ -111,23 +91,36 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
     conf.upstream_keepalive_pool_size = 1024;
     let listeners = plan.listeners.clone();
     let admin = plan.admin.clone();
+    let limits = plan.server.connections;
     let engine = build_engine(plan)?;
+    // before anything else runs: a SIGHUP must never kill the process (reload hooks in here later)
+    if let Err(e) = handle_sighup(|| tracing::info!("SIGHUP received: ignored (no reload yet)")) {
+        tracing::warn!("cannot handle SIGHUP: {e}");
+    }
+    let open = Arc::new(OpenConns::default());
+    let conn_metrics = ConnMetrics::register(&engine.metrics);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = Service::new(
-        "gw".to_string(),
-        CountConnections {
-            inner: Arc::new(pingora::proxy::http_proxy(
-                &server.configuration,
-                Gateway::new(engine.clone()),
-            )),
-            metrics: engine.metrics.clone(),
-        },
-    );
+    let proxy_app = Arc::new(pingora::proxy::http_proxy(
+        &server.configuration,
+        Gateway::new(engine.clone()),
+    ));
+    // one service per listener: connection caps are per listener
     for l in &listeners {
+        let mut svc = Service::new(
+            format!("gw-{}", l.name),
+            guarded(
+                proxy_app.clone(),
+                &l.name,
+                limits,
+                &engine,
+                &open,
+                &conn_metrics,
+            ),
+        );
         let addr = l.addr.to_string();
         match &l.tls {
-            None => proxy.add_tcp(&addr),
+            None => svc.add_tcp(&addr),
             Some(t) => {
                 let cert = t.cert.to_string_lossy();
                 let key = t.key.to_string_lossy();
@@ -139,18 +132,19 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
                 if t.http2 {
                     settings.enable_h2();
                 }
-                proxy.add_tls_with_settings(&addr, None, settings);
+                svc.add_tls_with_settings(&addr, None, settings);
             }
         }
+        server.add_service(svc);
     }
-    server.add_service(proxy);
     if let Some(a) = admin {
+        let app = Arc::new(HttpServer::new_app(AdminApp {
+            engine: engine.clone(),
+            token: a.token.clone(),
+        }));
         let mut svc = Service::new(
             "gw-admin".into(),
-            HttpServer::new_app(AdminApp {
-                engine: engine.clone(),
-                token: a.token.clone(),
-            }),
+            guarded(app, "admin", limits, &engine, &open, &conn_metrics),
         );
         svc.add_tcp(&a.addr.to_string());
         server.add_service(svc);
@@ -164,8 +158,14 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
     for l in &listeners {
         tracing::info!(listener = %l.name, addr = %l.addr, tls = l.tls.is_some(), "listening");
     }
+    let flush_engine = engine.clone();
     server.run(RunArgs {
-        shutdown_signal: Box::new(GracefulSignals),
+        shutdown_signal: Box::new(GracefulSignals {
+            open,
+            before_exit: Arc::new(move || {
+                let _ = flush_engine.access_log.flush();
+            }),
+        }),
     });
     let _ = engine.access_log.flush();
     Ok(())
@@ -177,8 +177,46 @@ pub struct Embedded {
     /// Bound addresses of the plan's listeners, in order.
     pub addrs: Vec<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
+    open: Arc<OpenConns>,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Reads the connection timing from the engine's current plan, for each new connection.
+struct EngineTiming(Arc<Engine>);
+
+impl TimingSource for EngineTiming {
+    fn timing(&self) -> ConnTiming {
+        let s = &self.0.runtime().plan.server;
+        ConnTiming {
+            header_timeout: s.header_timeout,
+            idle_timeout: s.idle_timeout,
+            grace_period: s.grace_period,
+        }
+    }
+}
+
+/// The app serving one listener: gw's connection handling ([`Guarded`]: caps, head deadline, pipelining,
+/// drain) around a Pingora HTTP app, counted in `gw_active_connections`.
+fn guarded<A: pingora::apps::HttpServerApp + Send + Sync + 'static>(
+    app: Arc<A>,
+    listener: &str,
+    limits: ConnectionLimits,
+    engine: &Arc<Engine>,
+    open: &Arc<OpenConns>,
+    metrics: &ConnMetrics,
+) -> CountConnections<Guarded<A, EngineTiming>> {
+    CountConnections {
+        inner: Arc::new(Guarded::new(
+            app,
+            listener,
+            limits,
+            EngineTiming(engine.clone()),
+            open.clone(),
+            metrics,
+        )),
+        metrics: engine.metrics.clone(),
+    }
 }
 
 /// Keeps `gw_active_connections` up to date around the proxy app: `process_new` handles a whole
@@ -260,13 +298,13 @@ impl Embedded {
         let engine = build_engine(plan)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let conf = Arc::new(ServerConf::default());
-        let proxy = Arc::new(CountConnections {
-            inner: Arc::new(pingora::proxy::http_proxy(
-                &conf,
-                Gateway::new(engine.clone()),
-            )),
-            metrics: engine.metrics.clone(),
-        });
+        let limits = engine.runtime().plan.server.connections;
+        let open = Arc::new(OpenConns::default());
+        let conn_metrics = ConnMetrics::register(&engine.metrics);
+        let proxy_app = Arc::new(pingora::proxy::http_proxy(
+            &conf,
+            Gateway::new(engine.clone()),
+        ));
         let mut addrs = Vec::new();
         let mut tasks = Vec::new();
         for l in &listeners {
@@ -280,7 +318,15 @@ impl Embedded {
                 addr: l.addr,
                 reason: e.to_string(),
             })?);
-            tasks.push(tokio::spawn(accept_loop(tl, proxy.clone(), rx.clone())));
+            let app = Arc::new(guarded(
+                proxy_app.clone(),
+                &l.name,
+                limits,
+                &engine,
+                &open,
+                &conn_metrics,
+            ));
+            tasks.push(tokio::spawn(accept_loop(tl, app, rx.clone())));
         }
         let mut admin_addr = None;
         if let Some(a) = admin {
@@ -295,12 +341,14 @@ impl Embedded {
                 engine: engine.clone(),
                 token: a.token.clone(),
             }));
+            let app = Arc::new(guarded(app, "admin", limits, &engine, &open, &conn_metrics));
             tasks.push(tokio::spawn(accept_loop(tl, app, rx.clone())));
         }
         Ok(Embedded {
             engine,
             addrs,
             admin_addr,
+            open,
             shutdown: tx,
             tasks,
         })
@@ -321,9 +369,22 @@ impl Embedded {
         format!("http://{}", self.addrs[0])
     }
 
-    /// Stops accepting and ends background work. In-flight connections finish on their own.
+    /// Stops accepting and ends background work, and drains: idle keep-alive connections close, requests
+    /// already received are answered with `Connection: close`.
     pub fn stop(&self) {
         let _ = self.shutdown.send(true);
+    }
+
+    /// Client connections open now (every listener and the admin listener).
+    pub fn open_connections(&self) -> usize {
+        self.open.count()
+    }
+
+    /// [`Embedded::stop`], then waits until every client connection has closed or `limit` has passed;
+    /// returns whether all closed.
+    pub async fn drain(&self, limit: std::time::Duration) -> bool {
+        self.stop();
+        self.open.wait_idle(limit).await
     }
 }
 
