@@ -194,6 +194,8 @@ where
                         return None;
                     }
                 }
+                // the first byte of a request on a keep-alive connection starts its head deadline
+                _ = state.first_byte(), if !d.first && state.first_byte_at().is_none() => {}
                 _ = shutdown.changed(), if !draining => {
                     draining = true;
                     state.set_draining();

@@ -26,6 +26,8 @@ pub struct ConnState {
     head_done: AtomicBool,
     /// Set when the server is draining: the next response closes the connection.
     draining: AtomicBool,
+    /// Woken when the first byte of a request arrives (the head deadline starts then).
+    first_byte_seen: tokio::sync::Notify,
 }
 
 impl ConnState {
@@ -35,6 +37,7 @@ impl ConnState {
             first_byte: AtomicU64::new(0),
             head_done: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            first_byte_seen: tokio::sync::Notify::new(),
         })
     }
 
@@ -49,6 +52,14 @@ impl ConnState {
         match self.first_byte.load(Ordering::Relaxed) {
             0 => None,
             ms => Some(self.epoch + Duration::from_millis(ms - 1)),
+        }
+    }
+
+    /// Resolves once a byte of the current request has been read (at once if one was).
+    pub(crate) async fn first_byte(&self) {
+        // a wake-up left over from an earlier request only costs one more look
+        while self.first_byte.load(Ordering::Relaxed) == 0 {
+            self.first_byte_seen.notified().await;
         }
     }
 
@@ -72,6 +83,7 @@ impl ConnState {
         if self.first_byte.load(Ordering::Relaxed) == 0 {
             let ms = self.epoch.elapsed().as_millis() as u64 + 1;
             self.first_byte.store(ms, Ordering::Relaxed);
+            self.first_byte_seen.notify_one();
         }
     }
 }
