@@ -179,15 +179,29 @@ where
         tokio::pin!(fut);
         let mut shutdown = shutdown.clone();
         let mut draining = state.draining();
-        loop {
-            if state.head_done() {
-                return Some(fut.await);
+        if draining && !d.first {
+            // the drain is on already: one look at the session (a head already buffered or pipelined gets
+            // parsed), then close if no byte of a request has come (a new connection instead gets its
+            // header_timeout: its client is about to send the request it connected for)
+            let polled = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+                std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+                std::task::Poll::Pending => std::task::Poll::Ready(None),
+            })
+            .await;
+            if let Some(r) = polled {
+                return Some(r);
             }
+            if !state.head_done() && state.first_byte_at().is_none() {
+                return None;
+            }
+        }
+        loop {
+            let waiting = !state.head_done();
             let due = d.due(state.first_byte_at());
             tokio::select! {
                 biased;
                 r = &mut fut => return Some(r),
-                _ = tokio::time::sleep_until(due.into()) => {
+                _ = tokio::time::sleep_until(due.into()), if waiting => {
                     if !state.head_done() && d.due(state.first_byte_at()) <= Instant::now() {
                         self.counters.header_timeout.inc();
                         tracing::debug!("request head not received within header_timeout: closing");
@@ -195,12 +209,13 @@ where
                     }
                 }
                 // the first byte of a request on a keep-alive connection starts its head deadline
-                _ = state.first_byte(), if !d.first && state.first_byte_at().is_none() => {}
+                _ = state.first_byte(), if waiting && !d.first && state.first_byte_at().is_none() => {}
                 _ = shutdown.changed(), if !draining => {
                     draining = true;
+                    // the response to a request in progress says `Connection: close` (see on_response)
                     state.set_draining();
-                    // idle (no byte of a request yet): nothing to lose, close now
-                    if !state.head_done() && state.first_byte_at().is_none() {
+                    // idle keep-alive (no byte of a next request yet): nothing to lose, close now
+                    if !d.first && !state.head_done() && state.first_byte_at().is_none() {
                         return None;
                     }
                 }
