@@ -1,9 +1,9 @@
 //! Connection hardening on the embedded runner (`proxy::server::Embedded`, its own accept loop), with raw
 //! sockets: slowloris deadlines, connection caps, pipelining, framing, and the drain. Issue 11, items 3,
 //! 5, 7, 8 (`gw serve` is covered by `gateway-cli/tests/hardening_serve.rs`).
-mod support;
 #[path = "support/raw.rs"]
 mod raw;
+mod support;
 
 use gateway_core::proxy::server::Embedded;
 use gateway_testkit::Upstream;
@@ -23,7 +23,9 @@ async fn start(server: &str, up: &Upstream) -> Embedded {
     .await
 }
 
-fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> std::thread::JoinHandle<R> {
+fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> std::thread::JoinHandle<R> {
     std::thread::spawn(f)
 }
 
@@ -63,14 +65,23 @@ async fn embedded_slowloris_connections_are_closed_within_header_timeout() {
     .expect("join");
     assert_eq!(r.expect("a normal client is served"), 200);
     for (i, h) in hs.into_iter().enumerate() {
-        let d = h.join().expect("join").unwrap_or_else(|| panic!("slow connection #{i} still open"));
-        assert!(d <= Duration::from_millis(3000), "slow connection #{i} closed after {d:?}");
+        let d = h
+            .join()
+            .expect("join")
+            .unwrap_or_else(|| panic!("slow connection #{i} still open"));
+        assert!(
+            d <= Duration::from_millis(3000),
+            "slow connection #{i} closed after {d:?}"
+        );
     }
     let m = gateway_testkit::get(&format!("http://{}/metrics", gw.admin_addr.expect("admin")))
         .await
         .expect("metrics")
         .text();
-    assert!(m.contains("gw_header_timeouts_total{listener=\"p\"} 9"), "{m}");
+    assert!(
+        m.contains("gw_header_timeouts_total{listener=\"p\"} 9"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +119,9 @@ async fn embedded_pipelined_requests_are_answered_in_order() {
         c.send(&[get("/api/1"), get("/api/2"), get_close("/api/3")].concat());
         let paths: Vec<String> = (0..3)
             .map(|i| {
-                let r = c.response(T).unwrap_or_else(|e| panic!("response {}: {e}", i + 1));
+                let r = c
+                    .response(T)
+                    .unwrap_or_else(|e| panic!("response {}: {e}", i + 1));
                 r.json()["path"].as_str().unwrap_or_default().to_string()
             })
             .collect();
@@ -133,7 +146,10 @@ async fn embedded_framing_rejects_and_closes() {
             let mut c = Raw::connect(addr);
             c.send(&[head, &get("/api/next")[..]].concat());
             let r = c.response(T).expect("response");
-            (r.status, c.closed_within(Duration::from_secs(3)).is_some() && c.pending().is_empty())
+            (
+                r.status,
+                c.closed_within(Duration::from_secs(3)).is_some() && c.pending().is_empty(),
+            )
         })
         .join()
         .expect("join");
@@ -170,10 +186,17 @@ async fn embedded_drain_answers_in_flight_and_closes_idle() {
     let idle_closed = blocking(move || idle.closed_within(Duration::from_secs(2)))
         .join()
         .expect("join");
-    assert!(idle_closed.is_some(), "idle keep-alive connection closed by the drain");
+    assert!(
+        idle_closed.is_some(),
+        "idle keep-alive connection closed by the drain"
+    );
     assert_eq!(busy.join().expect("join"), (200, true, true));
     let (ok, gw) = drained.await.expect("join");
     assert!(ok, "drain finished");
-    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(gw.open_connections(), 0);
 }

@@ -64,7 +64,9 @@ impl Gw {
             if let Ok(s) = std::net::TcpStream::connect(self.addr) {
                 let mut c = Raw::from_std(s);
                 c.send(&get_close("/api/ready"));
-                if c.response(Duration::from_secs(2)).is_ok_and(|r| r.status == 200) {
+                if c.response(Duration::from_secs(2))
+                    .is_ok_and(|r| r.status == 200)
+                {
                     return;
                 }
             }
@@ -155,13 +157,18 @@ async fn slowloris_connections_are_closed_within_header_timeout() {
             c.closed_within(Duration::from_secs(12))
         }));
         // one byte a second
-        threads.push(drip(Raw::connect(addr), b"GET /api/drip HTTP/1.1\r\nX: 1\r\n"));
+        threads.push(drip(
+            Raw::connect(addr),
+            b"GET /api/drip HTTP/1.1\r\nX: 1\r\n",
+        ));
     }
     // a keep-alive connection that dripped after a first complete request: timed from its first byte
     let keepalive = std::thread::spawn(move || {
         let mut c = Raw::connect(addr);
         c.send(&get("/api/first"));
-        let r = c.response(T).expect("first request on the keep-alive connection");
+        let r = c
+            .response(T)
+            .expect("first request on the keep-alive connection");
         assert_eq!(r.status, 200);
         std::thread::sleep(Duration::from_millis(2500));
         let start = Instant::now();
@@ -195,7 +202,10 @@ async fn slowloris_connections_are_closed_within_header_timeout() {
         .join()
         .expect("join")
         .expect("dripping keep-alive connection still open");
-    assert!(d <= Duration::from_millis(4500), "keep-alive drip closed after {d:?}");
+    assert!(
+        d <= Duration::from_millis(4500),
+        "keep-alive drip closed after {d:?}"
+    );
     let m = gw.metrics();
     assert!(
         metric(&m, "gw_header_timeouts_total{listener=\"p\"}") >= 16,
@@ -205,7 +215,8 @@ async fn slowloris_connections_are_closed_within_header_timeout() {
 
 async fn connect_from(src: &str, addr: SocketAddr) -> Raw {
     let s = tokio::net::TcpSocket::new_v4().expect("socket");
-    s.bind(format!("{src}:0").parse().expect("src")).expect("bind");
+    s.bind(format!("{src}:0").parse().expect("src"))
+        .expect("bind");
     let t = s.connect(addr).await.expect("connect");
     let std = t.into_std().expect("std");
     std.set_nonblocking(false).expect("blocking");
@@ -244,15 +255,24 @@ async fn connections_beyond_the_caps_are_closed_and_counted() {
     let closed = tokio::task::spawn_blocking(move || c.closed_within(Duration::from_secs(3)))
         .await
         .expect("join");
-    assert!(closed.is_some(), "a fifth connection on the listener is closed");
+    assert!(
+        closed.is_some(),
+        "a fifth connection on the listener is closed"
+    );
     let m = gw.metrics();
     assert_eq!(
-        metric(&m, "gw_connections_rejected_total{listener=\"p\",reason=\"per_ip_cap\"}"),
+        metric(
+            &m,
+            "gw_connections_rejected_total{listener=\"p\",reason=\"per_ip_cap\"}"
+        ),
         1,
         "{m}"
     );
     assert_eq!(
-        metric(&m, "gw_connections_rejected_total{listener=\"p\",reason=\"listener_cap\"}"),
+        metric(
+            &m,
+            "gw_connections_rejected_total{listener=\"p\",reason=\"listener_cap\"}"
+        ),
         1,
         "{m}"
     );
@@ -294,7 +314,10 @@ async fn pipelined_requests_are_answered_in_order() {
             paths.push(r.json()["path"].as_str().unwrap_or_default().to_string());
         }
         assert_eq!(paths, ["/one", "/two", "/three"]);
-        assert!(c.closed_within(T).is_some(), "closed after Connection: close");
+        assert!(
+            c.closed_within(T).is_some(),
+            "closed after Connection: close"
+        );
     })
     .await
     .expect("pipelining");
@@ -326,7 +349,10 @@ async fn sighup_does_not_kill_gw_serve() {
         gw.signal("HUP");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(gw.exited_within(Duration::from_millis(500)).is_none(), "SIGHUP killed gw serve");
+    assert!(
+        gw.exited_within(Duration::from_millis(500)).is_none(),
+        "SIGHUP killed gw serve"
+    );
     let addr = gw.addr;
     let status = tokio::task::spawn_blocking(move || {
         let mut c = Raw::connect(addr);
@@ -368,7 +394,10 @@ async fn sigterm_drain_answers_received_requests_and_closes_idle_connections() {
     gw.signal("TERM");
     std::thread::sleep(Duration::from_millis(300));
     for c in &mut arriving {
-        assert!(c.send(b"X-Late: 1\r\n\r\n"), "connection with a head on the way was closed");
+        assert!(
+            c.send(b"X-Late: 1\r\n\r\n"),
+            "connection with a head on the way was closed"
+        );
     }
     let mut handles = Vec::new();
     for (kind, conns) in [("busy", busy), ("arriving", arriving)] {
@@ -378,7 +407,10 @@ async fn sigterm_drain_answers_received_requests_and_closes_idle_connections() {
                     .response(T)
                     .unwrap_or_else(|e| panic!("{kind} request lost in the drain: {e}"));
                 assert_eq!(r.status, 200, "{kind}: {}", r.text());
-                assert!(r.closes(), "{kind}: drain response without Connection: close: {r:?}");
+                assert!(
+                    r.closes(),
+                    "{kind}: drain response without Connection: close: {r:?}"
+                );
                 assert!(c.closed_within(T).is_some(), "{kind}: connection left open");
             }));
         }
@@ -389,7 +421,10 @@ async fn sigterm_drain_answers_received_requests_and_closes_idle_connections() {
             d.is_some(),
             "an idle keep-alive connection is closed when the drain starts"
         );
-        assert!(c.pending().is_empty(), "nothing is sent on an idle connection");
+        assert!(
+            c.pending().is_empty(),
+            "nothing is sent on an idle connection"
+        );
     }
     for h in handles {
         h.join().expect("drain client");
@@ -471,7 +506,11 @@ async fn request_framing_follows_rfc_9112() {
         assert!(got.2, "{name}: the connection is closed");
         assert_eq!(got.3, None, "{name}: the request behind it was answered");
     }
-    assert_eq!(up.hits(), before, "no refused or smuggled request reached the upstream");
+    assert_eq!(
+        up.hits(),
+        before,
+        "no refused or smuggled request reached the upstream"
+    );
     // two identical Content-Length lines: forwarded as one
     let v = tokio::task::spawn_blocking(move || {
         let mut c = Raw::connect(addr);
@@ -484,4 +523,95 @@ async fn request_framing_follows_rfc_9112() {
     let j = v.json();
     assert_eq!(j["headers"]["content-length"], "5", "{j}");
     assert_eq!(j["body_len"], 5, "{j}");
+}
+
+/// Item 3 on a TLS listener: a TLS handshake that never starts or stalls halfway is closed within
+/// header_timeout (Pingora alone allows 60 s), while HTTPS clients are served (HTTP/1.1 and HTTP/2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_handshakes_are_bounded_by_header_timeout() {
+    let up = Upstream::start("tls-slow").await;
+    let dir = std::env::temp_dir().join(format!("gw-harden-tls-certs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).expect("cert");
+    std::fs::write(&key, ck.key_pair.serialize_pem()).expect("key");
+    let yaml = format!(
+        "server: {{ downstream: {{ header_timeout: 2s }} }}\nlisteners: [{{ name: p, address: \"127.0.0.1:{{{{PORT}}}}\", tls: {{ cert: {}, key: {} }} }}]\nupstreams:\n  - {{ name: b, endpoints: [{{ address: \"{{{{UP}}}}\" }}] }}\nroutes:\n  - {{ name: r, match: {{ prefix: /api }}, rewrite: {{ strip_prefix: true }}, upstream: b }}\n",
+        cert.display(),
+        key.display()
+    );
+    let dir2 = std::env::temp_dir().join(format!("gw-harden-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir2).expect("tmp dir");
+    let port = free_port();
+    let cfg = dir2.join("gw.yaml");
+    std::fs::write(
+        &cfg,
+        yaml.replace("{{PORT}}", &port.to_string())
+            .replace("{{UP}}", &up.addr().to_string()),
+    )
+    .expect("config");
+    let bin = std::env::var("GW_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gw").into());
+    let child = Command::new(bin)
+        .arg("serve")
+        .arg(&cfg)
+        .env("GW_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let _gw = Gw {
+        child,
+        addr,
+        admin: None,
+    };
+    let root = reqwest::Certificate::from_pem(ck.cert.pem().as_bytes()).expect("root");
+    let client = |h1: bool| {
+        let b = reqwest::Client::builder().add_root_certificate(root.clone());
+        let b = if h1 { b.http1_only() } else { b };
+        b.build().expect("client")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client(true)
+        .get(format!("https://localhost:{port}/api/up"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "gw serve (TLS) did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let silent =
+        std::thread::spawn(move || Raw::connect(addr).closed_within(Duration::from_secs(8)));
+    let partial = std::thread::spawn(move || {
+        let mut c = Raw::connect(addr);
+        // the start of a ClientHello record, then nothing
+        c.send(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]);
+        c.closed_within(Duration::from_secs(8))
+    });
+    for (v, h1) in [
+        (reqwest::Version::HTTP_11, true),
+        (reqwest::Version::HTTP_2, false),
+    ] {
+        let r = client(h1)
+            .get(format!("https://localhost:{port}/api/ok"))
+            .send()
+            .await
+            .expect("HTTPS request");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.version(), v);
+        let j: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(j["headers"]["x-forwarded-proto"], "https");
+    }
+    for (name, t) in [("silent", silent), ("partial ClientHello", partial)] {
+        let d = t
+            .join()
+            .expect("join")
+            .unwrap_or_else(|| panic!("{name} TLS connection still open after 8 s"));
+        assert!(
+            d <= Duration::from_millis(4500),
+            "{name}: closed after {d:?}"
+        );
+    }
 }

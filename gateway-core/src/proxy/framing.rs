@@ -80,15 +80,20 @@ pub fn check(
         check_transfer_encoding(te_lines.iter().map(|v| v.as_bytes()))?;
         return Ok(Framing::Ok);
     }
-    content_length(headers.get_all(header::CONTENT_LENGTH).iter().map(|v| v.as_bytes()))
+    content_length(
+        headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
 }
 
 fn check_host(version: Version, headers: &HeaderMap) -> Result<(), FramingError> {
     let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
-        (None, _) if version == Version::HTTP_11 => {
-            Err(FramingError::bad("an HTTP/1.1 request must have a Host header"))
-        }
+        (None, _) if version == Version::HTTP_11 => Err(FramingError::bad(
+            "an HTTP/1.1 request must have a Host header",
+        )),
         (None, _) => Ok(()),
         (Some(_), Some(_)) => Err(FramingError::bad("more than one Host header")),
         (Some(h), None) if valid_host(h.as_bytes()) => Ok(()),
@@ -122,19 +127,21 @@ fn valid_host(v: &[u8]) -> bool {
             None => (v, &[][..]),
         }
     };
-    let reg_name_ok = host.iter().all(|&b| {
-        b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)
-    });
+    let reg_name_ok = host
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b));
     reg_name_ok && port.iter().all(u8::is_ascii_digit) && port.len() <= 5
 }
 
 /// The list of codings over every line (RFC 9110 §5.3): the last must be `chunked`, `chunked` only once.
-fn check_transfer_encoding<'a>(
-    lines: impl Iterator<Item = &'a [u8]>,
-) -> Result<(), FramingError> {
+fn check_transfer_encoding<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Result<(), FramingError> {
     let mut codings: Vec<&[u8]> = Vec::new();
     for line in lines {
-        codings.extend(line.split(|&b| b == b',').map(trim).filter(|c| !c.is_empty()));
+        codings.extend(
+            line.split(|&b| b == b',')
+                .map(trim)
+                .filter(|c| !c.is_empty()),
+        );
     }
     let Some((last, before)) = codings.split_last() else {
         return Err(FramingError::bad("empty Transfer-Encoding"));
@@ -184,8 +191,14 @@ fn content_length<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Result<Framing, 
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !matches!(c, b' ' | b'\t')).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !matches!(c, b' ' | b'\t')).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !matches!(c, b' ' | b'\t'))
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !matches!(c, b' ' | b'\t'))
+        .map_or(start, |e| e + 1);
     &b[start..end]
 }
 
@@ -242,15 +255,30 @@ mod tests {
     }
 
     fn chk(pairs: &[(&str, &str)]) -> Result<Framing, FramingError> {
-        check(Version::HTTP_11, &h(pairs), pairs.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+        check(
+            Version::HTTP_11,
+            &h(pairs),
+            pairs
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-length")),
+        )
     }
 
     #[test]
     fn plain_requests_pass() {
         assert_eq!(chk(&[("host", "a")]), Ok(Framing::Ok));
-        assert_eq!(chk(&[("host", "a:8080"), ("content-length", "12")]), Ok(Framing::Ok));
-        assert_eq!(chk(&[("host", "a"), ("transfer-encoding", "chunked")]), Ok(Framing::Ok));
-        assert_eq!(chk(&[("host", "a"), ("transfer-encoding", "Chunked")]), Ok(Framing::Ok));
+        assert_eq!(
+            chk(&[("host", "a:8080"), ("content-length", "12")]),
+            Ok(Framing::Ok)
+        );
+        assert_eq!(
+            chk(&[("host", "a"), ("transfer-encoding", "chunked")]),
+            Ok(Framing::Ok)
+        );
+        assert_eq!(
+            chk(&[("host", "a"), ("transfer-encoding", "Chunked")]),
+            Ok(Framing::Ok)
+        );
         assert_eq!(chk(&[("host", "[::1]:80")]), Ok(Framing::Ok));
         assert_eq!(chk(&[("host", "")]), Ok(Framing::Ok));
         assert_eq!(check(Version::HTTP_10, &h(&[]), false), Ok(Framing::Ok));
@@ -274,7 +302,8 @@ mod tests {
             assert_eq!(chk(&bad).map_err(|e| e.status), Err(400), "{bad:?}");
         }
         assert_eq!(
-            check(Version::HTTP_10, &h(&[("host", "a"), ("host", "b")]), false).map_err(|e| e.status),
+            check(Version::HTTP_10, &h(&[("host", "a"), ("host", "b")]), false)
+                .map_err(|e| e.status),
             Err(400)
         );
     }
@@ -282,9 +311,19 @@ mod tests {
     #[test]
     fn te_and_cl_together_are_rejected_even_when_the_parser_dropped_cl() {
         let m = h(&[("host", "a"), ("transfer-encoding", "chunked")]);
-        assert_eq!(check(Version::HTTP_11, &m, true).map_err(|e| e.status), Err(400));
-        let m = h(&[("host", "a"), ("transfer-encoding", "chunked"), ("content-length", "3")]);
-        assert_eq!(check(Version::HTTP_11, &m, false).map_err(|e| e.status), Err(400));
+        assert_eq!(
+            check(Version::HTTP_11, &m, true).map_err(|e| e.status),
+            Err(400)
+        );
+        let m = h(&[
+            ("host", "a"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "3"),
+        ]);
+        assert_eq!(
+            check(Version::HTTP_11, &m, false).map_err(|e| e.status),
+            Err(400)
+        );
     }
 
     #[test]
@@ -305,7 +344,10 @@ mod tests {
         assert_eq!(te(&["chunked;x=1"]), Err(400));
         assert_eq!(te(&[" chunked ,"]), Ok(Framing::Ok));
         let m = h(&[("host", "a"), ("transfer-encoding", "chunked")]);
-        assert_eq!(check(Version::HTTP_10, &m, false).map_err(|e| e.status), Err(400));
+        assert_eq!(
+            check(Version::HTTP_10, &m, false).map_err(|e| e.status),
+            Err(400)
+        );
     }
 
     #[test]
@@ -337,8 +379,14 @@ mod tests {
 
     #[test]
     fn raw_head_scan_finds_content_length_lines_only() {
-        assert!(raw_has_content_length(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n"));
-        assert!(raw_has_content_length(b"POST / HTTP/1.1\r\ncontent-length:3\r\n\r\n"));
-        assert!(!raw_has_content_length(b"POST /content-length: HTTP/1.1\r\nHost: a\r\nX: content-length: 1\r\n\r\n"));
+        assert!(raw_has_content_length(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n"
+        ));
+        assert!(raw_has_content_length(
+            b"POST / HTTP/1.1\r\ncontent-length:3\r\n\r\n"
+        ));
+        assert!(!raw_has_content_length(
+            b"POST /content-length: HTTP/1.1\r\nHost: a\r\nX: content-length: 1\r\n\r\n"
+        ));
     }
 }

@@ -107,34 +107,25 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
     ));
     // one service per listener: connection caps are per listener
     for l in &listeners {
-        let mut svc = Service::new(
-            format!("gw-{}", l.name),
-            guarded(
-                proxy_app.clone(),
-                &l.name,
-                limits,
-                &engine,
-                &open,
-                &conn_metrics,
-            ),
+        let tls = match &l.tls {
+            None => None,
+            Some(t) => Some(tls_acceptor(t).map_err(|reason| StartError::Tls {
+                listener: l.name.clone(),
+                reason,
+            })?),
+        };
+        let app = guarded(
+            proxy_app.clone(),
+            &l.name,
+            limits,
+            &engine,
+            &open,
+            &conn_metrics,
+            tls,
         );
-        let addr = l.addr.to_string();
-        match &l.tls {
-            None => svc.add_tcp(&addr),
-            Some(t) => {
-                let cert = t.cert.to_string_lossy();
-                let key = t.key.to_string_lossy();
-                let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
-                    .map_err(|e| StartError::Tls {
-                        listener: l.name.clone(),
-                        reason: e.to_string(),
-                    })?;
-                if t.http2 {
-                    settings.enable_h2();
-                }
-                svc.add_tls_with_settings(&addr, None, settings);
-            }
-        }
+        // TLS is terminated by the app (under the head deadline), so every listener is plain TCP here
+        let mut svc = Service::new(format!("gw-{}", l.name), app);
+        svc.add_tcp(&l.addr.to_string());
         server.add_service(svc);
     }
     if let Some(a) = admin {
@@ -144,7 +135,7 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
         }));
         let mut svc = Service::new(
             "gw-admin".into(),
-            guarded(app, "admin", limits, &engine, &open, &conn_metrics),
+            guarded(app, "admin", limits, &engine, &open, &conn_metrics, None),
         );
         svc.add_tcp(&a.addr.to_string());
         server.add_service(svc);
@@ -205,18 +196,38 @@ fn guarded<A: pingora::apps::HttpServerApp + Send + Sync + 'static>(
     engine: &Arc<Engine>,
     open: &Arc<OpenConns>,
     metrics: &ConnMetrics,
+    tls: Option<pingora::listeners::tls::Acceptor>,
 ) -> CountConnections<Guarded<A, EngineTiming>> {
+    let mut g = Guarded::new(
+        app,
+        listener,
+        limits,
+        EngineTiming(engine.clone()),
+        open.clone(),
+        metrics,
+    );
+    if let Some(acceptor) = tls {
+        g = g.with_tls(acceptor);
+    }
     CountConnections {
-        inner: Arc::new(Guarded::new(
-            app,
-            listener,
-            limits,
-            EngineTiming(engine.clone()),
-            open.clone(),
-            metrics,
-        )),
+        inner: Arc::new(g),
         metrics: engine.metrics.clone(),
     }
+}
+
+/// The TLS acceptor for a listener (rustls; HTTP/2 offered through ALPN unless `http2: false`).
+fn tls_acceptor(t: &crate::plan::TlsPlan) -> Result<pingora::listeners::tls::Acceptor, String> {
+    let cert = t.cert.to_string_lossy();
+    let key = t.key.to_string_lossy();
+    let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
+        .map_err(|e| e.to_string())?;
+    if t.http2 {
+        settings.enable_h2();
+    }
+    // Pingora's build() panics when the files do not load; they were checked at validate, but may have
+    // changed since: a clear start-up error instead
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| settings.build()))
+        .map_err(|_| format!("cannot load the certificate {cert} or the key {key}"))
 }
 
 /// Keeps `gw_active_connections` up to date around the proxy app: `process_new` handles a whole
@@ -325,6 +336,7 @@ impl Embedded {
                 &engine,
                 &open,
                 &conn_metrics,
+                None,
             ));
             tasks.push(tokio::spawn(accept_loop(tl, app, rx.clone())));
         }
@@ -341,7 +353,15 @@ impl Embedded {
                 engine: engine.clone(),
                 token: a.token.clone(),
             }));
-            let app = Arc::new(guarded(app, "admin", limits, &engine, &open, &conn_metrics));
+            let app = Arc::new(guarded(
+                app,
+                "admin",
+                limits,
+                &engine,
+                &open,
+                &conn_metrics,
+                None,
+            ));
             tasks.push(tokio::spawn(accept_loop(tl, app, rx.clone())));
         }
         Ok(Embedded {

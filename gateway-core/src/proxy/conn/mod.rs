@@ -19,6 +19,7 @@ pub use watched::{ConnState, Watched};
 use crate::plan::ConnectionLimits;
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
+use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN, IO};
 use pingora::server::ShutdownWatch;
@@ -56,6 +57,9 @@ pub struct Guarded<A, T> {
     timing: T,
     slots: Arc<Slots>,
     counters: ListenerCounters,
+    /// TLS listeners: the handshake runs here, under the head deadline (Pingora's own listener gives a
+    /// handshake a fixed 60 s).
+    tls: Option<Arc<Acceptor>>,
 }
 
 impl<A, T: TimingSource> Guarded<A, T> {
@@ -73,7 +77,14 @@ impl<A, T: TimingSource> Guarded<A, T> {
             timing,
             slots: Slots::new(limits, open),
             counters: metrics.listener(name),
+            tls: None,
         }
+    }
+
+    /// Terminates TLS on this listener's connections (add the listener to Pingora as plain TCP).
+    pub fn with_tls(mut self, acceptor: Acceptor) -> Self {
+        self.tls = Some(Arc::new(acceptor));
+        self
     }
 }
 
@@ -102,6 +113,30 @@ where
                 return None;
             }
         };
+        let accepted = Instant::now();
+        let stream = match &self.tls {
+            None => stream,
+            Some(acceptor) => {
+                let limit = self.timing.timing().header_timeout;
+                // the handshake is part of the first request's head deadline
+                let io = Watched::new(stream, ConnState::new());
+                match tokio::time::timeout(limit, acceptor.tls_handshake(io)).await {
+                    Ok(Ok(tls)) => Box::new(tls) as Stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(?ip, "TLS handshake failed: {e}");
+                        return None;
+                    }
+                    Err(_) => {
+                        self.counters.header_timeout.inc();
+                        tracing::debug!(
+                            ?ip,
+                            "TLS handshake not done within header_timeout: closing"
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
         if matches!(
             stream.selected_alpn_proto(),
             Some(ALPN::H2) | Some(ALPN::Custom(_))
@@ -109,7 +144,7 @@ where
             // HTTP/2: Pingora's loop (GOAWAY on shutdown, its own stream handling)
             return ServerApp::process_new(&self.inner, stream, shutdown).await;
         }
-        self.serve_h1(stream, shutdown).await;
+        self.serve_h1(stream, accepted, shutdown).await;
         None
     }
 
@@ -129,7 +164,7 @@ where
 {
     /// The HTTP/1 keep-alive loop: one Pingora session per request, each raced against its head deadline
     /// and the drain.
-    async fn serve_h1(&self, stream: Stream, shutdown: &ShutdownWatch) {
+    async fn serve_h1(&self, stream: Stream, accepted: Instant, shutdown: &ShutdownWatch) {
         let t = self.timing.timing();
         let state = ConnState::new();
         let stream: Stream = Box::new(Watched::new(stream, state.clone()));
@@ -152,7 +187,7 @@ where
             }
             let fut = HttpServerApp::process_new_http(&self.inner, session, shutdown);
             let deadline = Deadline {
-                start: Instant::now(),
+                start: if first { accepted } else { Instant::now() },
                 first,
                 t,
             };
