@@ -114,14 +114,17 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
                 reason,
             })?),
         };
-        let app = guarded(
-            proxy_app.clone(),
-            &l.name,
-            limits,
+        let app = counted(
+            guarded(
+                proxy_app.clone(),
+                &l.name,
+                limits,
+                &engine,
+                &open,
+                &conn_metrics,
+                tls,
+            ),
             &engine,
-            &open,
-            &conn_metrics,
-            tls,
         );
         // TLS is terminated by the app (under the head deadline), so every listener is plain TCP here
         let mut svc = Service::new(format!("gw-{}", l.name), app);
@@ -187,8 +190,8 @@ impl TimingSource for EngineTiming {
     }
 }
 
-/// The app serving one listener: gw's connection handling ([`Guarded`]: caps, head deadline, pipelining,
-/// drain) around a Pingora HTTP app, counted in `gw_active_connections`.
+/// gw's connection handling ([`Guarded`]: caps, head deadline, TLS handshake, pipelining, drain) around a
+/// Pingora HTTP app, for one listener.
 fn guarded<A: pingora::apps::HttpServerApp + Send + Sync + 'static>(
     app: Arc<A>,
     listener: &str,
@@ -197,8 +200,8 @@ fn guarded<A: pingora::apps::HttpServerApp + Send + Sync + 'static>(
     open: &Arc<OpenConns>,
     metrics: &ConnMetrics,
     tls: Option<pingora::listeners::tls::Acceptor>,
-) -> CountConnections<Guarded<A, EngineTiming>> {
-    let mut g = Guarded::new(
+) -> Guarded<A, EngineTiming> {
+    let g = Guarded::new(
         app,
         listener,
         limits,
@@ -206,11 +209,16 @@ fn guarded<A: pingora::apps::HttpServerApp + Send + Sync + 'static>(
         open.clone(),
         metrics,
     );
-    if let Some(acceptor) = tls {
-        g = g.with_tls(acceptor);
+    match tls {
+        Some(acceptor) => g.with_tls(acceptor),
+        None => g,
     }
+}
+
+/// A proxy listener's app: [`guarded`], counted in `gw_active_connections`.
+fn counted<A: ServerApp + Send + Sync + 'static>(app: A, engine: &Engine) -> CountConnections<A> {
     CountConnections {
-        inner: Arc::new(g),
+        inner: Arc::new(app),
         metrics: engine.metrics.clone(),
     }
 }
@@ -329,14 +337,17 @@ impl Embedded {
                 addr: l.addr,
                 reason: e.to_string(),
             })?);
-            let app = Arc::new(guarded(
-                proxy_app.clone(),
-                &l.name,
-                limits,
+            let app = Arc::new(counted(
+                guarded(
+                    proxy_app.clone(),
+                    &l.name,
+                    limits,
+                    &engine,
+                    &open,
+                    &conn_metrics,
+                    None,
+                ),
                 &engine,
-                &open,
-                &conn_metrics,
-                None,
             ));
             tasks.push(tokio::spawn(accept_loop(tl, app, rx.clone())));
         }
