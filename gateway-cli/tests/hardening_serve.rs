@@ -537,7 +537,7 @@ async fn tls_handshakes_are_bounded_by_header_timeout() {
     std::fs::write(&cert, ck.cert.pem()).expect("cert");
     std::fs::write(&key, ck.key_pair.serialize_pem()).expect("key");
     let yaml = format!(
-        "server: {{ downstream: {{ header_timeout: 2s }} }}\nlisteners: [{{ name: p, address: \"127.0.0.1:{{{{PORT}}}}\", tls: {{ cert: {}, key: {} }} }}]\nupstreams:\n  - {{ name: b, endpoints: [{{ address: \"{{{{UP}}}}\" }}] }}\nroutes:\n  - {{ name: r, match: {{ prefix: /api }}, rewrite: {{ strip_prefix: true }}, upstream: b }}\n",
+        "server: {{ downstream: {{ header_timeout: 2s, idle_timeout: 2s }} }}\nlisteners: [{{ name: p, address: \"127.0.0.1:{{{{PORT}}}}\", tls: {{ cert: {}, key: {} }} }}]\nupstreams:\n  - {{ name: b, endpoints: [{{ address: \"{{{{UP}}}}\" }}] }}\nroutes:\n  - {{ name: r, match: {{ prefix: /api }}, rewrite: {{ strip_prefix: true }}, upstream: b }}\n",
         cert.display(),
         key.display()
     );
@@ -604,6 +604,23 @@ async fn tls_handshakes_are_bounded_by_header_timeout() {
         let j: serde_json::Value = r.json().await.expect("json");
         assert_eq!(j["headers"]["x-forwarded-proto"], "https");
     }
+    // HTTP/2 (ALPN h2): a client that never sends its preface, and one that goes idle after it
+    let h2_silent = h2_connect(addr, &ck.cert.der().to_vec()).await;
+    let mut h2_idle = h2_connect(addr, &ck.cert.der().to_vec()).await;
+    let silent_h2 = tokio::spawn(async move { closed_within(h2_silent, Duration::from_secs(8)).await });
+    use tokio::io::AsyncWriteExt;
+    h2_idle
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("preface");
+    let idle_h2 = tokio::spawn(async move { closed_within(h2_idle, Duration::from_secs(8)).await });
+    for (name, d) in [
+        ("h2 without preface", silent_h2.await.expect("join")),
+        ("idle h2 connection", idle_h2.await.expect("join")),
+    ] {
+        let d = d.unwrap_or_else(|| panic!("{name}: still open after 8 s"));
+        assert!(d <= Duration::from_millis(4500), "{name}: closed after {d:?}");
+    }
     for (name, t) in [("silent", silent), ("partial ClientHello", partial)] {
         let d = t
             .join()
@@ -613,5 +630,45 @@ async fn tls_handshakes_are_bounded_by_header_timeout() {
             d <= Duration::from_millis(4500),
             "{name}: closed after {d:?}"
         );
+    }
+}
+
+type TlsClient = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS connection to `localhost` offering only ALPN `h2`, trusting `root`.
+async fn h2_connect(addr: SocketAddr, root: &[u8]) -> TlsClient {
+    use tokio_rustls::rustls;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(root.to_vec()))
+        .expect("root");
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tls
+}
+
+/// Reads (and drops) whatever the server sends until it closes; how long that took, or None at `limit`.
+async fn closed_within(mut s: TlsClient, limit: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((start + limit).into(), s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => {}
+        }
     }
 }

@@ -168,7 +168,7 @@ fn content_length<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Result<Framing, 
     let mut elements = 0usize;
     for line in lines {
         for el in line.split(|&b| b == b',').map(trim) {
-            if el.is_empty() || el.len() > 19 || !el.iter().all(u8::is_ascii_digit) {
+            if el.is_empty() || el.len() > 20 || !el.iter().all(u8::is_ascii_digit) {
                 return Err(FramingError::bad("invalid Content-Length"));
             }
             let n = std::str::from_utf8(el)

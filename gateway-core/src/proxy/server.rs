@@ -101,10 +101,7 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
     let conn_metrics = ConnMetrics::register(&engine.metrics);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let proxy_app = Arc::new(pingora::proxy::http_proxy(
-        &server.configuration,
-        Gateway::new(engine.clone()),
-    ));
+    let proxy_app = Arc::new(proxy_app(&server.configuration, &engine));
     // one service per listener: connection caps are per listener
     for l in &listeners {
         let tls = match &l.tls {
@@ -223,6 +220,17 @@ fn counted<A: ServerApp + Send + Sync + 'static>(app: A, engine: &Engine) -> Cou
     }
 }
 
+/// Pingora's HTTP proxy app for the gateway. Idle HTTP/2 connections (no open stream) close after
+/// `downstream.idle_timeout`, like idle HTTP/1 keep-alive connections (Pingora keeps them forever by
+/// default).
+fn proxy_app(conf: &Arc<ServerConf>, engine: &Arc<Engine>) -> pingora::proxy::HttpProxy<Gateway> {
+    let mut proxy = pingora::proxy::http_proxy(conf, Gateway::new(engine.clone()));
+    let mut opts = pingora::apps::HttpServerOptions::default();
+    opts.h2_idle_timeout = Some(engine.runtime().plan.server.idle_timeout);
+    proxy.server_options = Some(opts);
+    proxy
+}
+
 /// The TLS acceptor for a listener (rustls; HTTP/2 offered through ALPN unless `http2: false`).
 fn tls_acceptor(t: &crate::plan::TlsPlan) -> Result<pingora::listeners::tls::Acceptor, String> {
     let cert = t.cert.to_string_lossy();
@@ -320,10 +328,7 @@ impl Embedded {
         let limits = engine.runtime().plan.server.connections;
         let open = Arc::new(OpenConns::default());
         let conn_metrics = ConnMetrics::register(&engine.metrics);
-        let proxy_app = Arc::new(pingora::proxy::http_proxy(
-            &conf,
-            Gateway::new(engine.clone()),
-        ));
+        let proxy_app = Arc::new(proxy_app(&conf, &engine));
         let mut addrs = Vec::new();
         let mut tasks = Vec::new();
         for l in &listeners {

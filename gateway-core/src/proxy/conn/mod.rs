@@ -141,8 +141,9 @@ where
             stream.selected_alpn_proto(),
             Some(ALPN::H2) | Some(ALPN::Custom(_))
         ) {
-            // HTTP/2: Pingora's loop (GOAWAY on shutdown, its own stream handling)
-            return ServerApp::process_new(&self.inner, stream, shutdown).await;
+            // HTTP/2: Pingora's loop (GOAWAY on shutdown, its own stream handling; idle connections close
+            // after its h2_idle_timeout), once the client preface has arrived in time
+            return self.serve_h2(stream, accepted, shutdown).await;
         }
         self.serve_h1(stream, accepted, shutdown).await;
         None
@@ -197,6 +198,33 @@ where
                 None => None,
             };
         }
+    }
+
+    /// HTTP/2 by Pingora, but the client preface and first SETTINGS frame (24 + 9 bytes) must arrive within
+    /// header_timeout of accept: Pingora's HTTP/2 handshake waits for them without a limit.
+    async fn serve_h2(
+        &self,
+        stream: Stream,
+        accepted: Instant,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        const PREFACE_AND_SETTINGS: u64 = 24 + 9;
+        let state = ConnState::new();
+        let stream: Stream = Box::new(Watched::new(stream, state.clone()));
+        let due = accepted + self.timing.timing().header_timeout;
+        let fut = ServerApp::process_new(&self.inner, stream, shutdown);
+        tokio::pin!(fut);
+        tokio::select! {
+            biased;
+            r = &mut fut => return r,
+            _ = tokio::time::sleep_until(due.into()) => {}
+        }
+        if state.total_read() < PREFACE_AND_SETTINGS {
+            self.counters.header_timeout.inc();
+            tracing::debug!("HTTP/2 preface not received within header_timeout: closing");
+            return None;
+        }
+        fut.await
     }
 
     /// Runs one request's session; gives up on it (closing the connection) when its head is late, or when

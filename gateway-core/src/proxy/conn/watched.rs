@@ -28,6 +28,8 @@ pub struct ConnState {
     draining: AtomicBool,
     /// Woken when the first byte of a request arrives (the head deadline starts then).
     first_byte_seen: tokio::sync::Notify,
+    /// Bytes read on the connection so far.
+    total: AtomicU64,
 }
 
 impl ConnState {
@@ -38,6 +40,7 @@ impl ConnState {
             head_done: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             first_byte_seen: tokio::sync::Notify::new(),
+            total: AtomicU64::new(0),
         })
     }
 
@@ -79,7 +82,13 @@ impl ConnState {
         self.draining.load(Ordering::Acquire)
     }
 
-    fn saw_bytes(&self) {
+    /// Bytes read on the connection so far.
+    pub(crate) fn total_read(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    fn saw_bytes(&self, n: usize) {
+        self.total.fetch_add(n as u64, Ordering::Relaxed);
         if self.first_byte.load(Ordering::Relaxed) == 0 {
             let ms = self.epoch.elapsed().as_millis() as u64 + 1;
             self.first_byte.store(ms, Ordering::Relaxed);
@@ -114,8 +123,9 @@ impl AsyncRead for Watched {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.state.saw_bytes();
+        let n = buf.filled().len() - before;
+        if n > 0 && matches!(r, Poll::Ready(Ok(()))) {
+            self.state.saw_bytes(n);
         }
         r
     }
