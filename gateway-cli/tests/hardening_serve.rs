@@ -605,9 +605,10 @@ async fn tls_handshakes_are_bounded_by_header_timeout() {
         assert_eq!(j["headers"]["x-forwarded-proto"], "https");
     }
     // HTTP/2 (ALPN h2): a client that never sends its preface, and one that goes idle after it
-    let h2_silent = h2_connect(addr, &ck.cert.der().to_vec()).await;
-    let mut h2_idle = h2_connect(addr, &ck.cert.der().to_vec()).await;
-    let silent_h2 = tokio::spawn(async move { closed_within(h2_silent, Duration::from_secs(8)).await });
+    let h2_silent = h2_connect(addr, ck.cert.der()).await;
+    let mut h2_idle = h2_connect(addr, ck.cert.der()).await;
+    let silent_h2 =
+        tokio::spawn(async move { closed_within(h2_silent, Duration::from_secs(8)).await });
     use tokio::io::AsyncWriteExt;
     h2_idle
         .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
@@ -619,7 +620,10 @@ async fn tls_handshakes_are_bounded_by_header_timeout() {
         ("idle h2 connection", idle_h2.await.expect("join")),
     ] {
         let d = d.unwrap_or_else(|| panic!("{name}: still open after 8 s"));
-        assert!(d <= Duration::from_millis(4500), "{name}: closed after {d:?}");
+        assert!(
+            d <= Duration::from_millis(4500),
+            "{name}: closed after {d:?}"
+        );
     }
     for (name, t) in [("silent", silent), ("partial ClientHello", partial)] {
         let d = t
