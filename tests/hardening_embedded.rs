@@ -3,7 +3,6 @@
 //! 5, 7, 8 (`gw serve` is covered by `gateway-cli/tests/hardening_serve.rs`).
 #[path = "support/raw.rs"]
 mod raw;
-mod support;
 
 use gateway_core::proxy::server::Embedded;
 use gateway_testkit::Upstream;
@@ -14,7 +13,7 @@ use std::time::{Duration, Instant};
 const T: Duration = Duration::from_secs(10);
 
 async fn start(server: &str, up: &Upstream) -> Embedded {
-    support::gateway(
+    gw_suite::gateway(
         &format!(
             "server: {server}\nlisteners: [{{ name: p, address: \"127.0.0.1:0\" }}]\nadmin: {{ address: \"127.0.0.1:0\" }}\nupstreams:\n  - {{ name: b, endpoints: [{{ address: \"{{{{UP}}}}\" }}] }}\nroutes:\n  - {{ name: r, match: {{ prefix: /api }}, rewrite: {{ strip_prefix: true }}, upstream: b }}\n"
         ),
