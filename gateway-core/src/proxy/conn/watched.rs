@@ -70,6 +70,14 @@ impl ConnState {
         self.head_done.store(true, Ordering::Release);
     }
 
+    /// A response is being written, so the request head was read: apps that do not call the proxy hooks
+    /// (the admin listener) never have a response cut by the head deadline.
+    fn responding(&self) {
+        if !self.head_done.load(Ordering::Relaxed) {
+            self.head_done.store(true, Ordering::Release);
+        }
+    }
+
     pub(crate) fn head_done(&self) -> bool {
         self.head_done.load(Ordering::Acquire)
     }
@@ -137,6 +145,7 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.state.responding();
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -150,6 +159,7 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.state.responding();
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
