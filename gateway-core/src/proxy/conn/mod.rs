@@ -6,7 +6,9 @@
 //! timeout, and one that drips a byte at a time is never closed. It also refuses to reuse a connection
 //! whose client sent the next request early (pipelining), and on shutdown aborts every connection parked
 //! in `read_request` (`HttpProxy::http_cleanup` → `handle_new_request`), bytes on the way or not. So gw
-//! runs the HTTP/1 loop itself, with the same public pieces, and keeps Pingora's for HTTP/2.
+//! runs the HTTP/1 loop itself, with the same public pieces, and keeps Pingora's for HTTP/2 (once the
+//! client preface has arrived in time). On TLS listeners it also runs the handshake, under the head
+//! deadline (Pingora's listener gives every handshake 60 s).
 //!
 //! The proxy calls two hooks: [`on_request_head`] once a request head is parsed, and [`on_response`]
 //! before a response head is written.
