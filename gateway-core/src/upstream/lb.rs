@@ -8,7 +8,7 @@
 //! never panics.
 use super::ewma::PeakEwma;
 use super::pick::FailMark;
-use crate::config::LoadBalancingConfig;
+use crate::plan::LoadBalancing;
 use pingora::lb::selection::{Consistent, Random, RoundRobin};
 use pingora::lb::{discovery, Backend, Backends, LoadBalancer};
 use std::collections::BTreeSet;
@@ -98,7 +98,7 @@ fn futures_now<F: std::future::Future>(f: F) -> Option<F::Output> {
 
 impl Balancer {
     /// Builds a balancer over resolved endpoints `(address, weight)`.
-    pub fn new(kind: &LoadBalancingConfig, endpoints: &[(SocketAddr, u32)]) -> Balancer {
+    pub fn new(kind: &LoadBalancing, endpoints: &[(SocketAddr, u32)]) -> Balancer {
         let mut set = BTreeSet::new();
         let mut backends = Vec::new();
         let mut stats = Vec::new();
@@ -121,11 +121,11 @@ impl Balancer {
             });
         }
         let selector = match kind {
-            LoadBalancingConfig::RoundRobin {} => Selector::RoundRobin(lb_from(set)),
-            LoadBalancingConfig::Random {} => Selector::Random(lb_from(set)),
-            LoadBalancingConfig::ConsistentHash { .. } => Selector::Consistent(lb_from(set)),
-            LoadBalancingConfig::LeastConnections {} => Selector::LeastConnections(lb_from(set)),
-            LoadBalancingConfig::Fastest {} => Selector::Fastest(lb_from(set)),
+            LoadBalancing::RoundRobin => Selector::RoundRobin(lb_from(set)),
+            LoadBalancing::Random => Selector::Random(lb_from(set)),
+            LoadBalancing::ConsistentHash(_) => Selector::Consistent(lb_from(set)),
+            LoadBalancing::LeastConnections => Selector::LeastConnections(lb_from(set)),
+            LoadBalancing::Fastest => Selector::Fastest(lb_from(set)),
         };
         Balancer {
             selector,
@@ -283,7 +283,7 @@ mod tests {
 
     #[test]
     fn round_robin_alternates_and_respects_accept() {
-        let b = Balancer::new(&LoadBalancingConfig::RoundRobin {}, &addrs(2));
+        let b = Balancer::new(&LoadBalancing::RoundRobin, &addrs(2));
         let picks: Vec<usize> = (0..4)
             .map(|_| b.pick(b"", |_| true).unwrap().index)
             .collect();
@@ -295,7 +295,7 @@ mod tests {
 
     #[test]
     fn least_connections_prefers_idle() {
-        let b = Balancer::new(&LoadBalancingConfig::LeastConnections {}, &addrs(3));
+        let b = Balancer::new(&LoadBalancing::LeastConnections, &addrs(3));
         b.endpoints[0].active.store(5, Relaxed);
         b.endpoints[2].active.store(2, Relaxed);
         for _ in 0..5 {
@@ -305,7 +305,7 @@ mod tests {
 
     #[test]
     fn fastest_prefers_quick() {
-        let b = Balancer::new(&LoadBalancingConfig::Fastest {}, &addrs(2));
+        let b = Balancer::new(&LoadBalancing::Fastest, &addrs(2));
         b.endpoints[0].observe(Duration::from_millis(50));
         b.endpoints[1].observe(Duration::from_millis(5));
         for _ in 0..5 {
@@ -327,7 +327,7 @@ mod tests {
 
     #[test]
     fn fastest_follows_a_swap_at_once() {
-        let b = Balancer::new(&LoadBalancingConfig::Fastest {}, &addrs(2));
+        let b = Balancer::new(&LoadBalancing::Fastest, &addrs(2));
         let (slow, fast) = (Duration::from_millis(50), Duration::from_millis(2));
         let mut now = Instant::now();
         let before = simulate(&b, [slow, fast], 40, &mut now);
@@ -343,7 +343,7 @@ mod tests {
 
     #[test]
     fn fastest_remeasures_a_stale_endpoint_after_decay() {
-        let b = Balancer::new(&LoadBalancingConfig::Fastest {}, &addrs(2));
+        let b = Balancer::new(&LoadBalancing::Fastest, &addrs(2));
         let (slow, fast) = (Duration::from_millis(50), Duration::from_millis(2));
         let mut now = Instant::now();
         simulate(&b, [slow, fast], 10, &mut now);
@@ -371,9 +371,7 @@ mod tests {
     #[test]
     fn consistent_hash_is_sticky() {
         let b = Balancer::new(
-            &LoadBalancingConfig::ConsistentHash {
-                key: crate::config::HashKeyConfig::Path {},
-            },
+            &LoadBalancing::ConsistentHash(crate::plan::HashKey::Path),
             &addrs(4),
         );
         let first = b.pick(b"user-42", |_| true).unwrap();
@@ -386,7 +384,7 @@ mod tests {
     fn weights_are_respected() {
         let mut a = addrs(2);
         a[0].1 = 3;
-        let b = Balancer::new(&LoadBalancingConfig::RoundRobin {}, &a);
+        let b = Balancer::new(&LoadBalancing::RoundRobin, &a);
         let mut counts = [0; 2];
         for _ in 0..400 {
             counts[b.pick(b"", |_| true).unwrap().index] += 1;

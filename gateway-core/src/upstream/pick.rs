@@ -153,7 +153,7 @@ impl Balancer {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::LoadBalancingConfig as Lb;
+    use crate::plan::LoadBalancing as Lb;
     use crate::upstream::Balancer;
     use std::net::SocketAddr;
     use std::time::{Duration, Instant};
@@ -180,7 +180,7 @@ mod tests {
     #[test]
     fn panic_mode_round_robin_spreads_evenly() {
         for n in [2usize, 3, 4] {
-            let b = balancer(Lb::RoundRobin {}, &vec![1; n]);
+            let b = balancer(Lb::RoundRobin, &vec![1; n]);
             let c = spread(&b, 300 * n, |_| true);
             assert!(
                 c.iter().all(|&k| k == 300),
@@ -191,11 +191,11 @@ mod tests {
 
     #[test]
     fn one_ejected_spreads_evenly_over_the_rest() {
-        let b = balancer(Lb::RoundRobin {}, &[1, 1, 1]);
+        let b = balancer(Lb::RoundRobin, &[1, 1, 1]);
         let c = spread(&b, 600, |i| i == 0);
         assert_eq!(c, vec![0, 300, 300]);
         // weights are kept among the rest
-        let b = balancer(Lb::RoundRobin {}, &[1, 3, 1]);
+        let b = balancer(Lb::RoundRobin, &[1, 3, 1]);
         let c = spread(&b, 500, |i| i == 0);
         assert_eq!(c[0], 0);
         assert!((370..=380).contains(&c[1]), "{c:?}");
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn retry_does_not_advance_the_first_pick_rotation() {
-        let b = balancer(Lb::RoundRobin {}, &[1, 1]);
+        let b = balancer(Lb::RoundRobin, &[1, 1]);
         let now = Instant::now();
         let mut firsts = Vec::new();
         for _ in 0..10 {
@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn recently_failed_endpoint_is_skipped_until_the_hold_passes() {
-        let b = balancer(Lb::RoundRobin {}, &[1, 1]);
+        let b = balancer(Lb::RoundRobin, &[1, 1]);
         let t = Instant::now();
         b.record_connect_failure(0, t);
         for _ in 0..20 {
@@ -230,7 +230,7 @@ mod tests {
         b.record_connect_failure(1, t);
         assert!(b.pick_attempt(b"", &[], |_| false, t).is_some());
         // after the hold, one probe re-arms the mark: the next first attempt skips it again
-        let b = balancer(Lb::RoundRobin {}, &[1, 1]);
+        let b = balancer(Lb::RoundRobin, &[1, 1]);
         b.record_connect_failure(0, t);
         let later = t + super::RECENT_FAILURE_HOLD + Duration::from_millis(1);
         let picks: Vec<usize> = (0..6)
@@ -245,18 +245,16 @@ mod tests {
 
     #[test]
     fn unhealthy_or_nothing_left_gives_none_and_never_panics() {
-        let b = balancer(Lb::LeastConnections {}, &[]);
+        let b = balancer(Lb::LeastConnections, &[]);
         assert!(b
             .pick_attempt(b"k", &[], |_| true, Instant::now())
             .is_none());
         for kind in [
-            Lb::RoundRobin {},
-            Lb::Random {},
-            Lb::LeastConnections {},
-            Lb::Fastest {},
-            Lb::ConsistentHash {
-                key: crate::config::HashKeyConfig::Path {},
-            },
+            Lb::RoundRobin,
+            Lb::Random,
+            Lb::LeastConnections,
+            Lb::Fastest,
+            Lb::ConsistentHash(crate::plan::HashKey::Path),
         ] {
             let b = balancer(kind, &[1, 2]);
             let now = Instant::now();
@@ -270,9 +268,7 @@ mod tests {
     #[test]
     fn consistent_hash_panic_mode_stays_sticky() {
         let b = balancer(
-            Lb::ConsistentHash {
-                key: crate::config::HashKeyConfig::Path {},
-            },
+            Lb::ConsistentHash(crate::plan::HashKey::Path),
             &[1, 1, 1, 1],
         );
         let now = Instant::now();
