@@ -131,6 +131,7 @@ pub struct ServerPlan {
     pub max_body_size: Option<u64>,
     /// `server.reload`.
     pub reload: ReloadPlan,
+    pub connections: ConnectionLimits,
 }
 
 /// `server.reload`: watch the configuration file.
@@ -139,6 +140,15 @@ pub struct ReloadPlan {
     pub watch: bool,
     /// Quiet time after the last change before the file is read.
     pub debounce: Duration,
+}
+
+/// Caps on concurrent client connections, applied to each listener separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most connections open at once on one listener.
+    pub max: usize,
+    /// Most connections open at once from one client IP on one listener.
+    pub per_ip: Option<usize>,
 }
 
 #[derive(Debug, Clone)]

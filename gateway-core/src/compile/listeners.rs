@@ -51,6 +51,7 @@ pub(crate) fn server(s: &ServerConfig, cx: &mut Cx) -> ServerPlan {
             watch: s.reload.watch,
             debounce: s.reload.debounce.get(),
         },
+        connections: super::connections::limits(&s.downstream, cx),
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 ///
 /// Fixed at start-up: the listener set (names, order, addresses), TLS on/off and HTTP/2 of a listener
 /// (certificate and key files are reloadable), worker threads, the grace period, the downstream
-/// header and idle timeouts, the admin listener (on/off, address, token), the access-log sink and
+/// header and idle timeouts and connection caps, the admin listener (on/off, address, token), the access-log sink and
 /// `server.reload` itself.
 pub fn restart_needed(old: &Plan, new: &Plan) -> Vec<String> {
     let mut out = Vec::new();
@@ -59,6 +59,9 @@ pub fn restart_needed(old: &Plan, new: &Plan) -> Vec<String> {
     }
     if s.idle_timeout != t.idle_timeout {
         need("server.downstream.idle_timeout changed".into());
+    }
+    if s.connections != t.connections {
+        need("server.downstream.max_connections or max_connections_per_ip changed".into());
     }
     if s.reload != t.reload {
         need("server.reload changed".into());

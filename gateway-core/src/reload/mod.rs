@@ -2,7 +2,7 @@
 //!
 //! Every trigger ends in [`Engine::reload`] (a plan) or [`Engine::reload_file`] (read → compile with
 //! the compiler of `gw validate` → reload): `POST /admin/reload` ([`crate::proxy::admin`]), `SIGHUP`
-//! to `gw serve` ([`signal`]), `server.reload.watch` ([`watch`]) and embedders. A reload:
+//! to `gw serve` ([`signal`], installed by `proxy::signals::handle_sighup`), `server.reload.watch` ([`watch`]) and embedders. A reload:
 //!
 //! 1. waits for any other reload to finish (one at a time; the lock is never taken on the request
 //!    path);
@@ -273,17 +273,19 @@ async fn compile_file(path: String) -> Result<(Plan, Vec<Diagnostic>), ReloadErr
     })
 }
 
-/// The reload triggers of `gw serve`, as a Pingora background service: `SIGHUP`, and the file watch
-/// when `server.reload.watch` is on.
+/// The reload triggers of `gw serve`, as a Pingora background service: `SIGHUP` (the handler of
+/// `proxy::signals::handle_sighup` notifies `hangup`), and the file watch when
+/// `server.reload.watch` is on.
 pub struct Triggers {
     pub engine: Arc<Engine>,
+    pub hangup: Arc<tokio::sync::Notify>,
 }
 
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for Triggers {
     async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
         let w = watch::spawn(&self.engine, shutdown.clone());
-        signal::sighup_loop(self.engine.clone(), shutdown).await;
+        signal::reload_on_hangup(self.engine.clone(), self.hangup.clone(), shutdown).await;
         if let Some(w) = w {
             w.abort();
         }
