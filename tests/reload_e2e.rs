@@ -557,3 +557,92 @@ async fn admin_reload_needs_the_token_and_refuses_restart_only_changes() {
     assert_eq!(get(&format!("{}/other", gw.url())).await.status, 200);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Endpoint state across reloads
+
+const ENDPOINTS: &str = r#"
+listeners: [{ name: public, address: "127.0.0.1:0" }]
+admin: { address: "127.0.0.1:0", token: "{{TOKEN}}" }
+upstreams:
+  - name: svc
+    endpoints: [{{EPS}}]
+    health_check: { path: /health, interval: 60s, timeout: 1s, unhealthy_threshold: 3, healthy_threshold: 1 }
+routes:
+  - { name: all, match: { prefix: / }, upstream: svc }
+"#;
+
+/// Three failed checks (the threshold) mark e2 down; a reload that adds e3 keeps e2 down (its
+/// health is carried by address: the one check the reload runs before the swap is its 4th failure,
+/// not a fresh 1st) and e1's counters; the new endpoint e3 starts healthy and gets traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remaining_endpoints_keep_their_health_across_a_reload() {
+    let _serial = SERIAL.read().await;
+    let e1 = Upstream::start("e1").await;
+    let e2 = Upstream::start("e2").await;
+    let e3 = Upstream::start("e3").await;
+    e2.set_health(false);
+    let eps = |list: &[&Upstream]| {
+        let eps: Vec<String> = list
+            .iter()
+            .map(|u| format!("{{ address: \"{}\" }}", u.addr()))
+            .collect();
+        fill(
+            ENDPOINTS,
+            &[("TOKEN", TOKEN.into()), ("EPS", eps.join(", "))],
+        )
+    };
+    let dir = tmpdir("endpoints");
+    let path = dir.join("gw.yaml");
+    std::fs::write(&path, eps(&[&e1, &e2])).expect("write");
+    let gw = start(&path).await; // one check in warm-up
+    let before = gw.engine.runtime();
+    for _ in 0..2 {
+        before.upstreams[0].balancer.run_health_check().await;
+    }
+    assert!(before.upstreams[0].balancer.healthy(0));
+    assert!(
+        !before.upstreams[0].balancer.healthy(1),
+        "e2 down after 3 failed checks"
+    );
+    let r = reload_with(&gw, &path, &eps(&[&e1, &e2, &e3])).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let after = gw.engine.runtime();
+    let b = &after.upstreams[0].balancer;
+    assert!(
+        !Arc::ptr_eq(b, &before.upstreams[0].balancer),
+        "a new endpoint set"
+    );
+    assert!(!b.healthy(1), "e2 stays down across the reload");
+    assert!(b.healthy(0) && b.healthy(2));
+    assert!(
+        Arc::ptr_eq(&b.endpoints[0], &before.upstreams[0].balancer.endpoints[0]),
+        "e1 keeps its counters (in flight, response time)"
+    );
+    drop((before, after));
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..30 {
+        let r = get(&format!("{}/x", gw.url())).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let name = r.json().expect("json")["upstream"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        *seen.entry(name).or_insert(0) += 1;
+    }
+    assert!(!seen.contains_key("e2"), "{seen:?}");
+    assert!(
+        seen.contains_key("e1") && seen.contains_key("e3"),
+        "{seen:?}"
+    );
+    let m = Scrape::parse(&get(&format!("{}/metrics", admin(&gw))).await.text());
+    let e2_addr = e2.addr().to_string();
+    assert_eq!(
+        m.get(
+            "gw_endpoint_healthy",
+            &[("upstream", "svc"), ("endpoint", &e2_addr)]
+        ),
+        Some(0.0)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
