@@ -268,6 +268,29 @@ policies:
     }
 
     #[test]
+    fn server_reload_is_checked_and_carried_into_the_plan() {
+        let p = plan(&format!(
+            "{BASE}\nserver: {{ reload: {{ watch: true, debounce: 1s }} }}\n"
+        ));
+        assert!(p.server.reload.watch);
+        assert_eq!(p.server.reload.debounce, std::time::Duration::from_secs(1));
+        let c = crate::compile(
+            "t.yaml",
+            &format!("{BASE}\nserver: {{ reload: {{ watch: true, wach: 1 }} }}\n"),
+            &|_| None,
+        );
+        assert!(c.plan.is_none());
+        let d = c.errors().next().expect("an error");
+        assert!(d.message.contains("wach"), "{d:?}");
+        let c = crate::compile(
+            "t.yaml",
+            &format!("{BASE}\nserver: {{ reload: {{ debounce: 0s }} }}\n"),
+            &|_| None,
+        );
+        assert!(c.errors().any(|d| d.path == "server.reload.debounce"));
+    }
+
+    #[test]
     fn restart_only_changes_are_named() {
         let old = plan(BASE);
         assert!(restart_needed(&old, &plan(BASE)).is_empty());
