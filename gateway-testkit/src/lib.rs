@@ -58,6 +58,7 @@ mod handler;
 pub mod jwks;
 pub mod jwt;
 pub mod prom;
+pub mod raw;
 pub mod redis;
 mod upstream;
 pub mod wait;
