@@ -3,6 +3,7 @@
 //! [`compile`] is a pure function of its inputs (the text, its name, an environment lookup) except that it
 //! reads the files the configuration names (TLS certificates, PEM keys) to check they exist and parse. It
 //! never opens a network connection. `gw validate` and `gw serve` both run exactly this function.
+mod discovery;
 mod listeners;
 mod policies;
 mod routes;

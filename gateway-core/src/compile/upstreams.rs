@@ -167,34 +167,7 @@ pub(crate) fn upstreams(
                 Some("list the instances under endpoints: for now".into()),
             );
         }
-        match &u.discovery {
-            Some(DiscoveryConfig::Dns {
-                host,
-                port,
-                interval,
-            }) => {
-                check_endpoint(
-                    cx,
-                    &format!("{base}.discovery.host"),
-                    &format!("{host}:{port}"),
-                );
-                cx.positive(&format!("{base}.discovery.interval"), interval.get());
-            }
-            Some(DiscoveryConfig::Consul { url, interval, .. }) => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    cx.error(
-                        &format!("{base}.discovery.url"),
-                        format!("invalid Consul URL \"{url}\""),
-                        Some("e.g. http://127.0.0.1:8500".into()),
-                    );
-                }
-                cx.positive(&format!("{base}.discovery.interval"), interval.get());
-            }
-            Some(DiscoveryConfig::File { interval, .. }) => {
-                cx.positive(&format!("{base}.discovery.interval"), interval.get())
-            }
-            _ => {}
-        }
+        let _discovery = super::discovery::discovery(cx, &base, u.discovery.as_ref());
         match &u.load_balancing {
             LoadBalancingConfig::ConsistentHash {
                 key: HashKeyConfig::Header { name },
