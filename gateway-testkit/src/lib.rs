@@ -47,6 +47,8 @@
 
 mod body;
 mod client;
+pub mod consul;
+pub mod dnsmasq;
 mod handler;
 pub mod redis;
 mod upstream;
