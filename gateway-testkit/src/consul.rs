@@ -375,12 +375,12 @@ async fn handle(shared: &Shared, req: Request<hyper::body::Incoming>) -> Respons
         })
         .collect();
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let (delay, fail, malformed, required) = {
+    let required = {
         let mut g = shared.lock();
         g.requests += 1;
         g.last_query = Some(query.clone());
         g.last_token = token.clone();
-        (g.delay, g.fail, g.malformed, g.token.clone())
+        g.token.clone()
     };
     if let Some(want) = required {
         if token.as_deref() != Some(want.as_str()) {
@@ -414,6 +414,11 @@ async fn handle(shared: &Shared, req: Request<hyper::body::Incoming>) -> Respons
         let _ = tokio::time::timeout(wait, rx.wait_for(|&i| i > index)).await;
         shared.lock().blocked_now -= 1;
     }
+    // the failure switches apply to the answer, also of a query held since before they were set
+    let (delay, fail, malformed) = {
+        let g = shared.lock();
+        (g.delay, g.fail, g.malformed)
+    };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
