@@ -293,3 +293,171 @@ fn loopback_url(url: &str) -> bool {
                     .is_ok_and(|ip| ip.is_loopback())
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::compile;
+
+    /// Compiles one upstream with `discovery` (a YAML flow mapping); returns (errors, warnings) as
+    /// `path: message` strings.
+    fn diags(discovery: &str) -> (Vec<String>, Vec<String>) {
+        let text = format!(
+            "listeners: [{{name: p, address: 127.0.0.1:18080}}]\nupstreams:\n  - name: a\n    discovery: {discovery}\nroutes:\n  - {{name: r, match: {{prefix: /}}, upstream: a}}\n"
+        );
+        let c = compile("/etc/gw/gw.yaml", &text, &|_| None);
+        let f = |d: &crate::diag::Diagnostic| format!("{}: {}", d.path, d.message);
+        (c.errors().map(f).collect(), c.warnings().map(f).collect())
+    }
+
+    fn errors(discovery: &str) -> Vec<String> {
+        diags(discovery).0
+    }
+
+    /// Builds the spec directly (what the upstream compiler gets back).
+    fn spec(discovery: &str) -> Option<SourceSpec> {
+        let cfg: DiscoveryConfig = serde_yaml::from_str(discovery).unwrap();
+        let spans = crate::config::spans::SpanIndex::build("");
+        let mut d = crate::diag::Diags::new("/etc/gw/gw.yaml");
+        let mut cx = Cx {
+            spans: &spans,
+            diags: &mut d,
+            base_dir: "/etc/gw".into(),
+        };
+        let s = discovery_fn(&mut cx, &cfg);
+        assert!(!d.has_errors(), "{discovery}");
+        s
+    }
+
+    fn discovery_fn(cx: &mut Cx, d: &DiscoveryConfig) -> Option<SourceSpec> {
+        discovery(cx, "upstreams[0]", Some(d))
+    }
+
+    #[test]
+    fn defaults_are_applied() {
+        assert_eq!(
+            spec("{type: dns, host: users.internal, port: 8080}"),
+            Some(SourceSpec::Dns(DnsSpec {
+                host: "users.internal".into(),
+                record: DnsRecord::A { port: 8080 },
+                resolver: None,
+                min_interval: DNS_MIN_INTERVAL,
+                max_interval: DNS_MAX_INTERVAL,
+            }))
+        );
+        let Some(SourceSpec::Consul(c)) =
+            spec("{type: consul, url: \"http://127.0.0.1:8500/\", service: web}")
+        else {
+            panic!()
+        };
+        assert_eq!(c.url, "http://127.0.0.1:8500");
+        assert_eq!((c.wait, c.min_interval), (CONSUL_WAIT, CONSUL_INTERVAL));
+        assert_eq!(c.backoff, Backoff::CONSUL);
+        assert_eq!(
+            spec("{type: file, path: eps.yaml}"),
+            Some(SourceSpec::File(FileSpec {
+                path: "/etc/gw/eps.yaml".into(),
+                interval: FILE_INTERVAL,
+                debounce: FILE_DEBOUNCE,
+            }))
+        );
+        assert_eq!(spec("{type: static}"), None);
+        let Some(SourceSpec::Dns(d)) = spec(
+            "{type: dns, host: _http._tcp.users.internal, record: srv, resolver: \"127.0.0.1:5353\", min_interval: 500ms, max_interval: 5s}",
+        ) else {
+            panic!()
+        };
+        assert_eq!(d.record, DnsRecord::Srv);
+        assert_eq!(d.resolver, Some("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(
+            (d.min_interval, d.max_interval),
+            (Duration::from_millis(500), Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn dns_errors() {
+        let e = errors("{type: dns, host: users.internal}");
+        assert!(
+            e.iter()
+                .any(|e| e.contains("discovery.port") && e.contains("needs a port")),
+            "{e:?}"
+        );
+        let e = errors("{type: dns, host: _x._tcp.users, record: srv, port: 80}");
+        assert!(e.iter().any(|e| e.contains("SRV records carry")), "{e:?}");
+        let e = errors("{type: dns, host: \"bad host\", port: 80}");
+        assert!(e.iter().any(|e| e.contains("discovery.host")), "{e:?}");
+        let e = errors("{type: dns, host: h, port: 80, resolver: \"dns.local:53\"}");
+        assert!(e.iter().any(|e| e.contains("discovery.resolver")), "{e:?}");
+        let e = errors("{type: dns, host: h, port: 80, min_interval: 10s, max_interval: 5s}");
+        assert!(
+            e.iter().any(|e| e.contains("shorter than min_interval")),
+            "{e:?}"
+        );
+        let e = errors("{type: dns, host: h, port: 80, min_interval: 0s}");
+        assert!(
+            e.iter()
+                .any(|e| e.contains("min_interval: must be greater")),
+            "{e:?}"
+        );
+        // units are explicit, and the old `interval` is gone
+        assert!(!errors("{type: dns, host: h, port: 80, min_interval: 5}").is_empty());
+        assert!(!errors("{type: dns, host: h, port: 80, interval: 5s}").is_empty());
+        assert!(!errors("{type: dns, host: h, port: 80, record: mx}").is_empty());
+    }
+
+    #[test]
+    fn consul_errors_and_warnings() {
+        let e = errors("{type: consul, url: \"ftp://x\", service: web}");
+        assert!(e.iter().any(|e| e.contains("discovery.url")), "{e:?}");
+        let e = errors("{type: consul, url: \"http://x:8500/v1\", service: web}");
+        assert!(e.iter().any(|e| e.contains("discovery.url")), "{e:?}");
+        let e = errors("{type: consul, url: \"http://x:8500\", service: \"a/b\"}");
+        assert!(e.iter().any(|e| e.contains("discovery.service")), "{e:?}");
+        let e = errors("{type: consul, url: \"http://x:8500\", service: web, wait: 11m}");
+        assert!(e.iter().any(|e| e.contains("discovery.wait")), "{e:?}");
+        let e = errors("{type: consul, url: \"http://x:8500\", service: web, tag: \"\"}");
+        assert!(e.iter().any(|e| e.contains("discovery.tag")), "{e:?}");
+        let e = errors("{type: consul, url: \"http://x:8500\", service: web, ca_file: ca.pem}");
+        assert!(e.iter().any(|e| e.contains("needs an https")), "{e:?}");
+        let e = errors(
+            "{type: consul, url: \"https://x:8500\", service: web, ca_file: /nonexistent/ca.pem}",
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.contains("discovery.ca_file") && e.contains("cannot read")),
+            "{e:?}"
+        );
+        let e = errors("{type: consul, url: \"http://x:8500\", service: web, token: \"a\\nb\"}");
+        assert!(e.iter().any(|e| e.contains("discovery.token")), "{e:?}");
+        assert!(
+            !errors("{type: consul, url: \"http://x:8500\", service: web, unknown: 1}").is_empty()
+        );
+        // a token in clear text to a remote agent is a warning; to the local agent it is not
+        let (e, w) =
+            diags("{type: consul, url: \"http://consul.example:8500\", service: web, token: t0k}");
+        assert!(e.is_empty(), "{e:?}");
+        assert!(w.iter().any(|w| w.contains("discovery.token")), "{w:?}");
+        let (_, w) =
+            diags("{type: consul, url: \"http://127.0.0.1:8500\", service: web, token: t0k}");
+        assert!(!w.iter().any(|w| w.contains("discovery.token")), "{w:?}");
+        // and no diagnostic ever shows the token
+        let (e, w) = diags("{type: consul, url: \"ftp://x\", service: web, token: s3cr3t}");
+        assert!(!e.iter().chain(&w).any(|d| d.contains("s3cr3t")));
+    }
+
+    #[test]
+    fn file_errors_and_warnings() {
+        let (e, w) = diags("{type: file, path: /nonexistent/eps.yaml, interval: 2s}");
+        assert!(e.is_empty(), "{e:?}");
+        assert!(
+            w.iter()
+                .any(|w| w.contains("discovery.path") && w.contains("does not exist")),
+            "{w:?}"
+        );
+        let e = errors("{type: file, path: \"\"}");
+        assert!(e.iter().any(|e| e.contains("discovery.path")), "{e:?}");
+        let e = errors("{type: file, path: x, interval: 0ms}");
+        assert!(e.iter().any(|e| e.contains("discovery.interval")), "{e:?}");
+    }
+}
