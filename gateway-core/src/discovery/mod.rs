@@ -13,6 +13,7 @@
 //!
 //! This module knows nothing about the proxy: the runtime subscribes to a handle and merges the set
 //! with the upstream's static endpoints (see `docs/discovery.md`).
+pub mod backends;
 pub mod consul;
 pub mod dns;
 pub mod file;
