@@ -221,14 +221,6 @@ fn endpoints(cx: &mut Cx, base: &str, u: &UpstreamConfig) {
         }
         seen.push(&e.address);
     }
-    if has_discovery {
-        // expressible in the DSL, not yet acted on: say so instead of silently serving 503s
-        cx.warning(
-            &format!("{base}.discovery.type"),
-            "dynamic discovery (dns, consul, file) is not implemented yet; only the static endpoints are used",
-            Some("list the instances under endpoints: for now".into()),
-        );
-    }
 }
 
 /// `load_balancing:`: the hash key's header name.

@@ -19,9 +19,11 @@ pub mod dns;
 pub mod file;
 pub mod file_format;
 pub mod ratelog;
+pub mod registry;
 pub mod runner;
 pub mod spec;
 
+pub use registry::Discoveries;
 pub use runner::{spawn, DiscoveryHandle, EndpointSet};
 pub use spec::{ConsulSpec, DnsRecord, DnsSpec, FileSpec, SourceSpec};
 
