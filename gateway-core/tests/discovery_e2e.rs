@@ -351,3 +351,52 @@ async fn dns_record_changes_move_traffic() {
     assert_eq!(failures(&counts, &["a", "b"]), 0, "{counts:?}");
     assert!(b.hits() > 100);
 }
+
+#[tokio::test]
+async fn reload_keeps_an_unchanged_source_and_restarts_a_changed_one() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (dir.path().join("a.txt"), dir.path().join("b.txt"));
+    std::fs::write(&pa, format!("{}\n", a.addr())).unwrap();
+    std::fs::write(&pb, format!("{}\n", b.addr())).unwrap();
+    let text = |p: &std::path::Path, prefix: &str| {
+        format!(
+            "listeners: [{{name: p, address: \"127.0.0.1:0\"}}]\nupstreams:\n  - name: svc\n    discovery: {{type: file, path: \"{}\", interval: 60s}}\nroutes:\n  - {{name: r, match: {{prefix: {prefix}}}, upstream: svc}}\n",
+            p.display()
+        )
+    };
+    let gw = gateway(&text(&pa, "/")).await;
+    let load = Load::start(gw.url());
+    load.until_only(&["a"], 5, Duration::from_secs(10)).await;
+    let fetches = || {
+        gw.engine
+            .metrics
+            .render()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    r#"gw_discovery_updates_total{result="success",source="file",upstream="svc"} "#,
+                )
+                .map(|v| v.trim().parse::<u64>().unwrap())
+            })
+            .unwrap()
+    };
+    // same discovery, other routes: the source (and its set) carries over, no new read
+    let before = fetches();
+    let plan = |t: String| {
+        gateway_core::compile("/tmp/x.yaml", &t, &|_| None)
+            .plan
+            .unwrap()
+    };
+    gw.engine.swap(plan(text(&pa, "/x"))).await.unwrap();
+    assert_eq!(fetches(), before);
+    assert_eq!(gw.engine.registry.discovery.len(), 1);
+    load.until_only(&["a"], 10, Duration::from_secs(5)).await;
+    // another file: a fresh source, applied by the reload itself
+    gw.engine.swap(plan(text(&pb, "/"))).await.unwrap();
+    let t = load.until_only(&["b"], 10, Duration::from_secs(5)).await;
+    let counts = load.finish().await;
+    eprintln!("reload: moved to b after {t:?}; answers {counts:?}");
+    assert_eq!(failures(&counts, &["a", "b"]), 0, "{counts:?}");
+}

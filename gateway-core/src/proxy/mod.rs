@@ -77,8 +77,13 @@ impl Engine {
     /// admin listener and the access log are not rebuilt (they stay as started).
     pub async fn swap(&self, plan: Plan) -> Result<(), StartError> {
         let plan = Arc::new(plan);
-        // new or changed sources start now; their first sets arrive through `discovery_loop`
+        // new or changed sources start now; the runtime is built with their first sets when they come
+        // within the start-up bound (else they arrive through `discovery_loop`), unchanged ones keep theirs
         self.registry.discovery.sync(&plan, &self.metrics);
+        self.registry
+            .discovery
+            .first_sets(server::DISCOVERY_FIRST_SETS)
+            .await;
         let rt = Runtime::build(plan.clone(), &self.metrics, &self.registry)?;
         rt.warm_up().await;
         self.current.store(Arc::new(rt));
