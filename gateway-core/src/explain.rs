@@ -317,9 +317,12 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
         name: up.name.to_string(),
         kind: "proxy".into(),
         detail: format!(
-            "{} over {} endpoint(s), {} retry(ies) on connect failure",
+            "{} over {} endpoint(s){}, {} retry(ies) on connect failure",
             up.load_balancing.dsl_name(),
             up.endpoints.len(),
+            up.discovery
+                .as_ref()
+                .map_or(String::new(), |d| format!(" + those from {}", d.describe())),
             up.retries
         ),
     });

@@ -14,6 +14,25 @@ pub enum SourceSpec {
 }
 
 impl SourceSpec {
+    /// One line for `gw dry-run`: where the endpoints come from (never the token).
+    pub fn describe(&self) -> String {
+        match self {
+            SourceSpec::Consul(c) => format!(
+                "Consul service {}{} at {}",
+                c.service,
+                c.tag
+                    .as_ref()
+                    .map_or(String::new(), |t| format!(" tagged {t}")),
+                c.url
+            ),
+            SourceSpec::Dns(d) => match d.record {
+                DnsRecord::A { port } => format!("DNS A/AAAA {}, port {port}", d.host),
+                DnsRecord::Srv => format!("DNS SRV {}", d.host),
+            },
+            SourceSpec::File(f) => format!("file {}", f.path.display()),
+        }
+    }
+
     /// The source's kind (`source` metric label).
     pub fn kind(&self) -> super::SourceKind {
         match self {
