@@ -396,6 +396,16 @@ async fn reload_keeps_an_unchanged_source_and_restarts_a_changed_one() {
     // another file: a fresh source, applied by the reload itself
     gw.engine.swap(plan(text(&pb, "/"))).await.unwrap();
     let t = load.until_only(&["b"], 10, Duration::from_secs(5)).await;
+    // no discovery any more: the source stops, the static endpoint serves
+    gw.engine
+        .swap(plan(format!(
+            "listeners: [{{name: p, address: \"127.0.0.1:0\"}}]\nupstreams:\n  - {{name: svc, endpoints: [{{address: \"{}\"}}]}}\nroutes:\n  - {{name: r, match: {{prefix: /}}, upstream: svc}}\n",
+            a.addr()
+        )))
+        .await
+        .unwrap();
+    assert_eq!(gw.engine.registry.discovery.len(), 0);
+    load.until_only(&["a"], 10, Duration::from_secs(5)).await;
     let counts = load.finish().await;
     eprintln!("reload: moved to b after {t:?}; answers {counts:?}");
     assert_eq!(failures(&counts, &["a", "b"]), 0, "{counts:?}");

@@ -10,7 +10,7 @@
 //! server.
 use super::spec::{Backoff, DnsRecord, DnsSpec};
 use super::{DiscoveredEndpoint, DiscoveryError, Source, SourceKind};
-use hickory_resolver::config::LookupIpStrategy;
+use hickory_resolver::config::{LookupIpStrategy, ResolveHosts};
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
@@ -45,6 +45,10 @@ impl DnsSource {
             None => TokioResolver::builder_tokio().map_err(|e| setup(&e))?,
         };
         let o = builder.options_mut();
+        if spec.resolver.is_some() {
+            // "ask that server": not the local hosts file first
+            o.use_hosts_file = ResolveHosts::Never;
+        }
         o.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
         o.timeout = Duration::from_secs(2).min(spec.max_interval);
         o.attempts = 2;

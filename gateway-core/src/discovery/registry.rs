@@ -39,7 +39,9 @@ impl Discoveries {
     /// Makes the running sources those of `plan`. Must be called inside a Tokio runtime. A source that
     /// cannot be set up (e.g. its CA file became unreadable since validation) is logged and skipped:
     /// the upstream keeps its static endpoints.
-    pub fn sync(&self, plan: &Plan, metrics: &Metrics) {
+    /// Returns the upstreams whose source was started by this call.
+    pub fn sync(&self, plan: &Plan, metrics: &Metrics) -> Vec<Arc<str>> {
+        let mut started = Vec::new();
         let mut running = self.running.lock();
         running.retain(|name, r| {
             plan.upstreams
@@ -67,6 +69,7 @@ impl Discoveries {
                     notify.notify_one();
                 }
             });
+            started.push(u.name.clone());
             running.insert(
                 u.name.clone(),
                 Running {
@@ -76,6 +79,7 @@ impl Discoveries {
                 },
             );
         }
+        started
     }
 
     /// The last good set of `upstream`'s source (`None`: no source, or no good set yet).
@@ -104,16 +108,17 @@ impl Discoveries {
         self.changed.notified().await;
     }
 
-    /// Waits until every running source has published a first set, at most `limit`. Returns whether
-    /// they all did.
-    pub async fn first_sets(&self, limit: Duration) -> bool {
+    /// Waits until the sources of `upstreams` (every running source when `None`) have published a first
+    /// set, at most `limit`. Returns whether they all did.
+    pub async fn first_sets(&self, upstreams: Option<&[Arc<str>]>, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         loop {
             let all = self
                 .running
                 .lock()
-                .values()
-                .all(|r| r.handle.current().is_some());
+                .iter()
+                .filter(|(name, _)| upstreams.is_none_or(|u| u.contains(name)))
+                .all(|(_, r)| r.handle.current().is_some());
             if all {
                 return true;
             }

@@ -79,11 +79,13 @@ impl Engine {
         let plan = Arc::new(plan);
         // new or changed sources start now; the runtime is built with their first sets when they come
         // within the start-up bound (else they arrive through `discovery_loop`), unchanged ones keep theirs
-        self.registry.discovery.sync(&plan, &self.metrics);
-        self.registry
-            .discovery
-            .first_sets(server::DISCOVERY_FIRST_SETS)
-            .await;
+        let started = self.registry.discovery.sync(&plan, &self.metrics);
+        if !started.is_empty() {
+            self.registry
+                .discovery
+                .first_sets(Some(&started), server::DISCOVERY_FIRST_SETS)
+                .await;
+        }
         let rt = Runtime::build(plan.clone(), &self.metrics, &self.registry)?;
         rt.warm_up().await;
         self.current.store(Arc::new(rt));
@@ -99,7 +101,7 @@ impl Engine {
         if self.registry.discovery.is_empty() {
             return;
         }
-        if !self.registry.discovery.first_sets(limit).await {
+        if !self.registry.discovery.first_sets(None, limit).await {
             tracing::warn!("some discovery sources have no endpoints yet; their upstreams use their static endpoints until they do");
         }
         self.rebuild_for_discovery().await;
