@@ -108,6 +108,16 @@ pub struct ServerPlan {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_body_size: Option<u64>,
+    pub connections: ConnectionLimits,
+}
+
+/// Caps on concurrent client connections, applied to each listener separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most connections open at once on one listener.
+    pub max: usize,
+    /// Most connections open at once from one client IP on one listener.
+    pub per_ip: Option<usize>,
 }
 
 #[derive(Debug, Clone)]

@@ -508,25 +508,3 @@ fn load_balancing(lb: &LoadBalancingConfig) -> LoadBalancing {
         }),
     }
 }
-
-/// Adapter for `upstream::lb::Balancer::new`, which still takes the configuration type (lb.rs is
-/// owned by another change; once it takes [`LoadBalancing`] this goes).
-impl From<&LoadBalancing> for LoadBalancingConfig {
-    fn from(lb: &LoadBalancing) -> Self {
-        match lb {
-            LoadBalancing::RoundRobin => LoadBalancingConfig::RoundRobin {},
-            LoadBalancing::Random => LoadBalancingConfig::Random {},
-            LoadBalancing::LeastConnections => LoadBalancingConfig::LeastConnections {},
-            LoadBalancing::Fastest => LoadBalancingConfig::Fastest {},
-            LoadBalancing::ConsistentHash(k) => LoadBalancingConfig::ConsistentHash {
-                key: match k {
-                    HashKey::ClientIp => HashKeyConfig::ClientIp {},
-                    HashKey::Path => HashKeyConfig::Path {},
-                    HashKey::Header(n) => HashKeyConfig::Header {
-                        name: n.as_str().to_string(),
-                    },
-                },
-            },
-        }
-    }
-}
