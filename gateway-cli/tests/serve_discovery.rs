@@ -91,4 +91,5 @@ async fn serve_takes_endpoints_from_consul_and_a_file() {
                 .ok_or("not yet")
         })
         .await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
