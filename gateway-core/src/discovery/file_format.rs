@@ -4,15 +4,12 @@
 //! JSON, `-` → YAML, anything else → lines. Addresses are `IP:port` (`[v6]:port` for IPv6); weights are
 //! 1–1000 (default 1). A file with no entry line at all is invalid (a reader racing an in-place rewrite
 //! may see it empty); an explicit `[]` means "no endpoints". Every error names the file and its line.
-use super::{DiscoveredEndpoint, DiscoveryError};
+use super::{DiscoveredEndpoint, DiscoveryError, MAX_WEIGHT};
 use crate::config::spans::SpanIndex;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
-
-/// Highest weight accepted (as for static endpoints).
-pub const MAX_WEIGHT: u32 = 1000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

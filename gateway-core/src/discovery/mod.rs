@@ -38,12 +38,17 @@ pub struct DiscoveredEndpoint {
     pub weight: u32,
 }
 
+/// Highest weight of an endpoint, as for static endpoints (Pingora's weighted selectors expand each
+/// endpoint by its weight, so an unbounded weight from Consul or DNS would cost memory).
+pub const MAX_WEIGHT: u32 = 1000;
+
 impl DiscoveredEndpoint {
-    /// An endpoint; a weight of 0 (possible in SRV records) is raised to 1.
+    /// An endpoint; the weight is clamped to 1..=[`MAX_WEIGHT`] (SRV records may say 0, Consul up to
+    /// 65535).
     pub fn new(addr: SocketAddr, weight: u32) -> Self {
         DiscoveredEndpoint {
             addr,
-            weight: weight.max(1),
+            weight: weight.clamp(1, MAX_WEIGHT),
         }
     }
 }
@@ -55,7 +60,9 @@ pub fn normalize(mut set: Vec<DiscoveredEndpoint>) -> Vec<DiscoveredEndpoint> {
     let mut out: Vec<DiscoveredEndpoint> = Vec::with_capacity(set.len());
     for e in set {
         match out.last_mut() {
-            Some(last) if last.addr == e.addr => last.weight = last.weight.saturating_add(e.weight),
+            Some(last) if last.addr == e.addr => {
+                last.weight = last.weight.saturating_add(e.weight).min(MAX_WEIGHT)
+            }
             _ => out.push(e),
         }
     }
@@ -161,7 +168,10 @@ mod tests {
     }
 
     #[test]
-    fn zero_weight_becomes_one() {
+    fn weights_are_clamped_to_1_through_1000() {
         assert_eq!(ep("[::1]:80", 0).weight, 1);
+        assert_eq!(ep("[::1]:80", 65535).weight, MAX_WEIGHT);
+        let set = normalize(vec![ep("10.0.0.1:80", 900), ep("10.0.0.1:80", 900)]);
+        assert_eq!(set[0].weight, MAX_WEIGHT);
     }
 }
