@@ -54,6 +54,8 @@
 
 mod body;
 mod client;
+pub mod consul;
+pub mod dnsmasq;
 mod handler;
 pub mod jwks;
 pub mod jwt;

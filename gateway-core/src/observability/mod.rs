@@ -27,6 +27,9 @@
 //! | `gw_auth_failures_total` | counter | `route`, `reason` | Authentication/authorization failures; `reason` is `AuthReason::as_str` (`missing`, `malformed`, `expired`, `not_yet_valid`, `bad_signature`, `bad_issuer`, `bad_audience`, `unknown_kid`, `missing_kid`, `disallowed_alg`, `missing_claim`, `keys_unavailable`, `insufficient_scope`). |
 //! | `gw_config_reloads_total` | counter | `result` | Configuration reload attempts; `result` is `success` or `failure`. |
 //! | `gw_config_last_reload_success_timestamp_seconds` | gauge | — | Unix time of the last successful configuration load (0 until the first one). |
+//! | `gw_discovery_updates_total` | counter | `upstream`, `source`, `result` | Discovery fetches; `source` is `consul`, `dns` or `file`, `result` is `success` or `failure` (a failure keeps the last good endpoints). |
+//! | `gw_upstream_endpoints` | gauge | `upstream`, `source` | Endpoints of the upstream from that source (`static`, `consul`, `dns`, `file`): the last good set. |
+//! | `gw_discovery_last_success_timestamp_seconds` | gauge | `upstream` | Unix time of the last successful discovery fetch (0 until the first). |
 //! | `gw_access_log_dropped_total` | counter | — | Access-log lines dropped because the writer queue was full (only if the counter from [`Metrics::access_log_dropped`] is passed to [`AccessLogConfig::drop_counter`]). |
 //!
 //! Series of a labelled family appear in the output once created: route, endpoint, policy,
@@ -60,6 +63,6 @@ pub use access_log::{
     UtcTimestamp,
 };
 pub use metrics::{
-    AuthMetrics, BreakerMetrics, BreakerState, EndpointMetrics, GaugeGuard, HttpMethod, Metrics,
-    RateLimitMetrics, ReloadMetrics, RouteMetrics, UpstreamErrorKind,
+    AuthMetrics, BreakerMetrics, BreakerState, DiscoveryMetrics, EndpointMetrics, GaugeGuard,
+    HttpMethod, Metrics, RateLimitMetrics, ReloadMetrics, RouteMetrics, UpstreamErrorKind,
 };
