@@ -1,12 +1,9 @@
 //! Connection hardening on the embedded runner (`proxy::server::Embedded`, its own accept loop), with raw
 //! sockets: slowloris deadlines, connection caps, pipelining, framing, and the drain. Issue 11, items 3,
 //! 5, 7, 8 (`gw serve` is covered by `gateway-cli/tests/hardening_serve.rs`).
-#[path = "support/raw.rs"]
-mod raw;
-
 use gateway_core::proxy::server::Embedded;
+use gateway_testkit::raw::{get, get_close, Raw};
 use gateway_testkit::Upstream;
-use raw::{get, get_close, Raw};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -1,12 +1,9 @@
 //! Connection hardening against `gw serve` (a real process) with raw sockets: slowloris deadlines,
 //! connection caps, request framing (RFC 9112), pipelining, SIGHUP, and the SIGTERM drain.
 //! Issue 11, items 3, 5, 6, 7, 8.
-#[path = "../../tests/support/raw.rs"]
-mod raw;
-
+use gateway_testkit::raw::{get, get_close, Raw};
 use gateway_testkit::redis::free_port;
 use gateway_testkit::Upstream;
-use raw::{get, get_close, Raw};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

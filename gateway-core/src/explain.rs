@@ -380,9 +380,12 @@ fn proxy_step(up: &UpstreamPlan) -> PolicyStep {
         name: up.name.to_string(),
         kind: "proxy".into(),
         detail: format!(
-            "{} over {} endpoint(s), {} retry(ies) on connect failure",
+            "{} over {} endpoint(s){}, {} retry(ies) on connect failure",
             up.load_balancing.dsl_name(),
             up.endpoints.len(),
+            up.discovery
+                .as_ref()
+                .map_or(String::new(), |d| format!(" + those from {}", d.describe())),
             up.retries
         ),
     }

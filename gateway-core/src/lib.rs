@@ -3,12 +3,13 @@
 //! Where things live: `config` (the YAML data model), `compile` (config → plan, all diagnostics),
 //! `routing` (normalisation, matcher, rewrites), `upstream` (load balancing, health), `policy` (auth,
 //! rate limits, breakers), `proxy` (the Pingora `ProxyHttp` and the server builder), `observability`
-//! (metrics, access log), `admin` (the admin listener), `explain` (`gw dry-run`), `state` (long-lived
-//! state by identity, carried from one plan's runtime to the next), `reload` (hot reload: triggers,
-//! diff, restart-only checks).
+//! (metrics, access log), `discovery` (Consul, DNS and file endpoint sources), `admin` (the admin
+//! listener), `explain` (`gw dry-run`), `state` (long-lived state by identity, carried from one plan's
+//! runtime to the next), `reload` (hot reload: triggers, diff, restart-only checks).
 pub mod compile;
 pub mod config;
 pub mod diag;
+pub mod discovery;
 pub mod error;
 pub mod explain;
 pub mod observability;

@@ -92,25 +92,8 @@ pub enum HashKey {
     Path,
 }
 
-/// Endpoint discovery (not implemented yet: the compiler warns, the runtime uses static endpoints).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DiscoverySpec {
-    Dns {
-        host: String,
-        port: u16,
-        interval: Duration,
-    },
-    Consul {
-        url: String,
-        service: String,
-        interval: Duration,
-        token: Option<String>,
-    },
-    File {
-        path: PathBuf,
-        interval: Duration,
-    },
-}
+/// An upstream's discovery source, every default applied (see `crate::discovery::spec`).
+pub use crate::discovery::SourceSpec as DiscoverySpec;
 
 /// Outlier detection with every default applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

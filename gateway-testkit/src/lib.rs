@@ -54,10 +54,13 @@
 
 mod body;
 mod client;
+pub mod consul;
+pub mod dnsmasq;
 mod handler;
 pub mod jwks;
 pub mod jwt;
 pub mod prom;
+pub mod raw;
 pub mod redis;
 mod upstream;
 pub mod wait;

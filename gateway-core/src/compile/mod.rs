@@ -5,6 +5,7 @@
 //! never opens a network connection. `gw validate` and `gw serve` both run exactly this function.
 mod auth;
 mod connections;
+mod discovery;
 mod listeners;
 mod policies;
 mod routes;

@@ -7,8 +7,8 @@ use crate::config::{
 };
 use crate::diag::did_you_mean;
 use crate::plan::{
-    BreakerPlan, BreakerRatePlan, DiscoverySpec, EndpointPlan, FallbackPlan, HashKey,
-    HealthCheckPlan, LoadBalancing, OutlierSpec, Timeouts, UpstreamPlan,
+    BreakerPlan, BreakerRatePlan, EndpointPlan, FallbackPlan, HashKey, HealthCheckPlan,
+    LoadBalancing, OutlierSpec, Timeouts, UpstreamPlan,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -140,7 +140,7 @@ pub(crate) fn upstreams(
         };
         let base = format!("upstreams[{i}]");
         endpoints(cx, &base, u);
-        discovery(cx, &base, u);
+        let discovery = super::discovery::discovery(cx, &base, u.discovery.as_ref());
         check_load_balancing(cx, &base, u);
         let health_check = u
             .health_check
@@ -177,7 +177,7 @@ pub(crate) fn upstreams(
                         weight: e.weight,
                     })
                     .collect(),
-                discovery: u.discovery.as_ref().and_then(|d| discovery_spec(cx, d)),
+                discovery,
                 load_balancing: load_balancing(&u.load_balancing),
                 health_check,
                 timeouts: t,
@@ -220,46 +220,6 @@ fn endpoints(cx: &mut Cx, base: &str, u: &UpstreamConfig) {
             );
         }
         seen.push(&e.address);
-    }
-    if has_discovery {
-        // expressible in the DSL, not yet acted on: say so instead of silently serving 503s
-        cx.warning(
-            &format!("{base}.discovery.type"),
-            "dynamic discovery (dns, consul, file) is not implemented yet; only the static endpoints are used",
-            Some("list the instances under endpoints: for now".into()),
-        );
-    }
-}
-
-/// `discovery:` (checked, but not acted on yet: a warning says so).
-fn discovery(cx: &mut Cx, base: &str, u: &UpstreamConfig) {
-    match &u.discovery {
-        Some(DiscoveryConfig::Dns {
-            host,
-            port,
-            interval,
-        }) => {
-            check_endpoint(
-                cx,
-                &format!("{base}.discovery.host"),
-                &format!("{host}:{port}"),
-            );
-            cx.positive(&format!("{base}.discovery.interval"), interval.get());
-        }
-        Some(DiscoveryConfig::Consul { url, interval, .. }) => {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                cx.error(
-                    &format!("{base}.discovery.url"),
-                    format!("invalid Consul URL \"{url}\""),
-                    Some("e.g. http://127.0.0.1:8500".into()),
-                );
-            }
-            cx.positive(&format!("{base}.discovery.interval"), interval.get());
-        }
-        Some(DiscoveryConfig::File { interval, .. }) => {
-            cx.positive(&format!("{base}.discovery.interval"), interval.get())
-        }
-        _ => {}
     }
 }
 
@@ -545,37 +505,6 @@ fn load_balancing(lb: &LoadBalancingConfig) -> LoadBalancing {
                 http::HeaderName::from_bytes(name.as_bytes())
                     .unwrap_or(http::HeaderName::from_static("x-invalid")),
             ),
-        }),
-    }
-}
-
-/// The runtime form of `discovery:` (`static` is no discovery; a file path is resolved).
-fn discovery_spec(cx: &Cx, d: &DiscoveryConfig) -> Option<DiscoverySpec> {
-    match d {
-        DiscoveryConfig::Static {} => None,
-        DiscoveryConfig::Dns {
-            host,
-            port,
-            interval,
-        } => Some(DiscoverySpec::Dns {
-            host: host.clone(),
-            port: *port,
-            interval: interval.get(),
-        }),
-        DiscoveryConfig::Consul {
-            url,
-            service,
-            interval,
-            token,
-        } => Some(DiscoverySpec::Consul {
-            url: url.clone(),
-            service: service.clone(),
-            interval: interval.get(),
-            token: token.clone(),
-        }),
-        DiscoveryConfig::File { path, interval } => Some(DiscoverySpec::File {
-            path: cx.resolve(path),
-            interval: interval.get(),
         }),
     }
 }

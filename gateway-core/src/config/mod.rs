@@ -279,27 +279,74 @@ fn default_weight() -> u32 {
     1
 }
 
+/// Where an upstream's dynamic endpoints come from (`docs/discovery.md`). Every duration has a unit;
+/// defaults are applied by the compiler (`compile/discovery.rs`), which also checks every field.
 #[derive(Debug, Deserialize, Clone, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DiscoveryConfig {
     /// Only the `endpoints` listed.
     Static {},
-    /// Resolve `host` periodically; every address becomes an endpoint on `port`.
+    /// Resolve `host` and re-resolve at the record TTL, bounded by `min_interval`/`max_interval`.
     Dns {
         host: String,
-        port: u16,
-        interval: Dur,
+        /// Port of every address (`record: a`); not allowed with `record: srv` (the record has it).
+        #[serde(default)]
+        port: Option<u16>,
+        /// `a` (A and AAAA records; the default) or `srv`.
+        #[serde(default)]
+        record: DnsRecordConfig,
+        /// `IP:port` of the DNS server to ask; the system resolver (`/etc/resolv.conf`) when absent.
+        #[serde(default)]
+        resolver: Option<String>,
+        /// Shortest time between two resolutions (default `1s`).
+        #[serde(default)]
+        min_interval: Option<Dur>,
+        /// Longest time between two resolutions (default `60s`).
+        #[serde(default)]
+        max_interval: Option<Dur>,
     },
-    /// Ask a Consul agent for the healthy instances of `service`.
+    /// Ask a Consul agent for the passing instances of `service`, with blocking queries.
     Consul {
+        /// `http://host:port` or `https://host:port` of the Consul agent.
         url: String,
         service: String,
-        interval: Dur,
+        /// Shortest time between two queries (default `1s`).
+        #[serde(default)]
+        interval: Option<Dur>,
+        /// How long Consul may hold a blocking query (default `5m`, at most `10m`).
+        #[serde(default)]
+        wait: Option<Dur>,
+        /// Only instances carrying this tag.
+        #[serde(default)]
+        tag: Option<String>,
+        /// Datacenter to query (the agent's own when absent).
+        #[serde(default)]
+        datacenter: Option<String>,
+        /// ACL token, sent as `X-Consul-Token` (never logged).
         #[serde(default)]
         token: Option<String>,
+        /// PEM CA bundle to trust for an `https://` URL (besides the built-in roots).
+        #[serde(default)]
+        ca_file: Option<String>,
     },
-    /// Read endpoints (one `host:port [weight]` per line) from a file, re-read on change.
-    File { path: String, interval: Dur },
+    /// Read endpoints from a file (YAML/JSON list of `{address, weight}`, or `host:port [weight]` lines),
+    /// re-read when it changes and every `interval` (default `5s`).
+    File {
+        path: String,
+        #[serde(default)]
+        interval: Option<Dur>,
+    },
+}
+
+/// DNS record type of `discovery: {type: dns}`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsRecordConfig {
+    /// A and AAAA: every address on the configured `port`.
+    #[default]
+    A,
+    /// SRV: target, port and weight from each record.
+    Srv,
 }
 
 #[derive(Debug, Deserialize, Clone, PartialEq)]

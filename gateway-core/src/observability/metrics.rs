@@ -164,6 +164,7 @@ struct Families {
     config_last_reload_success: Gauge,
     config_hash: IntGaugeVec,
     access_log_dropped: IntCounter,
+    discovery: DiscoveryFamilies,
 }
 
 /// Owner of the gateway's metric registry; create once at startup, clone freely (cheap).
@@ -308,6 +309,7 @@ impl Metrics {
                     "Access-log lines dropped because the writer queue was full.",
                 )?,
             )?,
+            discovery: DiscoveryFamilies::register(&r)?,
         };
         Ok(Self { registry: r, f })
     }
@@ -1229,5 +1231,149 @@ mod tests {
         check::<BreakerMetrics>();
         check::<AuthMetrics>();
         check::<ReloadMetrics>();
+    }
+}
+
+// ---- Service discovery (self-contained block) ----------------------------------------------------------
+
+/// The three discovery families (registered with the others in [`Metrics::with_buckets`]).
+#[derive(Clone)]
+struct DiscoveryFamilies {
+    updates: IntCounterVec,
+    endpoints: IntGaugeVec,
+    last_success: prometheus::GaugeVec,
+}
+
+impl DiscoveryFamilies {
+    fn register(r: &Registry) -> prometheus::Result<Self> {
+        Ok(DiscoveryFamilies {
+            updates: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "gw_discovery_updates_total",
+                        "Discovery fetches, by upstream, source (consul, dns, file) and result (success, failure).",
+                    ),
+                    &["upstream", "source", "result"],
+                )?,
+            )?,
+            endpoints: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "gw_upstream_endpoints",
+                        "Endpoints of the upstream from this source (static, consul, dns, file): the last good set.",
+                    ),
+                    &["upstream", "source"],
+                )?,
+            )?,
+            last_success: reg(
+                r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "gw_discovery_last_success_timestamp_seconds",
+                        "Unix time of the upstream's last successful discovery fetch (0 if none yet).",
+                    ),
+                    &["upstream"],
+                )?,
+            )?,
+        })
+    }
+}
+
+impl Metrics {
+    /// Handle for one upstream's discovery `source` (`consul`, `dns`, `file`); creates its series at 0.
+    pub fn discovery(&self, upstream: &str, source: &str) -> DiscoveryMetrics {
+        let d = &self.f.discovery;
+        DiscoveryMetrics {
+            success: d.updates.with_label_values(&[upstream, source, "success"]),
+            failure: d.updates.with_label_values(&[upstream, source, "failure"]),
+            endpoints: d.endpoints.with_label_values(&[upstream, source]),
+            last_success: d.last_success.with_label_values(&[upstream]),
+        }
+    }
+
+    /// `gw_upstream_endpoints{upstream, source}` for a source without a discovery loop (`static`).
+    pub fn upstream_endpoints(&self, upstream: &str, source: &str) -> IntGauge {
+        self.f
+            .discovery
+            .endpoints
+            .with_label_values(&[upstream, source])
+    }
+}
+
+/// Handle for one upstream's discovery outcomes; clone is cheap.
+#[derive(Clone)]
+pub struct DiscoveryMetrics {
+    success: IntCounter,
+    failure: IntCounter,
+    endpoints: IntGauge,
+    last_success: Gauge,
+}
+
+impl DiscoveryMetrics {
+    /// A successful fetch that found `endpoints` endpoints, at `now`.
+    pub fn success(&self, now: SystemTime, endpoints: usize) {
+        self.success.inc();
+        self.endpoints
+            .set(i64::try_from(endpoints).unwrap_or(i64::MAX));
+        let secs = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_success.set(secs);
+    }
+
+    /// A failed fetch (the endpoint gauge keeps the last good count).
+    pub fn failure(&self) {
+        self.failure.inc();
+    }
+}
+
+#[cfg(test)]
+mod discovery_tests {
+    use super::*;
+
+    #[test]
+    fn discovery_series_render() {
+        let m = Metrics::new().unwrap();
+        let d = m.discovery("users", "consul");
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"gw_discovery_updates_total{result="failure",source="consul",upstream="users"} 0"#
+            ),
+            "{text}"
+        );
+        d.success(UNIX_EPOCH + Duration::from_secs(1_700_000_000), 3);
+        d.failure();
+        d.failure();
+        m.upstream_endpoints("users", "static").set(2);
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"gw_discovery_updates_total{result="success",source="consul",upstream="users"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"gw_discovery_updates_total{result="failure",source="consul",upstream="users"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"gw_upstream_endpoints{source="consul",upstream="users"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"gw_upstream_endpoints{source="static",upstream="users"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"gw_discovery_last_success_timestamp_seconds{upstream="users"} 1700000000"#
+            ),
+            "{text}"
+        );
     }
 }

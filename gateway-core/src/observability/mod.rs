@@ -28,6 +28,9 @@
 //! | `gw_config_reloads_total` | counter | `result` | Configuration reload attempts (admin API, SIGHUP, file watch, `Engine::reload`); `result` is `applied` or `rejected`. |
 //! | `gw_config_last_reload_success_timestamp_seconds` | gauge | — | Unix time of the last successful configuration load (start-up or reload). |
 //! | `gw_config_hash` | gauge | `hash` | 1 for the configuration in force, labelled with the first 12 hex digits of the SHA-256 of its text. |
+//! | `gw_discovery_updates_total` | counter | `upstream`, `source`, `result` | Discovery fetches; `source` is `consul`, `dns` or `file`, `result` is `success` or `failure` (a failure keeps the last good endpoints). |
+//! | `gw_upstream_endpoints` | gauge | `upstream`, `source` | Endpoints of the upstream from that source (`static`, `consul`, `dns`, `file`): the last good set. |
+//! | `gw_discovery_last_success_timestamp_seconds` | gauge | `upstream` | Unix time of the last successful discovery fetch (0 until the first). |
 //! | `gw_access_log_dropped_total` | counter | — | Access-log lines dropped because the writer queue was full (only if the counter from [`Metrics::access_log_dropped`] is passed to [`AccessLogConfig::drop_counter`]). |
 //!
 //! Series of a labelled family appear in the output once created: route, endpoint, policy,
@@ -61,6 +64,6 @@ pub use access_log::{
     UtcTimestamp,
 };
 pub use metrics::{
-    AuthMetrics, BreakerMetrics, BreakerState, EndpointMetrics, GaugeGuard, HttpMethod, Metrics,
-    RateLimitMetrics, ReloadMetrics, RouteMetrics, UpstreamErrorKind,
+    AuthMetrics, BreakerMetrics, BreakerState, DiscoveryMetrics, EndpointMetrics, GaugeGuard,
+    HttpMethod, Metrics, RateLimitMetrics, ReloadMetrics, RouteMetrics, UpstreamErrorKind,
 };

@@ -82,11 +82,67 @@ impl Engine {
     /// admin listener and the access log are not rebuilt (they stay as started).
     pub async fn swap(&self, plan: Plan) -> Result<(), StartError> {
         let plan = Arc::new(plan);
+        // new or changed sources start now; the runtime is built with their first sets when they come
+        // within the start-up bound (else they arrive through `discovery_loop`), unchanged ones keep theirs
+        let started = self.registry.discovery.sync(&plan, &self.metrics);
+        if !started.is_empty() {
+            self.registry
+                .discovery
+                .first_sets(Some(&started), server::DISCOVERY_FIRST_SETS)
+                .await;
+        }
         let rt = Runtime::build(plan.clone(), &self.metrics, &self.registry)?;
         rt.warm_up().await;
         self.current.store(Arc::new(rt));
         self.registry.retain_only(&plan);
         Ok(())
+    }
+
+    /// Starts the plan's discovery sources, waits for their first sets (at most `limit`) and rebuilds
+    /// the runtime with them. Call inside the Tokio runtime that will serve, before warm-up.
+    pub async fn start_discovery(&self, limit: Duration) {
+        let plan = self.runtime().plan.clone();
+        self.registry.discovery.sync(&plan, &self.metrics);
+        if self.registry.discovery.is_empty() {
+            return;
+        }
+        if !self.registry.discovery.first_sets(None, limit).await {
+            tracing::warn!("some discovery sources have no endpoints yet; their upstreams use their static endpoints until they do");
+        }
+        self.rebuild_for_discovery().await;
+    }
+
+    /// Rebuilds the runtime whenever a discovery source publishes a different set, until `shutdown`:
+    /// same plan, the upstream's new endpoint set (a fresh balancer, first health-checked), everything
+    /// else carried over by the registry. Requests in flight finish on the runtime they started with,
+    /// so a removed endpoint gets no new request and its in-flight requests complete.
+    pub async fn discovery_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = self.registry.discovery.changed() => {}
+                _ = shutdown.changed() => break,
+            }
+            self.rebuild_for_discovery().await;
+        }
+    }
+
+    async fn rebuild_for_discovery(&self) {
+        // not while a reload builds from the registry (see `Reloader::exclusive`)
+        let _one = self.reloader.exclusive().await;
+        let old = self.runtime();
+        let rt = match Runtime::build(old.plan.clone(), &self.metrics, &self.registry) {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot apply discovered endpoints; keeping the current ones");
+                return;
+            }
+        };
+        rt.check_discovered().await;
+        // a reload that swapped meanwhile built its runtime with the current sets already: keep it
+        let prev = self.current.compare_and_swap(&old, Arc::new(rt));
+        if !Arc::ptr_eq(&prev, &old) {
+            tracing::debug!("discovered endpoints: a reload swapped the runtime first");
+        }
     }
 
     /// Runs active health checks until `shutdown`, at each upstream's interval, always over the

@@ -1,6 +1,7 @@
 //! Runtime state built from a [`Plan`]: balancers, health, breakers, outlier detectors, authenticators
 //! and metric handles, all indexed by the plan's handles. One [`Runtime`] is swapped atomically on reload;
 //! a request keeps the one it started with.
+use crate::discovery::backends::combine;
 use crate::observability::{
     AuthMetrics, BreakerMetrics, BreakerState, EndpointMetrics, Metrics, RateLimitMetrics,
     RouteMetrics,
@@ -192,6 +193,17 @@ fn upstream_rt(
     for e in &u.endpoints {
         eps.push((resolve(&u.name, &e.address)?, e.weight));
     }
+    metrics
+        .upstream_endpoints(&u.name, "static")
+        .set(i64::try_from(eps.len()).unwrap_or(i64::MAX));
+    if let Some(spec) = &u.discovery {
+        // static endpoints plus the source's last good set (docs/discovery.md)
+        let found = registry.discovery.current(&u.name);
+        eps = combine(&eps, found.as_deref(), spec.kind())
+            .into_iter()
+            .map(|e| (e.addr, e.weight))
+            .collect();
+    }
     let set = EndpointSetId {
         upstream: u.name.clone(),
         endpoints: eps.clone(),
@@ -319,6 +331,16 @@ impl Runtime {
             limits,
             limit_metrics,
         })
+    }
+
+    /// First health checks of the upstreams whose endpoints come from discovery (after their set
+    /// changed, before the runtime is swapped in: a new endpoint is checked before it gets traffic).
+    pub async fn check_discovered(&self) {
+        for (u, plan) in self.upstreams.iter().zip(&self.plan.upstreams) {
+            if plan.discovery.is_some() {
+                u.balancer.run_health_check().await;
+            }
+        }
     }
 
     /// Starts background work (JWKS refresh) and waits for first health checks and key fetches, each

@@ -22,6 +22,10 @@ use std::sync::Arc;
 
 mod conn_runtime;
 
+/// How long start-up waits for the first endpoint sets of the discovery sources before serving (an
+/// upstream whose source has not answered yet serves its static endpoints meanwhile).
+pub const DISCOVERY_FIRST_SETS: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Builds the engine (metrics, access log, runtime) for a plan. Does not bind or start anything.
 pub fn build_engine(plan: Plan) -> Result<Arc<Engine>, StartError> {
     let metrics = Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?;
@@ -58,11 +62,14 @@ struct Background {
 #[async_trait]
 impl BackgroundService for Background {
     async fn start(&self, shutdown: ShutdownWatch) {
+        self.engine.start_discovery(DISCOVERY_FIRST_SETS).await;
         let rt = self.engine.runtime();
         rt.warm_up().await;
         self.engine.ready.store(true, Ordering::Release);
         drop(rt);
+        let discovery = tokio::spawn(self.engine.clone().discovery_loop(shutdown.clone()));
         self.engine.clone().health_loop(shutdown).await;
+        discovery.abort();
     }
 }
 
@@ -436,6 +443,12 @@ impl Embedded {
     /// First health checks and key fetches (each bounded), then marks the engine ready and starts the
     /// periodic health checks.
     pub async fn warm_up(&mut self) {
+        self.engine.start_discovery(DISCOVERY_FIRST_SETS).await;
+        self.tasks.push(tokio::spawn(
+            self.engine
+                .clone()
+                .discovery_loop(self.shutdown.subscribe()),
+        ));
         let rt = self.engine.runtime();
         rt.warm_up().await;
         self.engine.ready.store(true, Ordering::Release);

@@ -116,6 +116,13 @@ impl Reloader {
         }
     }
 
+    /// Holds off reloads (and other runtime rebuilds that take it) until the guard drops: whoever
+    /// builds a runtime from the registry must not interleave with a reload, or the registry's slots
+    /// could end up holding the state of the plan that lost the race.
+    pub async fn exclusive(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+
     /// Registers the certificate resolver of a TLS listener, so that reloads refresh it.
     pub fn register_cert(&self, listener: &str, resolver: Arc<CertResolver>) {
         self.certs.lock().push((listener.to_string(), resolver));

@@ -103,6 +103,9 @@ struct Inner {
 #[derive(Default)]
 pub struct Registry {
     inner: Mutex<Inner>,
+    /// The running discovery sources, by upstream name + source spec (their last good sets are part
+    /// of the upstreams' endpoint sets; see `crate::discovery::registry`).
+    pub discovery: crate::discovery::Discoveries,
 }
 
 /// Looks `key` up: the state when the identity matches, else builds it with `make` and stores it.

@@ -1,8 +1,7 @@
-//! Raw-socket HTTP/1 client for the connection hardening tests: write bytes verbatim, read any number of
-//! responses back in order, and time how long the server keeps a connection open. Blocking std sockets
-//! (run them on threads or `spawn_blocking`). Shared by `tests/hardening_embedded.rs` and
-//! `gateway-cli/tests/hardening_serve.rs`.
-#![allow(dead_code)]
+//! Blocking raw-socket HTTP/1 client for connection-level tests: write bytes verbatim, read any number
+//! of responses back in order, and time how long the server keeps a connection open. Blocking std
+//! sockets (run them on threads or `spawn_blocking`); for one async request/response use
+//! [`crate::raw_request`].
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
