@@ -646,3 +646,49 @@ async fn remaining_endpoints_keep_their_health_across_a_reload() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+const TWO_LIMITS: &str = r#"
+listeners: [{ name: public, address: "127.0.0.1:0" }]
+admin: { address: "127.0.0.1:0", token: "{{TOKEN}}" }
+upstreams: [{ name: svc, endpoints: [{ address: "{{UP}}" }] }]
+routes:
+  - { name: limited, match: { prefix: /limited }, upstream: svc, policies: [hundred] }
+  - { name: other, match: { prefix: /other }, upstream: svc, policies: [second] }
+policies:
+  - { name: hundred, type: rate_limit, window: 1m, max: 100, key: { type: client_ip }, scope: route }
+  - { name: second, type: rate_limit, window: 1m, max: {{MAX2}}, key: { type: client_ip }, scope: route }
+"#;
+
+/// Local counters are kept per limit: changing (or adding, removing) another limit leaves an
+/// unchanged limit counting — 60 spent of 100, another limit's quota changes, 40 more admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_local_limit_keeps_counting_when_another_limit_changes() {
+    let _serial = SERIAL.read().await;
+    let up = Upstream::start("svc").await;
+    let text = |max2: u64| {
+        fill(
+            TWO_LIMITS,
+            &[
+                ("TOKEN", TOKEN.into()),
+                ("UP", up.addr().to_string()),
+                ("MAX2", max2.to_string()),
+            ],
+        )
+    };
+    let dir = tmpdir("two-limits");
+    let path = dir.join("gw.yaml");
+    std::fs::write(&path, text(10)).expect("write");
+    let gw = start(&path).await;
+    room_in_minute(Duration::from_secs(20)).await;
+    assert_eq!(admitted(&gw.url(), 60).await, 60);
+    let r = reload_with(&gw, &path, &text(20)).await;
+    let v = r.json().expect("json");
+    assert_eq!(r.status, 200, "{v}");
+    assert_eq!(
+        v["summary"]["policies"]["changed"],
+        serde_json::json!(["second"]),
+        "{v}"
+    );
+    assert_eq!(admitted(&gw.url(), 50).await, 40, "hundred kept counting");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -11,7 +11,7 @@ use crate::plan::{BreakerPlan, HealthCheckPlan, LoadBalancing, OutlierSpec, Plan
 use crate::policy::auth::{AuthSettings, Authenticator};
 use crate::policy::breaker::{CircuitBreaker, OutlierDetector};
 use crate::policy::rate_limit::from_plan::Limits;
-use crate::policy::rate_limit::{RedisClient, RedisConfig};
+use crate::policy::rate_limit::{LocalConfig, LocalCounters, RedisClient, RedisConfig};
 use crate::upstream::lb::EndpointStats;
 use crate::upstream::Balancer;
 use parking_lot::Mutex;
@@ -58,9 +58,11 @@ pub struct OutlierId {
     pub settings: OutlierSpec,
 }
 
-/// Identity of the rate limiter (its local counters): every limit's name and counting parameters
-/// (window, max, key, scope, store, mode, store-error policy, headers), in plan order, and the Redis
-/// server. The limiter is one unit: a change to any limit gives every local limit fresh counters.
+/// Identity of the rate limiter (the table of limits and the Redis fallback counters): every limit's
+/// name and counting parameters (window, max, key, scope, store, mode, store-error policy, headers),
+/// in plan order, and the Redis server. The local counters of each limit are kept apart, by the
+/// limit's name and own parameters ([`Registry::limiter`]): a rebuilt limiter takes over the counters
+/// of every unchanged limit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimiterId {
     pub limits: Vec<RateLimitPlan>,
@@ -95,6 +97,8 @@ struct Inner {
     /// By the authenticator's full settings (key source, algorithms, claims checks, ...).
     auths: Vec<Slot<AuthSettings, Arc<Authenticator>>>,
     limiter: Option<Slot<LimiterId, Arc<Limits>>>,
+    /// Local counters of each limit, by limit name; identity: the limit's counting parameters.
+    local_counters: HashMap<Arc<str>, Slot<RateLimitPlan, LocalCounters>>,
     /// By Redis configuration (URL and timeouts).
     redis: Vec<Slot<RedisConfig, RedisClient>>,
 }
@@ -264,7 +268,28 @@ impl Registry {
             Some(rc) => Some(self.redis(rc)?),
             None => None,
         };
-        let Some(limits) = crate::policy::rate_limit::from_plan::build_with(plan, redis)? else {
+        // every limit keeps its local counters while its own counting parameters are unchanged
+        let specs = crate::policy::rate_limit::from_plan::specs(plan);
+        let counters: Vec<LocalCounters> = {
+            let mut inner = self.inner.lock();
+            plan.rate_limits
+                .iter()
+                .zip(&specs)
+                .map(|(p, spec)| {
+                    by_name::<_, _, std::convert::Infallible>(
+                        &mut inner.local_counters,
+                        &p.name,
+                        p.clone(),
+                        || Ok(LocalCounters::new(spec, &LocalConfig::default())),
+                    )
+                    .map(|(c, _)| c)
+                    .unwrap_or_else(|e| match e {})
+                })
+                .collect()
+        };
+        let Some(limits) =
+            crate::policy::rate_limit::from_plan::build_with_counters(plan, redis, Some(counters))?
+        else {
             return Ok(None);
         };
         let limits = Arc::new(limits);
@@ -314,6 +339,11 @@ impl Registry {
         inner
             .redis
             .retain(|s| plan.rate_limit_redis.as_ref() == Some(&s.id));
+        inner.local_counters.retain(|name, s| {
+            plan.rate_limits
+                .iter()
+                .any(|l| l.name == *name && *l == s.id)
+        });
     }
 
     /// How many states of each kind are held (balancers, breakers, outliers, authenticators,

@@ -95,7 +95,7 @@ pub use decision::{
     header_values, render_headers, Decision, HeaderInfo, LimitReport, LimitStats, Outcome,
     StoreErrorKind, StoreErrorReport,
 };
-pub use limiter::{RateLimiter, RedisClient};
+pub use limiter::{LocalCounters, RateLimiter, RedisClient};
 pub use spec::{
     Backend, ConfigError, KeyFallback, KeySpec, LimitRef, LimitSpec, LocalConfig, Mode,
     OnStoreError, RateLimiterConfig, RedisConfig, Scope,
