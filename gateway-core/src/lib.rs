@@ -9,6 +9,8 @@ pub mod config;
 pub mod diag;
 pub mod error;
 pub mod explain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod observability;
 pub mod plan;
 pub mod policy;
