@@ -1,0 +1,102 @@
+//! Issue 11 item 2, end to end: every hostile path variant of `gateway_core::fuzzing::PATH_VARIANTS`
+//! is sent as a raw request line to the in-process gateway, with `/public` (open) and `/admin`
+//! (behind a `jwt` policy) on two recording upstreams. Each variant must get 400, or reach the
+//! protected route's auth (401, admin upstream untouched), or reach the public upstream as a path that
+//! even a lenient upstream (`fuzzing::lenient_view`: repeated decoding, `\` as `/`, `;` parameters
+//! dropped, look-alikes folded) does not read as being under `/admin`.
+mod support;
+
+use gateway_core::fuzzing::{lenient_view, under, PATH_VARIANTS};
+use gateway_testkit::{raw_request, Upstream};
+use std::net::SocketAddr;
+
+const ROUTES: &str = r#"
+listeners: [{ name: public, address: "127.0.0.1:0" }]
+upstreams:
+  - name: pub
+    endpoints: [{ address: "{{PUB}}" }]
+  - name: adm
+    endpoints: [{ address: "{{ADM}}" }]
+routes:
+  - name: public
+    match: { prefix: /public }
+    upstream: pub
+  - name: admin
+    match: { prefix: /admin }
+    upstream: adm
+    policies: [admin-jwt]
+policies:
+  - type: jwt
+    name: admin-jwt
+    keys: { type: hmac, secret: "0123456789abcdef0123456789abcdef-test" }
+"#;
+
+async fn get(addr: SocketAddr, path: &str) -> gateway_testkit::RawResponse {
+    let mut req = b"GET ".to_vec();
+    req.extend_from_slice(path.as_bytes());
+    req.extend_from_slice(b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    raw_request(addr, req)
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_paths_never_reach_admin_through_public() {
+    let pubu = Upstream::start("public").await;
+    let adm = Upstream::start("admin").await;
+    let gw = support::gateway(
+        ROUTES,
+        &[
+            ("PUB", pubu.addr().to_string()),
+            ("ADM", adm.addr().to_string()),
+        ],
+    )
+    .await;
+    let addr = gw.addrs[0];
+    let mut refused = 0;
+    for &(path, want) in PATH_VARIANTS {
+        let before = pubu.hits();
+        let r = get(addr, path).await;
+        if want.starts_with("400") {
+            assert_eq!(r.status, 400, "{path}: {}", r.text());
+            assert_eq!(pubu.hits(), before, "{path} was forwarded");
+            refused += 1;
+        } else if under(want, "/admin") {
+            assert_eq!(r.status, 401, "{path}: {}", r.text());
+        } else if under(want, "/public") {
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+            let rec = pubu.last_request().expect("recorded");
+            assert_eq!(rec.path, want, "{path} sent upstream as");
+            assert!(
+                !under(&lenient_view(&rec.path), "/admin"),
+                "{path} reached the public upstream as {}",
+                rec.path
+            );
+        } else {
+            assert_eq!(r.status, 404, "{path}: {}", r.text());
+        }
+        assert_eq!(adm.hits(), 0, "{path} reached the admin upstream");
+    }
+    assert!(refused > 40, "only {refused} variants refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusal_says_why() {
+    let pubu = Upstream::start("public").await;
+    let adm = Upstream::start("admin").await;
+    let gw = support::gateway(
+        ROUTES,
+        &[
+            ("PUB", pubu.addr().to_string()),
+            ("ADM", adm.addr().to_string()),
+        ],
+    )
+    .await;
+    let r = get(gw.addrs[0], "/public/..%2Fadmin").await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("encoded slash"), "{}", r.text());
+    let r = get(gw.addrs[0], "/public/..;/admin").await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("';'"), "{}", r.text());
+    assert_eq!(pubu.hits() + adm.hits(), 0);
+}
