@@ -4,6 +4,7 @@
 //! durations and sizes carry their unit ([`units`]). Nothing here has behaviour: [`crate::compile`] turns a
 //! [`Config`] into a [`crate::plan::Plan`] and reports every problem at once. The field-by-field reference
 //! lives in `docs/config.md`.
+pub mod addr;
 pub mod load;
 pub mod spans;
 pub mod units;
