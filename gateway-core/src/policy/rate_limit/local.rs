@@ -50,8 +50,8 @@ impl KeyDigester {
     pub fn random() -> Self {
         let r = RandomState::new();
         KeyDigester {
-            k0: r.hash_one(0x5eed_0u64),
-            k1: r.hash_one(0x5eed_1u64),
+            k0: r.hash_one(0u64),
+            k1: r.hash_one(1u64),
         }
     }
 
@@ -145,22 +145,6 @@ impl LocalStore {
     fn shard(&self, limit: u32, d: u128) -> &Mutex<Shard> {
         let h = ((d >> 64) as u64) ^ u64::from(limit).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         &self.shards[(h as usize) & self.mask]
-    }
-
-    #[cfg(test)]
-    /// Heap bytes held by the maps' tables (entries and control bytes), for memory accounting.
-    pub fn table_bytes(&self) -> usize {
-        let per = std::mem::size_of::<(u128, Entry)>() + 1;
-        self.shards
-            .iter()
-            .map(|s| {
-                s.lock()
-                    .maps
-                    .iter()
-                    .map(|m| m.capacity() * per)
-                    .sum::<usize>()
-            })
-            .sum()
     }
 
     /// Checks `cost` against limit `limit` for `key` at `now_ms`; if it fits and `consume`,
