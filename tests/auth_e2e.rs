@@ -6,58 +6,32 @@
 //! Every rejection asserts the status, the exact `WWW-Authenticate` value, the JSON error shape
 //! `{"error","message","request_id"}`, that the upstream was not reached, and that neither the body
 //! nor any response header contains the token.
-mod support;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use gateway_core::proxy::server::Embedded;
-use gateway_testkit::{http_client, request, Bytes, HttpResponse, Method, Upstream};
-use jsonwebtoken::jwk::Jwk;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use gateway_testkit::jwks::JwksServer;
+use gateway_testkit::jwt::{self, jwks, sign, unix_now, with, without, Keys};
+use gateway_testkit::prom::Scrape;
+use gateway_testkit::wait::Wait;
+use gateway_testkit::{http_client, send, Bytes, HttpResponse, Method, Upstream};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
 
 const SECRET: &str = "e2e-hmac-secret-0123456789abcdef-0123";
 const ISS: &str = "https://issuer.test";
 const AUD: &str = "api";
+/// Poll interval of the JWKS waits (each poll of the first one sends a request).
+const POLL: Duration = Duration::from_millis(50);
 
 // ---------------------------------------------------------------------------------------------
 // Keys and tokens
 
-fn key_file(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("gateway-core/tests/fixtures/keys")
-        .join(name)
-}
-
-fn read_key(name: &str) -> Vec<u8> {
-    std::fs::read(key_file(name)).expect("fixture key")
-}
-
-/// Private fixture keys (`rsa`, `rsa2`, `ec`) or the test HMAC secret (`hmac`).
-fn enc(which: &str) -> EncodingKey {
-    match which {
-        "hmac" => EncodingKey::from_secret(SECRET.as_bytes()),
-        "rsa" | "rsa2" => {
-            EncodingKey::from_rsa_pem(&read_key(&format!("{which}_private.pem"))).expect("rsa key")
-        }
-        "ec" => EncodingKey::from_ec_pem(&read_key("ec_private.pem")).expect("ec key"),
-        other => panic!("unknown key {other}"),
-    }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
+/// The fixture key pairs (`rsa`, `rsa2`, `ec`) and the test HMAC secret (`hmac`).
+static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys::fixtures(SECRET));
 
 /// Every token gets a fresh `jti`, so no two tokens are equal (the verified-token cache never
 /// answers for a token that was not verified in the same situation).
@@ -76,34 +50,8 @@ fn claims(sub: &str) -> Value {
     })
 }
 
-fn with(mut v: Value, k: &str, x: Value) -> Value {
-    v[k] = x;
-    v
-}
-
-fn without(mut v: Value, k: &str) -> Value {
-    v.as_object_mut().expect("object").remove(k);
-    v
-}
-
-fn sign(alg: Algorithm, key: &EncodingKey, kid: Option<&str>, claims: &Value) -> String {
-    let mut h = Header::new(alg);
-    h.kid = kid.map(str::to_string);
-    encode(&h, claims, key).expect("encode")
-}
-
 fn hs(claims: &Value) -> String {
-    sign(Algorithm::HS256, &enc("hmac"), None, claims)
-}
-
-fn jwk(which: &str, alg: Algorithm, kid: &str) -> Value {
-    let mut j = Jwk::from_encoding_key(&enc(which), alg).expect("jwk");
-    j.common.key_id = Some(kid.to_string());
-    serde_json::to_value(j).expect("jwk json")
-}
-
-fn jwks(keys: &[Value]) -> String {
-    json!({ "keys": keys }).to_string()
+    jwt::hs256(SECRET.as_bytes(), claims)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -115,13 +63,7 @@ async fn call(url: &str, token: Option<&str>, extra: &[(&str, &str)]) -> HttpRes
     if let Some(b) = &bearer {
         headers.push(("authorization", b.as_str()));
     }
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        request(&http_client(), Method::GET, url, &headers, Bytes::new()),
-    )
-    .await
-    .expect("gateway answered in time")
-    .expect("request")
+    send(&http_client(), Method::GET, url, &headers, Bytes::new()).await
 }
 
 const REALM: &str = "api";
@@ -276,139 +218,11 @@ fn values(h: &gateway_testkit::HeaderMap, name: &str) -> Vec<String> {
 
 /// `gw_auth_failures_total{route,reason}` from the gateway's registry (0 when absent).
 fn auth_failures(gw: &Embedded, route: &str, reason: &str) -> u64 {
-    let text = gw.engine.metrics.render();
-    let r = format!("route=\"{route}\"");
-    let why = format!("reason=\"{reason}\"");
-    text.lines()
-        .filter(|l| l.starts_with("gw_auth_failures_total{") && l.contains(&r) && l.contains(&why))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
-}
-
-async fn until<F, Fut>(what: &str, deadline: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if f().await {
-            return;
-        }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A JWKS server whose body, status and availability the test controls
-
-struct JwksState {
-    body: Mutex<String>,
-    failing: AtomicBool,
-    hits: AtomicUsize,
-}
-
-struct JwksServer {
-    addr: SocketAddr,
-    state: Arc<JwksState>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl JwksServer {
-    /// Serving `body` on 127.0.0.1:0.
-    async fn start(body: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let mut s = Self::reserved(listener.local_addr().expect("addr"), body);
-        s.serve(listener);
-        s
-    }
-
-    /// Not listening yet: the address was bound once to get a free port, then released.
-    fn down_at(body: String) -> Self {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = l.local_addr().expect("addr");
-        drop(l);
-        Self::reserved(addr, body)
-    }
-
-    fn reserved(addr: SocketAddr, body: String) -> Self {
-        JwksServer {
-            addr,
-            state: Arc::new(JwksState {
-                body: Mutex::new(body),
-                failing: AtomicBool::new(false),
-                hits: AtomicUsize::new(0),
-            }),
-            task: None,
-        }
-    }
-
-    async fn up(&mut self) {
-        let listener = TcpListener::bind(self.addr)
-            .await
-            .expect("rebind jwks port");
-        self.serve(listener);
-    }
-
-    async fn down(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-            let _ = t.await;
-        }
-    }
-
-    fn serve(&mut self, listener: TcpListener) {
-        let state = self.state.clone();
-        self.task = Some(tokio::spawn(async move {
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16384 {
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    state.hits.fetch_add(1, Ordering::SeqCst);
-                    let (status, body) = if state.failing.load(Ordering::SeqCst) {
-                        ("503 Service Unavailable", "{}".to_string())
-                    } else {
-                        ("200 OK", state.body.lock().expect("body").clone())
-                    };
-                    let resp = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n\
-                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = sock.write_all(resp.as_bytes()).await;
-                    let _ = sock.shutdown().await;
-                });
-            }
-        }));
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/.well-known/jwks.json", self.addr)
-    }
-
-    fn set_body(&self, body: String) {
-        *self.state.body.lock().expect("body") = body;
-    }
-
-    fn set_failing(&self, failing: bool) {
-        self.state.failing.store(failing, Ordering::SeqCst);
-    }
-
-    fn hits(&self) -> usize {
-        self.state.hits.load(Ordering::SeqCst)
-    }
+    let s = Scrape::parse(&gw.engine.metrics.render());
+    s.sum_matching(
+        "gw_auth_failures_total",
+        &[("route", route), ("reason", reason)],
+    ) as u64
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -442,7 +256,7 @@ policies:
 "#;
 
 async fn hmac_gateway(up: &Upstream) -> Embedded {
-    support::gateway(
+    gw_suite::gateway(
         HMAC_GW,
         &[
             ("UP", up.addr().to_string()),
@@ -526,12 +340,12 @@ async fn hs256_token_matrix() {
         ),
         (
             "HS512 is not pinned",
-            sign(Algorithm::HS512, &enc("hmac"), None, &claims("u")),
+            KEYS.sign(Algorithm::HS512, "hmac", None, &claims("u")),
             Reject::invalid("token algorithm not allowed"),
         ),
         (
             "RS256 against an HMAC policy",
-            sign(Algorithm::RS256, &enc("rsa"), None, &claims("u")),
+            KEYS.sign(Algorithm::RS256, "rsa", None, &claims("u")),
             Reject::invalid("token algorithm not allowed"),
         ),
         (
@@ -605,7 +419,7 @@ async fn hs256_token_matrix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rs256_route_rejects_hs256_keyed_with_the_public_key_pem() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         r#"
 listeners: [{ name: public, address: "127.0.0.1:0" }]
 upstreams:
@@ -629,7 +443,7 @@ policies:
             ("UP", up.addr().to_string()),
             (
                 "PEM",
-                key_file("rsa_public.pem").to_string_lossy().into_owned(),
+                KEYS.path("rsa_public.pem").to_string_lossy().into_owned(),
             ),
         ],
     )
@@ -637,12 +451,12 @@ policies:
     let base = gw.url();
     let api = format!("{base}/api/x");
 
-    let t = sign(Algorithm::RS256, &enc("rsa"), None, &claims("rs-user"));
+    let t = KEYS.sign(Algorithm::RS256, "rsa", None, &claims("rs-user"));
     let h = expect_ok("RS256 valid", &base, "/api/x", &up, Some(&t), &[]).await;
     assert_eq!(values(&h, "x-user-id"), ["rs-user"]);
 
     // The key-confusion attack: an HMAC over the token keyed with the public PEM text.
-    let pem = read_key("rsa_public.pem");
+    let pem = KEYS.read("rsa_public.pem");
     let not_allowed = Reject::invalid("token algorithm not allowed");
     for (case, secret) in [
         ("HS256 keyed with the PEM", pem.clone()),
@@ -656,10 +470,10 @@ policies:
         expect_rejected(case, &api, &up, Some(&t), &not_allowed).await;
     }
     // Another RSA key; PS256 is RSA too but not pinned.
-    let t = sign(Algorithm::RS256, &enc("rsa2"), None, &claims("u"));
+    let t = KEYS.sign(Algorithm::RS256, "rsa2", None, &claims("u"));
     let want = Reject::invalid("invalid token signature");
     expect_rejected("RS256 by another key", &api, &up, Some(&t), &want).await;
-    let t = sign(Algorithm::PS256, &enc("rsa"), None, &claims("u"));
+    let t = KEYS.sign(Algorithm::PS256, "rsa", None, &claims("u"));
     expect_rejected("PS256 not pinned", &api, &up, Some(&t), &not_allowed).await;
     assert_eq!(auth_failures(&gw, "rsa", "disallowed_alg"), 3);
 }
@@ -690,7 +504,7 @@ policies:
 "#;
 
 async fn jwks_gateway(up: &Upstream, jwks: &JwksServer, refresh: &str, ready: &str) -> Embedded {
-    support::gateway(
+    gw_suite::gateway(
         JWKS_GW,
         &[
             ("UP", up.addr().to_string()),
@@ -705,42 +519,42 @@ async fn jwks_gateway(up: &Upstream, jwks: &JwksServer, refresh: &str, ready: &s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwks_kid_selection_and_unknown_kid_refresh() {
     let up = Upstream::start("svc").await;
-    let k1 = jwk("rsa", Algorithm::RS256, "k1");
-    let k2 = jwk("ec", Algorithm::ES256, "k2");
-    let k3 = jwk("rsa2", Algorithm::RS256, "k3");
+    let k1 = KEYS.jwk("rsa", Algorithm::RS256, "k1");
+    let k2 = KEYS.jwk("ec", Algorithm::ES256, "k2");
+    let k3 = KEYS.jwk("rsa2", Algorithm::RS256, "k3");
     let server = JwksServer::start(jwks(&[k1.clone(), k2.clone()])).await;
     let gw = jwks_gateway(&up, &server, "300s", "3s").await;
     let base = gw.url();
     let api = format!("{base}/api/a");
     assert_eq!(server.hits(), 1, "one fetch at start");
 
-    let t = sign(Algorithm::RS256, &enc("rsa"), Some("k1"), &claims("by-k1"));
+    let t = KEYS.sign(Algorithm::RS256, "rsa", Some("k1"), &claims("by-k1"));
     let h = expect_ok("kid k1", &base, "/api/a", &up, Some(&t), &[]).await;
     assert_eq!(values(&h, "x-user-id"), ["by-k1"]);
-    let t = sign(Algorithm::ES256, &enc("ec"), Some("k2"), &claims("by-k2"));
+    let t = KEYS.sign(Algorithm::ES256, "ec", Some("k2"), &claims("by-k2"));
     let h = expect_ok("kid k2", &base, "/api/a", &up, Some(&t), &[]).await;
     assert_eq!(values(&h, "x-user-id"), ["by-k2"]);
 
-    let t = sign(Algorithm::RS256, &enc("rsa"), None, &claims("u"));
+    let t = KEYS.sign(Algorithm::RS256, "rsa", None, &claims("u"));
     let want = Reject::invalid("token has no key id");
     expect_rejected("no kid, several keys", &api, &up, Some(&t), &want).await;
-    let t = sign(Algorithm::RS256, &enc("rsa2"), Some("k1"), &claims("u"));
+    let t = KEYS.sign(Algorithm::RS256, "rsa2", Some("k1"), &claims("u"));
     let want = Reject::invalid("invalid token signature");
     expect_rejected("kid k1, other signer", &api, &up, Some(&t), &want).await;
-    let t = sign(Algorithm::ES256, &enc("ec"), Some("k1"), &claims("u"));
+    let t = KEYS.sign(Algorithm::ES256, "ec", Some("k1"), &claims("u"));
     let want = Reject::invalid("token algorithm not allowed");
     expect_rejected("ES256 naming RSA key k1", &api, &up, Some(&t), &want).await;
     assert_eq!(server.hits(), 1, "known kids never trigger a fetch");
 
     // Rotation: k3 is published; the first token naming it triggers one fetch and verifies.
     server.set_body(jwks(&[k1.clone(), k2.clone(), k3.clone()]));
-    let t = sign(Algorithm::RS256, &enc("rsa2"), Some("k3"), &claims("by-k3"));
+    let t = KEYS.sign(Algorithm::RS256, "rsa2", Some("k3"), &claims("by-k3"));
     let h = expect_ok("kid k3 after rotation", &base, "/api/a", &up, Some(&t), &[]).await;
     assert_eq!(values(&h, "x-user-id"), ["by-k3"]);
     assert_eq!(server.hits(), 2, "exactly one on-demand fetch");
 
     // Another unknown kid right away: the on-demand refresh is rate limited (no fetch).
-    let t = sign(Algorithm::RS256, &enc("rsa2"), Some("k4"), &claims("u"));
+    let t = KEYS.sign(Algorithm::RS256, "rsa2", Some("k4"), &claims("u"));
     let unknown = Reject::invalid("unknown signing key");
     expect_rejected("unknown kid, rate limited", &api, &up, Some(&t), &unknown).await;
     assert_eq!(server.hits(), 2, "rate limited: no second on-demand fetch");
@@ -750,7 +564,7 @@ async fn jwks_kid_selection_and_unknown_kid_refresh() {
     // A fresh gateway (fresh rate-limit budget): an unknown kid fetches once, is still unknown.
     let gw2 = jwks_gateway(&up, &server, "300s", "3s").await;
     let hits = server.hits();
-    let t = sign(Algorithm::RS256, &enc("rsa2"), Some("k9"), &claims("u"));
+    let t = KEYS.sign(Algorithm::RS256, "rsa2", Some("k9"), &claims("u"));
     let api2 = format!("{}/api/a", gw2.url());
     expect_rejected("unknown kid after a fetch", &api2, &up, Some(&t), &unknown).await;
     assert_eq!(server.hits(), hits + 1, "one on-demand fetch");
@@ -758,7 +572,7 @@ async fn jwks_kid_selection_and_unknown_kid_refresh() {
     // A key removed from the JWKS no longer verifies once the new set is loaded.
     server.set_body(jwks(&[k2.clone(), k3.clone()]));
     let gw3 = jwks_gateway(&up, &server, "300s", "3s").await;
-    let t = sign(Algorithm::RS256, &enc("rsa"), Some("k1"), &claims("u"));
+    let t = KEYS.sign(Algorithm::RS256, "rsa", Some("k1"), &claims("u"));
     let api3 = format!("{}/api/a", gw3.url());
     expect_rejected("removed kid", &api3, &up, Some(&t), &unknown).await;
 }
@@ -766,8 +580,8 @@ async fn jwks_kid_selection_and_unknown_kid_refresh() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwks_down_at_start_then_up_then_down_keeps_last_good_keys() {
     let up = Upstream::start("svc").await;
-    let mut server = JwksServer::down_at(jwks(&[jwk("rsa", Algorithm::RS256, "k1")]));
-    let fresh = |sub: &str| sign(Algorithm::RS256, &enc("rsa"), Some("k1"), &claims(sub));
+    let mut server = JwksServer::down_at(jwks(&[KEYS.jwk("rsa", Algorithm::RS256, "k1")]));
+    let fresh = |sub: &str| KEYS.sign(Algorithm::RS256, "rsa", Some("k1"), &claims(sub));
 
     // Down at start: the gateway still starts (waiting at most ready_timeout for the keys).
     let t0 = Instant::now();
@@ -792,10 +606,9 @@ async fn jwks_down_at_start_then_up_then_down_keeps_last_good_keys() {
     // The server comes up: the background retry loads the keys and tokens verify.
     server.up().await;
     let t_up = Instant::now();
-    until(
-        "tokens verify once the JWKS is up",
-        Duration::from_secs(10),
-        || {
+    Wait::new("tokens verify once the JWKS is up", Duration::from_secs(10))
+        .every(POLL)
+        .until_async(|| {
             let api = api.clone();
             let t = fresh("u");
             let unavailable = &unavailable;
@@ -807,20 +620,20 @@ async fn jwks_down_at_start_then_up_then_down_keeps_last_good_keys() {
                 assert_rejected("keys unavailable while waiting", &r, unavailable, Some(&t));
                 false
             }
-        },
-    )
-    .await;
+        })
+        .await;
     eprintln!("keys loaded {:?} after the JWKS came up", t_up.elapsed());
 
     // The server fails later (HTTP 503): refreshes fail and the last good set keeps verifying.
     server.set_failing(true);
     let hits = server.hits();
-    let state = server.state.clone();
-    until("two failed refreshes", Duration::from_secs(10), || {
-        let n = state.hits.load(Ordering::SeqCst);
-        async move { n >= hits + 2 }
-    })
-    .await;
+    Wait::new("two failed refreshes", Duration::from_secs(10))
+        .every(POLL)
+        .until_async(|| {
+            let n = server.hits();
+            async move { n >= hits + 2 }
+        })
+        .await;
     let t = fresh("still-ok");
     let h = expect_ok(
         "after failed refreshes",
@@ -876,7 +689,7 @@ policies:
         policy("p-nested", "{ claim: realm_access.roles, any_of: [ops] }"),
         up = up.addr(),
     );
-    let gw = support::gateway(&yaml, &[]).await;
+    let gw = gw_suite::gateway(&yaml, &[]).await;
     let base = gw.url();
     let tok = |k: &str, v: Value| hs(&with(claims("u"), k, v));
 
@@ -975,7 +788,7 @@ policies:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optional_mode_verifies_present_tokens_only() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         r#"
 listeners: [{ name: public, address: "127.0.0.1:0" }]
 upstreams:
@@ -1110,7 +923,7 @@ async fn forged_identity_headers_are_stripped_on_every_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_by_verified_sub_gives_each_user_a_quota() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         r#"
 listeners: [{ name: public, address: "127.0.0.1:0" }]
 upstreams:
@@ -1202,7 +1015,7 @@ async fn jwt_example_protects_admin_and_leaves_docs_public() {
         .replace("127.0.0.1:3001", &up.addr().to_string())
         .replace("127.0.0.1:4001", &up.addr().to_string())
         .replace("${JWT_SECRET}", SECRET);
-    let gw = support::gateway(&text, &[]).await;
+    let gw = gw_suite::gateway(&text, &[]).await;
     let base = gw.url();
     let admin = format!("{base}/api/admin/users");
     let tok = |roles: Value| {

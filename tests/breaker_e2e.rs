@@ -5,12 +5,12 @@
 //! went out. A client that fires the next request on a fresh connection could in theory overtake
 //! that bookkeeping, so the tests wait (bounded) for the breaker to have seen each outcome before
 //! sending the next request; every wait has a deadline and fails the test when it passes.
-mod support;
 
 use gateway_core::policy::breaker::{BreakerSnapshot, CircuitBreaker, OutlierDetector, State};
 use gateway_core::proxy::server::Embedded;
-use gateway_testkit::{http_client, request, Bytes, HttpResponse, Method, Mode, Upstream};
-use std::future::Future;
+use gateway_testkit::prom::Scrape;
+use gateway_testkit::wait::{until, until_async};
+use gateway_testkit::{http_client, Bytes, HttpResponse, Method, Mode, Upstream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,41 +22,7 @@ async fn send(url: &str) -> HttpResponse {
 }
 
 async fn call(method: Method, url: &str, headers: &[(&str, &str)]) -> HttpResponse {
-    let client = http_client();
-    let fut = request(&client, method, url, headers, Bytes::new());
-    match tokio::time::timeout(Duration::from_secs(10), fut).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => panic!("request to {url} failed: {e}"),
-        Err(_) => panic!("request to {url} took more than 10 s"),
-    }
-}
-
-/// Polls `cond` every 5 ms until it holds; panics with `what` after `limit`.
-async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Like [`until`] for an async condition.
-async fn until_async<F, Fut>(what: &str, limit: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !cond().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    gateway_testkit::send(&http_client(), method, url, headers, Bytes::new()).await
 }
 
 fn breaker(gw: &Embedded, upstream: usize) -> CircuitBreaker {
@@ -140,7 +106,7 @@ const BREAKER: &str =
 async fn opens_after_exactly_three_failures_probes_closes_and_reopens() {
     let up = Upstream::start("svc").await;
     up.set_mode(Mode::Fail(500));
-    let gw = support::gateway(&one_upstream(BREAKER, ""), &[("A", up.addr().to_string())]).await;
+    let gw = gw_suite::gateway(&one_upstream(BREAKER, ""), &[("A", up.addr().to_string())]).await;
     let b = breaker(&gw, 0);
     let url = format!("{}/x", gw.url());
 
@@ -224,7 +190,7 @@ async fn timeouts_count_as_failures() {
     let up = Upstream::start("svc").await;
     up.set_mode(Mode::Hang);
     let extra = format!("{BREAKER}\n    timeouts: {{ read: 200ms }}");
-    let gw = support::gateway(&one_upstream(&extra, ""), &[("A", up.addr().to_string())]).await;
+    let gw = gw_suite::gateway(&one_upstream(&extra, ""), &[("A", up.addr().to_string())]).await;
     let b = breaker(&gw, 0);
     let url = format!("{}/slow", gw.url());
     for n in 1..=3 {
@@ -247,7 +213,7 @@ async fn timeouts_count_as_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_errors_never_trip_the_breaker() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(&one_upstream(BREAKER, ""), &[("A", up.addr().to_string())]).await;
+    let gw = gw_suite::gateway(&one_upstream(BREAKER, ""), &[("A", up.addr().to_string())]).await;
     let b = breaker(&gw, 0);
     up.set_mode(Mode::Fail(404));
     for i in 1..=6u64 {
@@ -282,7 +248,7 @@ async fn rate_based_trip_opens_at_the_failure_percentage() {
       success_threshold: 1
       open_duration: 5s
       rate: { calls: 10, min_calls: 10, failure_rate_percent: 50 }";
-    let gw = support::gateway(&one_upstream(extra, ""), &[("A", up.addr().to_string())]).await;
+    let gw = gw_suite::gateway(&one_upstream(extra, ""), &[("A", up.addr().to_string())]).await;
     let b = breaker(&gw, 0);
     // fail, ok, fail, ok, ... : 5 failures in the first 9 calls, below min_calls
     for i in 0..10u64 {
@@ -318,7 +284,7 @@ async fn static_fallback_is_served_while_open() {
       status: 200
       headers: { content-type: application/json }
       body: '{"degraded":true}'"#;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         &one_upstream(BREAKER, route_extra),
         &[("A", up.addr().to_string())],
     )
@@ -357,7 +323,7 @@ async fn fallback_upstream_takes_the_traffic_while_open() {
     let primary = Upstream::start("primary").await;
     let backup = Upstream::start("backup").await;
     primary.set_mode(Mode::Fail(500));
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         r#"
 listeners: [{ name: public, address: "127.0.0.1:0" }]
 upstreams:
@@ -412,7 +378,7 @@ async fn half_open_admits_only_one_probe_at_a_time() {
     let up = Upstream::start("svc").await;
     up.set_mode(Mode::Fail(500));
     let extra = "    circuit_breaker: { failure_threshold: 3, success_threshold: 2, open_duration: 1s, half_open_max_calls: 1 }";
-    let gw = support::gateway(&one_upstream(extra, ""), &[("A", up.addr().to_string())]).await;
+    let gw = gw_suite::gateway(&one_upstream(extra, ""), &[("A", up.addr().to_string())]).await;
     let b = breaker(&gw, 0);
     let url = format!("{}/x", gw.url());
     for n in 1..=3 {
@@ -471,7 +437,7 @@ async fn outlier_ejection_routes_around_a_failing_endpoint_and_lets_it_back() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
     a.set_mode(Mode::Fail(500));
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         r#"
 listeners: [{ name: public, address: "127.0.0.1:0" }]
 upstreams:
@@ -560,7 +526,7 @@ async fn admin_api_forces_the_breaker_open_and_releases_it() {
         "admin: {{ address: \"127.0.0.1:0\", token: \"{TOKEN}\" }}\n{}",
         one_upstream(BREAKER, "")
     );
-    let gw = support::gateway(&yaml, &[("A", up.addr().to_string())]).await;
+    let gw = gw_suite::gateway(&yaml, &[("A", up.addr().to_string())]).await;
     let admin = format!("http://{}", gw.admin_addr.expect("admin listener"));
     let url = format!("{}/x", gw.url());
     let bearer = format!("Bearer {TOKEN}");
@@ -637,34 +603,17 @@ async fn admin_api_forces_the_breaker_open_and_releases_it() {
     assert_eq!(r.status, 400);
 }
 
-/// Value of the sample of `name` whose labels include all of `labels` (label order-agnostic).
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
-            (n == name).then_some((rest, value))
-        })
-        .find(|(rest, _)| {
-            labels
-                .iter()
-                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|(_, v)| v.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_report_state_transitions_and_rejections() {
     let up = Upstream::start("svc").await;
     up.set_mode(Mode::Fail(502));
     let extra =
         "    circuit_breaker: { failure_threshold: 3, success_threshold: 2, open_duration: 2500ms }";
-    let gw = support::gateway(&one_upstream(extra, ""), &[("A", up.addr().to_string())]).await;
+    let gw = gw_suite::gateway(&one_upstream(extra, ""), &[("A", up.addr().to_string())]).await;
     let b = breaker(&gw, 0);
     let m = || gw.engine.metrics.render();
     assert_eq!(
-        sample(&m(), "gw_breaker_state", &[("upstream", "svc")]),
+        Scrape::parse(&m()).get("gw_breaker_state", &[("upstream", "svc")]),
         Some(0.0)
     );
     let url = format!("{}/x", gw.url());
@@ -684,14 +633,14 @@ async fn metrics_report_state_transitions_and_rejections() {
     assert_circuit_open(&r, "svc", &ra);
 
     let text = m();
+    let s = Scrape::parse(&text);
     assert_eq!(
-        sample(&text, "gw_breaker_state", &[("upstream", "svc")]),
+        s.get("gw_breaker_state", &[("upstream", "svc")]),
         Some(2.0),
         "{text}"
     );
     assert_eq!(
-        sample(
-            &text,
+        s.get(
             "gw_breaker_transitions_total",
             &[("upstream", "svc"), ("from", "closed"), ("to", "open")]
         ),
@@ -699,8 +648,7 @@ async fn metrics_report_state_transitions_and_rejections() {
         "{text}"
     );
     assert_eq!(
-        sample(
-            &text,
+        s.get(
             "gw_breaker_transitions_total",
             &[("upstream", "svc"), ("from", "open"), ("to", "half_open")]
         ),
@@ -708,7 +656,7 @@ async fn metrics_report_state_transitions_and_rejections() {
         "{text}"
     );
     assert_eq!(
-        sample(&text, "gw_breaker_rejected_total", &[("upstream", "svc")]),
+        s.get("gw_breaker_rejected_total", &[("upstream", "svc")]),
         Some(1.0),
         "{text}"
     );
@@ -719,7 +667,7 @@ async fn a_connect_failure_retried_on_another_endpoint_counts_only_against_the_d
     let mut dead = Upstream::start("dead").await;
     let live = Upstream::start("live").await;
     dead.stop().await; // connection refused from now on
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         r#"
 listeners: [{ name: public, address: "127.0.0.1:0" }]
 upstreams:

@@ -2,12 +2,14 @@
 //! series after a known request sequence (scraped from the admin listener and parsed), readiness
 //! during warm-up, the connection gauge (embedded runner and the Pingora server of `gw serve`), the
 //! JSON access log, admin-listener isolation and the admin API token.
-mod support;
 
 use gateway_core::proxy::server::{serve_blocking, Embedded};
+use gateway_testkit::jwt::hs256_for;
+use gateway_testkit::prom::{family_of, labels_of, Family, Scrape};
 use gateway_testkit::redis::free_port;
-use gateway_testkit::{http_client, raw_request, request, HttpResponse, Method, Mode, Upstream};
-use std::collections::{BTreeMap, HashMap};
+use gateway_testkit::wait::Wait;
+use gateway_testkit::{http_client, raw_request, HttpResponse, Method, Mode, Upstream};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,138 +19,7 @@ const SECRET: &str = "an-example-secret-of-at-least-32-bytes!";
 const DEADLINE: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------------------------
-// Prometheus text format (0.0.4): name + sorted labels -> value.
-
-type Labels = Vec<(String, String)>;
-type Family = BTreeMap<Labels, f64>;
-
-#[derive(Debug, Default)]
-struct Scrape {
-    families: BTreeMap<String, Family>,
-    /// `# TYPE` lines: family name -> type.
-    types: BTreeMap<String, String>,
-}
-
-fn parse_label_value(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> String {
-    assert_eq!(chars.next(), Some('"'), "label value must be quoted");
-    let mut v = String::new();
-    loop {
-        match chars.next() {
-            Some('\\') => match chars.next() {
-                Some('n') => v.push('\n'),
-                Some('\\') => v.push('\\'),
-                Some('"') => v.push('"'),
-                other => panic!("bad escape {other:?}"),
-            },
-            Some('"') => return v,
-            Some(c) => v.push(c),
-            None => panic!("unterminated label value"),
-        }
-    }
-}
-
-impl Scrape {
-    fn parse(text: &str) -> Scrape {
-        let mut s = Scrape::default();
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, ty) = rest.split_once(' ').expect("TYPE line");
-                s.types.insert(name.to_string(), ty.to_string());
-                continue;
-            }
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let name_end = line.find(['{', ' ']).expect("sample line");
-            let name = &line[..name_end];
-            let mut labels = Labels::new();
-            let rest = if line[name_end..].starts_with('{') {
-                let mut chars = line[name_end + 1..].chars().peekable();
-                let mut consumed = name_end + 1;
-                loop {
-                    if chars.peek() == Some(&'}') {
-                        chars.next();
-                        consumed += 1;
-                        break;
-                    }
-                    let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-                    let before: usize = chars.clone().map(char::len_utf8).sum();
-                    let value = parse_label_value(&mut chars);
-                    let after: usize = chars.clone().map(char::len_utf8).sum();
-                    consumed += key.len() + 1 + (before - after);
-                    labels.push((key.trim().to_string(), value));
-                    if chars.peek() == Some(&',') {
-                        chars.next();
-                        consumed += 1;
-                    }
-                }
-                &line[consumed..]
-            } else {
-                &line[name_end..]
-            };
-            let value_txt = rest.split_whitespace().next().expect("sample value");
-            let value = match value_txt {
-                "+Inf" => f64::INFINITY,
-                "-Inf" => f64::NEG_INFINITY,
-                v => v
-                    .parse()
-                    .unwrap_or_else(|_| panic!("bad value in {line:?}")),
-            };
-            labels.sort();
-            let prev = s
-                .families
-                .entry(name.to_string())
-                .or_default()
-                .insert(labels, value);
-            assert!(prev.is_none(), "duplicate series: {line}");
-        }
-        s
-    }
-
-    /// Every series of `name` (empty if none).
-    fn family(&self, name: &str) -> Family {
-        self.families.get(name).cloned().unwrap_or_default()
-    }
-
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        self.families.get(name)?.get(&lbl(labels)).copied()
-    }
-
-    fn sum(&self, name: &str) -> f64 {
-        self.family(name).values().sum()
-    }
-}
-
-fn lbl(pairs: &[(&str, &str)]) -> Labels {
-    let mut v: Labels = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    v.sort();
-    v
-}
-
-fn family(rows: &[(&[(&str, &str)], f64)]) -> Family {
-    rows.iter().map(|(l, v)| (lbl(l), *v)).collect()
-}
-
-#[test]
-fn parser_handles_escapes_and_sorts_labels() {
-    let s = Scrape::parse(
-        "# HELP x_total h\n# TYPE x_total counter\n\
-         x_total{b=\"2\",a=\"q\\\"u\\\\o\\nte,}\"} 3\nplain 1.5\ninf_bucket{le=\"+Inf\"} 7\n",
-    );
-    assert_eq!(
-        s.get("x_total", &[("a", "q\"u\\o\nte,}"), ("b", "2")]),
-        Some(3.0)
-    );
-    assert_eq!(s.get("plain", &[]), Some(1.5));
-    assert_eq!(s.get("inf_bucket", &[("le", "+Inf")]), Some(7.0));
-    assert_eq!(s.types["x_total"], "counter");
-}
-
-// ---------------------------------------------------------------------------------------------
-// Helpers.
+// Helpers (the Prometheus parser is `gateway_testkit::prom`).
 
 async fn admin_get(
     admin: SocketAddr,
@@ -189,20 +60,17 @@ async fn scrape(admin: SocketAddr) -> Scrape {
 /// Scrapes until `ok` holds (the last request of a client is logged just after its response is
 /// sent), panicking with the last scrape after [`DEADLINE`].
 async fn scrape_until(admin: SocketAddr, what: &str, ok: impl Fn(&Scrape) -> bool) -> Scrape {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let s = scrape(admin).await;
-        if ok(&s) {
-            return s;
-        }
-        if Instant::now() > end {
-            panic!(
-                "timed out waiting for {what}; last scrape: {:#?}",
-                s.families
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    Wait::new(what, DEADLINE)
+        .every(Duration::from_millis(20))
+        .poll(|| async {
+            let s = scrape(admin).await;
+            if ok(&s) {
+                Ok(s)
+            } else {
+                Err(s.families)
+            }
+        })
+        .await
 }
 
 async fn send(
@@ -211,26 +79,7 @@ async fn send(
     url: &str,
     headers: &[(&str, &str)],
 ) -> HttpResponse {
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        request(client, method.clone(), url, headers, ""),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{method} {url} timed out"))
-    .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
-}
-
-fn token(secret: &str, sub: &str, exp_in_secs: i64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &serde_json::json!({ "sub": sub, "exp": now + exp_in_secs }),
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("sign")
+    gateway_testkit::send(client, method, url, headers, "").await
 }
 
 /// One keep-alive HTTP/1.1 exchange on an open connection (Content-Length framed responses only).
@@ -288,7 +137,7 @@ async fn metrics_count_every_outcome_exactly() {
         failing.addr().to_string(),
         checked.addr().to_string(),
     );
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         r#"
 listeners: [{ name: public, address: "127.0.0.1:0" }]
 admin: { address: "127.0.0.1:0" }
@@ -364,12 +213,12 @@ policies:
         let r = send(&client, Method::GET, &format!("{base}/limited"), &[]).await;
         hit(Method::GET, "/limited", &r);
     }
-    let expired = format!("Bearer {}", token(SECRET, "alice", -3600));
+    let expired = format!("Bearer {}", hs256_for(SECRET.as_bytes(), "alice", -3600));
     let forged = format!(
         "Bearer {}",
-        token("another-secret-of-at-least-32-bytes!!", "alice", 600)
+        hs256_for(b"another-secret-of-at-least-32-bytes!!", "alice", 600)
     );
-    let valid = format!("Bearer {}", token(SECRET, "alice", 600));
+    let valid = format!("Bearer {}", hs256_for(SECRET.as_bytes(), "alice", 600));
     for auth in [
         None,
         Some("Bearer abc"),
@@ -414,7 +263,7 @@ policies:
     };
     assert_eq!(
         m.family("gw_requests_total"),
-        family(&[
+        family_of(&[
             (&req("a", "good", "GET", "200"), 3.0),
             (&req("", "", "GET", "404"), 2.0),
             (&req("", "", "POST", "405"), 1.0),
@@ -430,7 +279,7 @@ policies:
     let ru = |route, up| [("route", route), ("upstream", up)];
     assert_eq!(
         m.family("gw_request_duration_seconds_count"),
-        family(&[
+        family_of(&[
             (&ru("a", "good"), 3.0),
             (&ru("", ""), 3.0),
             (&ru("dead", "dead"), 1.0),
@@ -455,7 +304,7 @@ policies:
     // One observation per upstream attempt; requests answered by the gateway itself never reach one.
     assert_eq!(
         m.family("gw_upstream_duration_seconds_count"),
-        family(&[
+        family_of(&[
             (&ue("good", a), 7.0),
             (&ue("dead", d), 2.0), // first attempt + the default single retry of a connect failure
             (&ue("slow", s), 1.0),
@@ -478,7 +327,7 @@ policies:
                 _ => 0.0,
             };
             want_errors.insert(
-                lbl(&[("upstream", up), ("endpoint", ep), ("kind", kind)]),
+                labels_of(&[("upstream", up), ("endpoint", ep), ("kind", kind)]),
                 v,
             );
         }
@@ -486,7 +335,7 @@ policies:
     assert_eq!(m.family("gw_upstream_errors_total"), want_errors);
     assert_eq!(
         m.family("gw_ratelimit_decisions_total"),
-        family(&[
+        family_of(&[
             (&[("policy", "lim"), ("decision", "allowed")], 3.0),
             (&[("policy", "lim"), ("decision", "rejected")], 2.0),
             (&[("policy", "lim"), ("decision", "shadow_rejected")], 0.0),
@@ -494,7 +343,7 @@ policies:
     );
     assert_eq!(
         m.family("gw_auth_failures_total"),
-        family(&[
+        family_of(&[
             (&[("route", "secure"), ("reason", "missing")], 1.0),
             (&[("route", "secure"), ("reason", "malformed")], 1.0),
             (&[("route", "secure"), ("reason", "expired")], 1.0),
@@ -503,7 +352,7 @@ policies:
     );
     assert_eq!(m.family("gw_ratelimit_store_errors_total"), Family::new());
     assert_eq!(m.get("gw_access_log_dropped_total", &[]), Some(0.0));
-    let all_healthy = family(&[
+    let all_healthy = family_of(&[
         (&ue("good", a), 1.0),
         (&ue("dead", d), 1.0),
         (&ue("slow", s), 1.0),
@@ -522,7 +371,7 @@ policies:
     })
     .await;
     let mut one_down = all_healthy.clone();
-    one_down.insert(lbl(&ue("checked", h)), 0.0);
+    one_down.insert(labels_of(&ue("checked", h)), 0.0);
     assert_eq!(m.family("gw_endpoint_healthy"), one_down);
     let r = send(&http_client(), Method::GET, &format!("{base}/checked"), &[]).await;
     assert_eq!(r.status, 503, "no healthy endpoint: {}", r.text());
@@ -540,7 +389,7 @@ policies:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_connections_gauge_counts_open_keepalive_connections() {
     let up = Upstream::start("a").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         r#"
 listeners: [{ name: public, address: "127.0.0.1:0" }]
 admin: { address: "127.0.0.1:0" }
@@ -581,7 +430,7 @@ routes: [{ name: r, match: { prefix: / }, upstream: svc }]
 async fn pingora_server_counts_connections_and_serves_admin() {
     let up = Upstream::start("a").await;
     let (port, admin_port) = (free_port(), free_port());
-    let plan = support::plan(
+    let plan = gw_suite::plan(
         r#"
 server: { threads: 1 }
 listeners: [{ name: public, address: "127.0.0.1:{{P}}" }]
@@ -599,21 +448,17 @@ routes: [{ name: r, match: { prefix: / }, upstream: svc }]
     std::thread::spawn(move || serve_blocking(plan));
     let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
     let public: SocketAddr = ([127, 0, 0, 1], port).into();
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(r) = raw_request(
-            admin,
-            "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-        )
-        .await
-        {
-            if r.status == 200 {
-                break;
-            }
-        }
-        assert!(Instant::now() < end, "gw serve did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    Wait::new("gw serve ready", Duration::from_secs(10))
+        .every(Duration::from_millis(50))
+        .until_async(|| async {
+            raw_request(
+                admin,
+                "GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .is_ok_and(|r| r.status == 200)
+        })
+        .await;
     let mut c1 = TcpStream::connect(public).await.expect("connect");
     let mut c2 = TcpStream::connect(public).await.expect("connect");
     assert_eq!(keepalive_get(&mut c1, "/x").await, 200);
@@ -650,7 +495,7 @@ async fn readyz_is_503_during_warm_up_and_200_after_first_health_checks() {
     let hung = Upstream::start("hung").await;
     hung.set_mode(Mode::Hang); // /health never answers: the first check needs its full 1 s timeout
     let h = hung.addr().to_string();
-    let plan = support::plan(
+    let plan = gw_suite::plan(
         r#"
 listeners: [{ name: public, address: "127.0.0.1:0" }]
 admin: { address: "127.0.0.1:0" }
@@ -730,7 +575,7 @@ async fn access_log_lines_are_json_with_every_field_and_the_request_id() {
             .as_nanos()
     ));
     let _ = std::fs::remove_file(&path);
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         r#"
 listeners: [{ name: public, address: "127.0.0.1:0" }]
 admin: { address: "127.0.0.1:0" }
@@ -754,7 +599,7 @@ policies:
     .await;
     let base = gw.url();
     let client = http_client();
-    let bearer = format!("Bearer {}", token(SECRET, "alice", 600));
+    let bearer = format!("Bearer {}", hs256_for(SECRET.as_bytes(), "alice", 600));
     struct Sent {
         method: &'static str,
         path: &'static str,
@@ -792,13 +637,7 @@ policies:
     ];
     for (method, p, headers, body) in cases {
         let m = Method::from_bytes(method.as_bytes()).expect("method");
-        let resp = tokio::time::timeout(
-            Duration::from_secs(10),
-            request(&client, m, &format!("{base}{p}"), &headers, body),
-        )
-        .await
-        .expect("in time")
-        .expect("request");
+        let resp = gateway_testkit::send(&client, m, &format!("{base}{p}"), &headers, body).await;
         sent.push(Sent {
             method,
             path: p,
@@ -814,24 +653,26 @@ policies:
     );
 
     // Lines are written after the response: flush until all four are there.
-    let end = Instant::now() + DEADLINE;
-    let lines: Vec<serde_json::Value> = loop {
-        gw.engine.access_log.flush().expect("flush");
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            text.is_empty() || text.ends_with('\n'),
-            "partial line: {text:?}"
-        );
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect();
-        if lines.len() >= sent.len() {
-            break lines;
-        }
-        assert!(Instant::now() < end, "only {} lines: {text}", lines.len());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let lines: Vec<serde_json::Value> = Wait::new("every access log line", DEADLINE)
+        .every(Duration::from_millis(20))
+        .poll(|| {
+            gw.engine.access_log.flush().expect("flush");
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                text.is_empty() || text.ends_with('\n'),
+                "partial line: {text:?}"
+            );
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+                .collect();
+            std::future::ready(if lines.len() >= sent.len() {
+                Ok(lines)
+            } else {
+                Err(format!("only {} lines: {text}", lines.len()))
+            })
+        })
+        .await;
     assert_eq!(lines.len(), sent.len(), "{lines:#?}");
     const FIELDS: [&str; 15] = [
         "ts",
@@ -939,7 +780,7 @@ policies:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_are_not_reachable_on_the_public_listener() {
     let up = Upstream::start("a").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         r#"
 listeners: [{ name: public, address: "127.0.0.1:0" }]
 admin: { address: "127.0.0.1:0", token: "t0ken-for-the-admin-api" }
@@ -999,7 +840,7 @@ routes: [{{ name: api, match: {{ prefix: /api }}, upstream: svc }}]
         )
     };
     let vars = [("A", up.addr().to_string())];
-    let with_token = support::gateway(
+    let with_token = gw_suite::gateway(
         &yaml(r#"{ address: "127.0.0.1:0", token: "s3cret-admin-token" }"#),
         &vars,
     )
@@ -1047,7 +888,7 @@ routes: [{{ name: api, match: {{ prefix: /api }}, upstream: svc }}]
     assert_eq!(r.status, 200, "{}", r.text());
 
     // Without a token the admin API is off, whatever the client sends.
-    let without = support::gateway(&yaml(r#"{ address: "127.0.0.1:0" }"#), &vars).await;
+    let without = gw_suite::gateway(&yaml(r#"{ address: "127.0.0.1:0" }"#), &vars).await;
     let admin = without.admin_addr.expect("admin");
     for auth in [None, good] {
         let r = admin_get(admin, "/admin/breakers", auth).await;
@@ -1060,7 +901,7 @@ routes: [{{ name: api, match: {{ prefix: /api }}, upstream: svc }}]
     assert_eq!(r.status, 404);
 
     // observability.metrics: false turns /metrics off.
-    let off = support::gateway(
+    let off = gw_suite::gateway(
         &format!(
             "observability: {{ metrics: false }}\n{}",
             yaml(r#"{ address: "127.0.0.1:0" }"#)

@@ -1,4 +1,4 @@
-//! End-to-end tests of gw's proxy behaviour: the gateway runs in-process (`support::gateway`) in front
+//! End-to-end tests of gw's proxy behaviour: the gateway runs in-process (`gw_suite::gateway`) in front
 //! of real testkit upstreams on `127.0.0.1:0`; requests go over real TCP.
 //!
 //! Covered (one test each, names in brackets):
@@ -23,11 +23,12 @@
 //!    `oversized_request_header_is_refused`];
 //! 9. WebSocket echo through the gateway [`websocket_echo_through_gateway`]; the ignored
 //!    `websocket_tunnel_never_torn_down_after_101` pins down Pingora bug cloudflare/pingora#946.
-mod support;
 
+// `call(client, method, url, headers, body)`: one request, bounded by `CALL_LIMIT`; panics on errors.
+use gateway_testkit::send as call;
 use gateway_testkit::{
-    checksum_hex, fnv1a64, get, http_client, raw_request, request, ws_connect, ws_echo, Bytes,
-    HttpClient, HttpResponse, Method, Mode, SinkExt, StreamExt, Upstream, WsMessage,
+    checksum_hex, fnv1a64, get, http_client, raw_request, ws_connect, ws_echo, Bytes, HttpClient,
+    HttpResponse, Method, Mode, SinkExt, StreamExt, Upstream, WsMessage,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -37,24 +38,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Upper bound for any single client exchange in these tests.
-const CALL_LIMIT: Duration = Duration::from_secs(10);
+const CALL_LIMIT: Duration = gateway_testkit::SEND_LIMIT;
 
 fn addr_var(name: &'static str, up: &Upstream) -> (&'static str, String) {
     (name, up.addr().to_string())
-}
-
-/// One request through `client`, bounded in time; panics on transport errors.
-async fn call(
-    client: &HttpClient,
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Bytes>,
-) -> HttpResponse {
-    tokio::time::timeout(CALL_LIMIT, request(client, method, url, headers, body))
-        .await
-        .unwrap_or_else(|_| panic!("{url}: no response within {CALL_LIMIT:?}"))
-        .unwrap_or_else(|e| panic!("{url}: {e:?}"))
 }
 
 async fn get_via(client: &HttpClient, url: &str) -> HttpResponse {
@@ -216,7 +203,7 @@ async fn raw_chunked(addr: SocketAddr, head: &str, chunks: Vec<Vec<u8>>) -> Pars
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewrites_prefix_pattern_query_and_host() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         r#"
 listeners: [{ name: public, address: "127.0.0.1:0" }]
 upstreams:
@@ -314,7 +301,7 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_body_content_length() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(SVC_STRIP, &[addr_var("UP", &up)]).await;
+    let gw = gw_suite::gateway(SVC_STRIP, &[addr_var("UP", &up)]).await;
     let c = http_client();
     let body = noise(BIG, 7);
     let sum = fnv1a64(&body);
@@ -359,7 +346,7 @@ async fn large_body_content_length() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_body_chunked() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(SVC_STRIP, &[addr_var("UP", &up)]).await;
+    let gw = gw_suite::gateway(SVC_STRIP, &[addr_var("UP", &up)]).await;
     let body = noise(BIG, 11);
     // uneven chunk sizes, 1 byte to ~40 KiB
     let mut chunks = Vec::new();
@@ -400,14 +387,20 @@ async fn large_body_chunked() {
 // 3. load balancing
 // ---------------------------------------------------------------------------------------------
 
+/// Two weighted endpoints `A`, `B` behind `/api/svc` (prefix stripped); `lb` is the
+/// `load_balancing` value, or `""` to leave it out (the default policy).
 fn lb_config(lb: &str, weights: (u32, u32)) -> String {
+    let lb = if lb.is_empty() {
+        String::new()
+    } else {
+        format!("\n    load_balancing: {lb}")
+    };
     format!(
         r#"
 listeners: [{{ name: public, address: "127.0.0.1:0" }}]
 upstreams:
   - name: svc
-    endpoints: [{{ address: "{{{{A}}}}", weight: {} }}, {{ address: "{{{{B}}}}", weight: {} }}]
-    load_balancing: {lb}
+    endpoints: [{{ address: "{{{{A}}}}", weight: {} }}, {{ address: "{{{{B}}}}", weight: {} }}]{lb}
 routes:
   - name: svc
     match: {{ prefix: /api/svc }}
@@ -420,31 +413,34 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lb_round_robin_alternates_exactly() {
-    let a = Upstream::start("a").await;
-    let b = Upstream::start("b").await;
-    let gw = support::gateway(
-        &lb_config("{ type: round_robin }", (1, 1)),
-        &[addr_var("A", &a), addr_var("B", &b)],
-    )
-    .await;
-    let c = http_client();
-    let mut seq = Vec::new();
-    for i in 0..20 {
-        let r = get_via(&c, &format!("{}/api/svc/rr/{i}", gw.url())).await;
-        assert_eq!(r.status, 200);
-        seq.push(who(&r));
+    // explicit, and the default when `load_balancing` is left out
+    for lb in ["{ type: round_robin }", ""] {
+        let a = Upstream::start("a").await;
+        let b = Upstream::start("b").await;
+        let gw = gw_suite::gateway(
+            &lb_config(lb, (1, 1)),
+            &[addr_var("A", &a), addr_var("B", &b)],
+        )
+        .await;
+        let c = http_client();
+        let mut seq = Vec::new();
+        for i in 0..20 {
+            let r = get_via(&c, &format!("{}/api/svc/rr/{i}", gw.url())).await;
+            assert_eq!(r.status, 200);
+            seq.push(who(&r));
+        }
+        for w in seq.windows(2) {
+            assert_ne!(w[0], w[1], "{lb:?}: not alternating: {seq:?}");
+        }
+        assert_eq!((a.hits(), b.hits()), (10, 10), "{lb:?}");
     }
-    for w in seq.windows(2) {
-        assert_ne!(w[0], w[1], "not alternating: {seq:?}");
-    }
-    assert_eq!((a.hits(), b.hits()), (10, 10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lb_weighted_round_robin_3_to_1() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         &lb_config("{ type: round_robin }", (3, 1)),
         &[addr_var("A", &a), addr_var("B", &b)],
     )
@@ -471,7 +467,7 @@ async fn lb_consistent_hash_on_header() {
         Upstream::start("b").await,
         Upstream::start("c").await,
     ];
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         r#"
 listeners: [{ name: public, address: "127.0.0.1:0" }]
 upstreams:
@@ -526,7 +522,7 @@ routes:
 async fn lb_least_connections_prefers_idle_endpoint() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         &lb_config("{ type: least_connections }", (1, 1)),
         &[addr_var("A", &a), addr_var("B", &b)],
     )
@@ -584,7 +580,7 @@ async fn lb_least_connections_prefers_idle_endpoint() {
 async fn lb_fastest_prefers_quick_endpoint() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         &lb_config("{ type: fastest }", (1, 1)),
         &[addr_var("A", &a), addr_var("B", &b)],
     )
@@ -626,7 +622,7 @@ routes:
 async fn health_check_removes_and_restores_endpoint() {
     let mut a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
-    let gw = support::gateway(HEALTH_CFG, &[addr_var("A", &a), addr_var("B", &b)]).await;
+    let gw = gw_suite::gateway(HEALTH_CFG, &[addr_var("A", &a), addr_var("B", &b)]).await;
     let c = http_client();
     let url = format!("{}/api/svc/x", gw.url());
     let bound = Duration::from_secs(3);
@@ -701,7 +697,7 @@ async fn health_check_removes_and_restores_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_404_no_route() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(SVC_STRIP, &[addr_var("UP", &up)]).await;
+    let gw = gw_suite::gateway(SVC_STRIP, &[addr_var("UP", &up)]).await;
     let r = get_via(&http_client(), &format!("{}/nothing/here", gw.url())).await;
     check_http_error(&r, 404, "no_route");
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -711,7 +707,7 @@ async fn error_404_no_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_405_with_allow_header() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         r#"
 listeners: [{ name: public, address: "127.0.0.1:0" }]
 upstreams:
@@ -753,7 +749,7 @@ routes:
 async fn error_502_when_every_endpoint_refuses() {
     let mut a = Upstream::start("a").await;
     let mut b = Upstream::start("b").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         &lb_config("{ type: round_robin }", (1, 1)),
         &[addr_var("A", &a), addr_var("B", &b)],
     )
@@ -784,7 +780,7 @@ async fn error_502_when_every_endpoint_refuses() {
 async fn error_503_when_no_endpoint_is_healthy() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
-    let gw = support::gateway(HEALTH_CFG, &[addr_var("A", &a), addr_var("B", &b)]).await;
+    let gw = gw_suite::gateway(HEALTH_CFG, &[addr_var("A", &a), addr_var("B", &b)]).await;
     let c = http_client();
     let url = format!("{}/api/svc/x", gw.url());
     assert_eq!(get_via(&c, &url).await.status, 200);
@@ -813,7 +809,7 @@ async fn error_503_when_no_endpoint_is_healthy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_504_on_upstream_read_timeout() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         r#"
 listeners: [{ name: public, address: "127.0.0.1:0" }]
 upstreams:
@@ -846,7 +842,7 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_413_body_too_large() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         r#"
 server: { max_body_size: 1KiB }
 listeners: [{ name: public, address: "127.0.0.1:0" }]
@@ -934,7 +930,7 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_400_malformed_path_escape() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         r#"
 listeners: [{ name: public, address: "127.0.0.1:0" }]
 upstreams:
@@ -981,7 +977,7 @@ routes:
 async fn retry_connect_failure_on_other_endpoint() {
     let mut a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         &lb_config("{ type: round_robin }", (1, 1)),
         &[addr_var("A", &a), addr_var("B", &b)],
     )
@@ -1021,7 +1017,7 @@ async fn retry_connect_failure_on_other_endpoint() {
 async fn retry_never_replays_a_post_that_reached_the_upstream() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         r#"
 listeners: [{ name: public, address: "127.0.0.1:0" }]
 upstreams:
@@ -1071,7 +1067,7 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_and_hop_by_hop_headers() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(SVC_STRIP, &[addr_var("UP", &up)]).await;
+    let gw = gw_suite::gateway(SVC_STRIP, &[addr_var("UP", &up)]).await;
     let r = raw_request(
         gw.addrs[0],
         "GET /api/svc/h HTTP/1.1\r\nHost: shop.example:8443\r\nConnection: x-custom, close\r\n\
@@ -1124,7 +1120,7 @@ async fn forwarded_and_hop_by_hop_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_id_kept_replaced_or_generated() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(SVC_STRIP, &[addr_var("UP", &up)]).await;
+    let gw = gw_suite::gateway(SVC_STRIP, &[addr_var("UP", &up)]).await;
     let upr = &up;
     let send = |id: Option<String>| {
         let addr = gw.addrs[0];
@@ -1206,7 +1202,7 @@ async fn raw_get(addr: SocketAddr, path: &str) -> gateway_testkit::RawResponse {
 async fn hostile_paths_resolve_to_the_normalised_route() {
     let pubu = Upstream::start("public").await;
     let adm = Upstream::start("admin").await;
-    let gw = support::gateway(TWO_ROUTES, &[addr_var("PUB", &pubu), addr_var("ADM", &adm)]).await;
+    let gw = gw_suite::gateway(TWO_ROUTES, &[addr_var("PUB", &pubu), addr_var("ADM", &adm)]).await;
     let addr = gw.addrs[0];
 
     // (request path, upstream that must answer, path it must receive)
@@ -1260,7 +1256,7 @@ policies:
     keys: { type: hmac, secret: "0123456789abcdef0123456789abcdef-test" }
 "#
     );
-    let gw = support::gateway(&yaml, &[addr_var("PUB", &pubu), addr_var("ADM", &adm)]).await;
+    let gw = gw_suite::gateway(&yaml, &[addr_var("PUB", &pubu), addr_var("ADM", &adm)]).await;
     let addr = gw.addrs[0];
     for path in [
         "/api/admin",
@@ -1290,7 +1286,7 @@ policies:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_header_is_refused() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(SVC_STRIP, &[addr_var("UP", &up)]).await;
+    let gw = gw_suite::gateway(SVC_STRIP, &[addr_var("UP", &up)]).await;
     let addr = gw.addrs[0];
     let send = |path: &'static str, size: usize| async move {
         let big = "v".repeat(size);
@@ -1367,7 +1363,7 @@ async fn ws_tunnel(url: &str) -> (gateway_testkit::WsClient, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_through_gateway() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(SVC_STRIP, &[addr_var("UP", &up)]).await;
+    let gw = gw_suite::gateway(SVC_STRIP, &[addr_var("UP", &up)]).await;
     let url = format!("ws://{}/api/svc/ws", gw.addrs[0]);
 
     // the testkit one-shot helper (reconnecting only on the Pingora teardown race)
@@ -1422,7 +1418,7 @@ async fn websocket_echo_through_gateway() {
             after the 101 (0-20% of handshakes on loopback); needs a Pingora fix"]
 async fn websocket_tunnel_never_torn_down_after_101() {
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(SVC_STRIP, &[addr_var("UP", &up)]).await;
+    let gw = gw_suite::gateway(SVC_STRIP, &[addr_var("UP", &up)]).await;
     let url = format!("ws://{}/api/svc/ws", gw.addrs[0]);
     let mut failed = 0;
     for i in 0..200 {

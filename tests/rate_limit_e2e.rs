@@ -13,7 +13,6 @@
 //! window from the times it was sent and received; the exact per-window count is also read from
 //! the store (Redis `GET`, or the local table) and must agree. The accuracy tests saturate both
 //! cores, so the other tests do not run at the same time as them (see `SERIAL`).
-mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gateway_core::proxy::server::Embedded;
 use gateway_core::proxy::Engine;
+use gateway_testkit::prom::Scrape;
 use gateway_testkit::redis::RedisServer;
 use gateway_testkit::{http_client, request, HttpClient, HttpResponse, Method, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,10 +45,7 @@ async fn avoid_boundary(window_ms: u64, need_ms: u64) {
 }
 
 async fn send(c: &HttpClient, method: Method, url: &str) -> HttpResponse {
-    tokio::time::timeout(Duration::from_secs(10), request(c, method, url, &[], ""))
-        .await
-        .unwrap_or_else(|_| panic!("{url}: no response within 10 s"))
-        .unwrap_or_else(|e| panic!("{url}: {e}"))
+    gateway_testkit::send(c, method, url, &[], "").await
 }
 
 /// Checks `RateLimit-Policy`, `RateLimit` and `X-RateLimit-*` for `policy` (quota `q` per `w`
@@ -166,15 +163,7 @@ async fn metric(gw: &Embedded, name: &str, labels: &[(&str, &str)]) -> Option<f6
     )
     .await
     .text();
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .find(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    Scrape::parse(&text).first(name, labels)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -258,7 +247,7 @@ async fn six_logins(url: &str, ups: &[&Upstream]) {
 async fn login_limit_local_store() {
     let _serial = SERIAL.write().await;
     let (u1, u2) = (Upstream::start("u1").await, Upstream::start("u2").await);
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         LOGIN_YAML,
         &[
             ("U1", u1.addr().to_string()),
@@ -292,7 +281,7 @@ async fn login_limit_redis_store() {
     let _serial = SERIAL.write().await;
     let redis = RedisServer::start();
     let (u1, u2) = (Upstream::start("u1").await, Upstream::start("u2").await);
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         LOGIN_YAML,
         &[
             ("U1", u1.addr().to_string()),
@@ -422,7 +411,7 @@ async fn rejection_by_one_limit_consumes_no_quota_in_others() {
     let _serial = SERIAL.write().await;
     let redis = RedisServer::start();
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         MULTI_YAML,
         &[("U", up.addr().to_string()), ("REDIS", redis.url())],
     )
@@ -484,7 +473,7 @@ async fn rejection_by_one_limit_consumes_no_quota_in_others() {
 async fn shadow_mode_never_rejects_and_headers_can_be_turned_off() {
     let _serial = SERIAL.write().await;
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         r#"
 listeners: [{ name: public, address: "127.0.0.1:0" }]
 admin: { address: "127.0.0.1:0" }
@@ -764,7 +753,7 @@ async fn accuracy(label: &str, urls: &[String], store: Store) {
 async fn accuracy_local_64_clients() {
     let _serial = SERIAL.write().await;
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         ACC_YAML,
         &[
             ("U", up.addr().to_string()),
@@ -798,7 +787,7 @@ async fn accuracy_redis_64_clients() {
     let redis = RedisServer::start();
     let up = Upstream::start("svc").await;
     let store = format!("{{ type: redis, url: \"{}\", timeout: 1s }}", redis.url());
-    let gw = support::gateway(ACC_YAML, &[("U", up.addr().to_string()), ("STORE", store)]).await;
+    let gw = gw_suite::gateway(ACC_YAML, &[("U", up.addr().to_string()), ("STORE", store)]).await;
     accuracy(
         "redis",
         &[format!("{}/acc", gw.url())],
@@ -824,8 +813,8 @@ async fn accuracy_two_gateways_share_one_redis_quota() {
     let up = Upstream::start("svc").await;
     let store = format!("{{ type: redis, url: \"{}\", timeout: 1s }}", redis.url());
     let vars = [("U", up.addr().to_string()), ("STORE", store)];
-    let a = support::gateway(ACC_YAML, &vars).await;
-    let b = support::gateway(ACC_YAML, &vars).await;
+    let a = gw_suite::gateway(ACC_YAML, &vars).await;
+    let b = gw_suite::gateway(ACC_YAML, &vars).await;
     accuracy(
         "two gateways, one redis",
         &[format!("{}/acc", a.url()), format!("{}/acc", b.url())],
@@ -876,7 +865,7 @@ async fn redis_killed_and_restarted() {
     let _serial = SERIAL.write().await;
     let mut redis = RedisServer::start();
     let up = Upstream::start("svc").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         FAULT_YAML,
         &[("U", up.addr().to_string()), ("REDIS", redis.url())],
     )

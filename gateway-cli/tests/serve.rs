@@ -1,9 +1,10 @@
 //! `gw serve` as a subprocess: TLS with HTTP/2 via ALPN, graceful SIGTERM with a request in flight, and a
 //! clear error (not a panic) when a listen address is taken.
 use gateway_testkit::redis::free_port;
+use gateway_testkit::wait::Wait;
 use gateway_testkit::Upstream;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Gw(Child);
 
@@ -33,14 +34,12 @@ fn spawn(cfg: &std::path::Path) -> Gw {
 }
 
 fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "gw serve did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    Wait::new(
+        format!("gw serve listening on {port}"),
+        Duration::from_secs(15),
+    )
+    .every(Duration::from_millis(50))
+    .until_blocking(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,27 +66,22 @@ async fn tls_listener_speaks_http2() {
         .add_root_certificate(root)
         .build()
         .expect("client");
-    let mut last = None;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        match client
-            .get(format!("https://localhost:{port}/api/hello"))
-            .send()
-            .await
-        {
-            Ok(r) => {
-                last = Some((
-                    r.status().as_u16(),
-                    r.version(),
-                    r.headers().get("x-forwarded-proto").cloned(),
-                    r.text().await.unwrap_or_default(),
-                ));
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    let (status, version, _, body) = last.expect("no TLS response");
+    let (status, version, _, body) = Wait::new("a TLS response", Duration::from_secs(10))
+        .every(Duration::from_millis(100))
+        .poll(|| async {
+            let r = client
+                .get(format!("https://localhost:{port}/api/hello"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((
+                r.status().as_u16(),
+                r.version(),
+                r.headers().get("x-forwarded-proto").cloned(),
+                r.text().await.unwrap_or_default(),
+            ))
+        })
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(version, reqwest::Version::HTTP_2, "ALPN must negotiate h2");
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
@@ -114,14 +108,10 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let url = format!("http://127.0.0.1:{port}/delay/1500");
     let req = tokio::spawn(async move { gateway_testkit::get(&url).await.map(|r| r.status) });
     // let the request reach the upstream, then ask the gateway to stop
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while up.in_flight() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "request never reached the upstream"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    Wait::new("the request reached the upstream", Duration::from_secs(5))
+        .every(Duration::from_millis(20))
+        .until(|| up.in_flight() > 0)
+        .await;
     let pid = gw.0.id().to_string();
     // the shell's builtin kill: no dependency on procps
     assert!(Command::new("sh")
@@ -138,15 +128,10 @@ async fn sigterm_lets_in_flight_requests_finish() {
         status, 200,
         "the in-flight request completes during the grace period"
     );
-    let deadline = Instant::now() + Duration::from_secs(12);
-    loop {
-        if let Some(st) = gw.0.try_wait().expect("wait") {
-            assert!(st.success() || st.code().is_none(), "gw exited with {st:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "gw did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let st = Wait::new("gw to exit after SIGTERM", Duration::from_secs(12))
+        .every(Duration::from_millis(50))
+        .poll_blocking(|| gw.0.try_wait().expect("wait").ok_or("still running"));
+    assert!(st.success() || st.code().is_none(), "gw exited with {st:?}");
 }
 
 #[test]

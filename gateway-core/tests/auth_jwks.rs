@@ -38,32 +38,32 @@ fn at(base: Now, secs: u64) -> Now {
 #[tokio::test]
 async fn fetch_at_start_then_verify() {
     let server = JwksServer::start(jwks(&[
-        jwk("rsa", Algorithm::RS256, "k1"),
-        jwk("ed", Algorithm::EdDSA, "k-ed"),
+        KEYS.jwk("rsa", Algorithm::RS256, "k1"),
+        KEYS.jwk("ed", Algorithm::EdDSA, "k-ed"),
     ]))
     .await;
     let a = jwks_auth(server.url());
     a.start();
     assert!(a.ready(Duration::from_secs(5)).await);
     assert_eq!(a.key_set().len(), 2);
-    let t = sign(Algorithm::RS256, &enc_key("rsa"), Some("k1"), &claims());
+    let t = KEYS.sign(Algorithm::RS256, "rsa", Some("k1"), &claims());
     assert!(a.verify(&t, now()).await.is_ok());
-    let t = sign(Algorithm::EdDSA, &enc_key("ed"), Some("k-ed"), &claims());
+    let t = KEYS.sign(Algorithm::EdDSA, "ed", Some("k-ed"), &claims());
     assert!(a.verify(&t, now()).await.is_ok());
     // Several keys: token without kid is rejected.
-    let t = sign(Algorithm::RS256, &enc_key("rsa"), None, &claims());
+    let t = KEYS.sign(Algorithm::RS256, "rsa", None, &claims());
     assert_eq!(
         a.verify(&t, now()).await.err().map(|e| e.reason()),
         Some(AuthReason::MissingKid)
     );
     // JWK alg pins the algorithm: the RSA key is RS256 only, even though PS256 would be RSA.
-    let t = sign(Algorithm::PS256, &enc_key("rsa"), Some("k1"), &claims());
+    let t = KEYS.sign(Algorithm::PS256, "rsa", Some("k1"), &claims());
     assert_eq!(
         a.verify(&t, now()).await.err().map(|e| e.reason()),
         Some(AuthReason::DisallowedAlg)
     );
     // HS256 forged with the RSA public key's PEM as secret.
-    let pem = read_fixture("rsa_public.pem");
+    let pem = KEYS.read("rsa_public.pem");
     let t = sign(
         Algorithm::HS256,
         &jsonwebtoken::EncodingKey::from_secret(&pem),
@@ -79,7 +79,7 @@ async fn fetch_at_start_then_verify() {
 
 #[tokio::test]
 async fn unknown_kid_triggers_rate_limited_refresh() {
-    let server = JwksServer::start(jwks(&[jwk("rsa", Algorithm::RS256, "k1")])).await;
+    let server = JwksServer::start(jwks(&[KEYS.jwk("rsa", Algorithm::RS256, "k1")])).await;
     let a = jwks_auth(server.url());
     a.start();
     assert!(a.ready(Duration::from_secs(5)).await);
@@ -88,10 +88,10 @@ async fn unknown_kid_triggers_rate_limited_refresh() {
 
     // Key k2 is published after start: the first token naming it triggers a refresh.
     server.set_body(jwks(&[
-        jwk("rsa", Algorithm::RS256, "k1"),
-        jwk("rsa2", Algorithm::RS256, "k2"),
+        KEYS.jwk("rsa", Algorithm::RS256, "k1"),
+        KEYS.jwk("rsa2", Algorithm::RS256, "k2"),
     ]));
-    let t2 = sign(Algorithm::RS256, &enc_key("rsa2"), Some("k2"), &claims());
+    let t2 = KEYS.sign(Algorithm::RS256, "rsa2", Some("k2"), &claims());
     assert!(
         a.verify_local(&t2, base).is_err(),
         "not known before the refresh"
@@ -102,17 +102,17 @@ async fn unknown_kid_triggers_rate_limited_refresh() {
 
     // k3 appears 1 s later: the refresh is rate limited → unknown_kid, no fetch.
     server.set_body(jwks(&[
-        jwk("rsa", Algorithm::RS256, "k1"),
-        jwk("rsa2", Algorithm::RS256, "k2"),
-        jwk("ec", Algorithm::ES256, "k3"),
+        KEYS.jwk("rsa", Algorithm::RS256, "k1"),
+        KEYS.jwk("rsa2", Algorithm::RS256, "k2"),
+        KEYS.jwk("ec", Algorithm::ES256, "k3"),
     ]));
-    let t3 = sign(Algorithm::ES256, &enc_key("ec"), Some("k3"), &claims());
+    let t3 = KEYS.sign(Algorithm::ES256, "ec", Some("k3"), &claims());
     let e = a.verify(&t3, at(base, 1)).await.expect_err("rate limited");
     assert_eq!(e.reason(), AuthReason::UnknownKid);
     assert_eq!(e.code(), "invalid_token");
     assert_eq!(server.hits(), hits_after_start + 1);
     // Random kids do not cause fetches either.
-    let junk = sign(Algorithm::RS256, &enc_key("rsa"), Some("junk"), &claims());
+    let junk = KEYS.sign(Algorithm::RS256, "rsa", Some("junk"), &claims());
     assert!(a.verify(&junk, at(base, 2)).await.is_err());
     assert_eq!(server.hits(), hits_after_start + 1);
 
@@ -122,7 +122,7 @@ async fn unknown_kid_triggers_rate_limited_refresh() {
     // Old keys still fine.
     assert!(a
         .verify(
-            &sign(Algorithm::RS256, &enc_key("rsa"), Some("k1"), &claims()),
+            &KEYS.sign(Algorithm::RS256, "rsa", Some("k1"), &claims()),
             at(base, 12)
         )
         .await
@@ -132,26 +132,22 @@ async fn unknown_kid_triggers_rate_limited_refresh() {
 
 #[tokio::test]
 async fn server_down_at_start_then_up_then_down_again() {
-    // Reserve a free port, then release it so the first fetches fail.
-    let probe = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = probe.local_addr().expect("addr");
-    drop(probe);
-    let url = format!("http://{addr}/jwks");
+    // Nothing listens on the server's port yet, so the first fetches fail.
+    let mut server = JwksServer::down_at(jwks(&[KEYS.jwk("rsa", Algorithm::RS256, "k1")]));
+    let url = format!("http://{}/jwks", server.addr());
     let a = jwks_auth(url);
     a.start();
     assert!(
         !a.ready(Duration::from_millis(300)).await,
         "no keys while the server is down"
     );
-    let t = sign(Algorithm::RS256, &enc_key("rsa"), Some("k1"), &claims());
+    let t = KEYS.sign(Algorithm::RS256, "rsa", Some("k1"), &claims());
     let e = a.verify(&t, now()).await.expect_err("no keys");
     assert_eq!(e.reason(), AuthReason::KeysUnavailable);
     assert_eq!(e.status(), 401);
 
     // The server comes up: the background retry loads the keys.
-    let server = JwksServer::start_on(addr, jwks(&[jwk("rsa", Algorithm::RS256, "k1")])).await;
+    server.up().await;
     assert!(
         a.ready(Duration::from_secs(10)).await,
         "keys loaded once the server is up"
@@ -159,12 +155,12 @@ async fn server_down_at_start_then_up_then_down_again() {
     assert!(a.verify(&t, now()).await.is_ok());
 
     // The server goes down: refresh fails, the last good key set still verifies.
-    server.stop().await;
+    server.down().await;
     assert!(a.refresh_keys().await.is_err());
     assert_eq!(a.key_set().len(), 1);
     assert!(a.verify(&t, now()).await.is_ok());
     // An unknown kid during the outage fails cleanly (bounded wait).
-    let t9 = sign(Algorithm::RS256, &enc_key("rsa"), Some("k9"), &claims());
+    let t9 = KEYS.sign(Algorithm::RS256, "rsa", Some("k9"), &claims());
     assert_eq!(
         a.verify(&t9, now()).await.err().map(|e| e.reason()),
         Some(AuthReason::UnknownKid)
@@ -173,16 +169,16 @@ async fn server_down_at_start_then_up_then_down_again() {
 
 #[tokio::test]
 async fn bad_jwks_body_keeps_last_good_set() {
-    let server = JwksServer::start(jwks(&[jwk("rsa", Algorithm::RS256, "k1")])).await;
+    let server = JwksServer::start(jwks(&[KEYS.jwk("rsa", Algorithm::RS256, "k1")])).await;
     let a = jwks_auth(server.url());
     assert!(a.refresh_keys().await.is_ok());
     let gen = a.key_set().len();
-    server.set_body("{not json".into());
+    server.set_body("{not json");
     assert!(a.refresh_keys().await.is_err());
-    server.set_body(r#"{"keys":[]}"#.into());
+    server.set_body(r#"{"keys":[]}"#);
     assert!(a.refresh_keys().await.is_err());
     assert_eq!(a.key_set().len(), gen);
-    let t = sign(Algorithm::RS256, &enc_key("rsa"), Some("k1"), &claims());
+    let t = KEYS.sign(Algorithm::RS256, "rsa", Some("k1"), &claims());
     assert!(a.verify(&t, now()).await.is_ok());
     server.stop().await;
 }
@@ -192,22 +188,22 @@ async fn jwks_from_file() {
     let dir = std::env::temp_dir().join(format!("auth-jwks-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("jwks.json");
-    std::fs::write(&path, jwks(&[jwk("ec", Algorithm::ES256, "e1")])).expect("write");
+    std::fs::write(&path, jwks(&[KEYS.jwk("ec", Algorithm::ES256, "e1")])).expect("write");
     let a = jwks_auth(path.display().to_string());
     a.start();
     assert!(a.ready(Duration::from_secs(5)).await);
-    let t = sign(Algorithm::ES256, &enc_key("ec"), Some("e1"), &claims());
+    let t = KEYS.sign(Algorithm::ES256, "ec", Some("e1"), &claims());
     assert!(a.verify(&t, now()).await.is_ok());
     // Rotation through the file: e2 appears, unknown kid triggers a re-read.
     std::fs::write(
         &path,
         jwks(&[
-            jwk("ec", Algorithm::ES256, "e1"),
-            jwk("ed", Algorithm::EdDSA, "e2"),
+            KEYS.jwk("ec", Algorithm::ES256, "e1"),
+            KEYS.jwk("ed", Algorithm::EdDSA, "e2"),
         ]),
     )
     .expect("write");
-    let t2 = sign(Algorithm::EdDSA, &enc_key("ed"), Some("e2"), &claims());
+    let t2 = KEYS.sign(Algorithm::EdDSA, "ed", Some("e2"), &claims());
     assert!(a.verify(&t2, now()).await.is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }

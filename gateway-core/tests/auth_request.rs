@@ -43,7 +43,7 @@ fn route(mode: AuthMode, reqs: &[(&str, &[&str], MatchMode)]) -> RoutePolicy {
 }
 
 fn token() -> String {
-    sign(Algorithm::HS256, &enc_key("hmac"), None, &claims())
+    gateway_testkit::jwt::hs256(SECRET.as_bytes(), &claims())
 }
 
 #[tokio::test]
@@ -121,9 +121,9 @@ async fn modes_required_optional_off() {
 #[tokio::test]
 async fn expired_challenge_is_exact() {
     let a = auth_with(|_| {});
-    let t = sign(
+    let t = KEYS.sign(
         Algorithm::HS256,
-        &enc_key("hmac"),
+        "hmac",
         None,
         &with(claims(), "exp", json!(NOW - 3600)),
     );
@@ -328,9 +328,9 @@ async fn forwarded_claims() {
         ]
     );
     // "name" contains a newline → not a valid header value → skipped.
-    let t = sign(
+    let t = KEYS.sign(
         Algorithm::HS256,
-        &enc_key("hmac"),
+        "hmac",
         None,
         &with(claims(), "name", json!("evil\r\nX-Admin: 1")),
     );

@@ -29,7 +29,7 @@ fn reason(a: &Authenticator, token: &str) -> Option<AuthReason> {
 #[test]
 fn hs256_valid_token_gives_identity() {
     let a = hmac_auth();
-    let t = sign(Algorithm::HS256, &enc_key("hmac"), None, &claims());
+    let t = KEYS.sign(Algorithm::HS256, "hmac", None, &claims());
     let id = a.verify_local(&t, now()).expect("valid");
     assert_eq!(id.subject.as_deref(), Some("user-1"));
     assert_eq!(id.expires_at, Some(NOW + 600));
@@ -48,7 +48,7 @@ fn every_public_key_type_verifies() {
     ];
     for (file, key, alg) in cases {
         let a = Authenticator::new(&settings(pem_source(&[(file, None)]), &[alg])).expect("auth");
-        let t = sign(alg, &enc_key(key), None, &claims());
+        let t = sign(alg, &KEYS.encoding_key(key), None, &claims());
         assert!(a.verify_local(&t, now()).is_ok(), "{alg:?} with {file}");
     }
 }
@@ -56,7 +56,7 @@ fn every_public_key_type_verifies() {
 #[test]
 fn time_claims_and_leeway() {
     let a = hmac_auth();
-    let k = enc_key("hmac");
+    let k = KEYS.encoding_key("hmac");
     let tok = |c| sign(Algorithm::HS256, &k, None, &c);
     // expired long ago
     assert_eq!(
@@ -106,7 +106,7 @@ fn time_claims_and_leeway() {
 #[test]
 fn issuer_audience_required_claims() {
     let a = hmac_auth();
-    let k = enc_key("hmac");
+    let k = KEYS.encoding_key("hmac");
     let tok = |c| sign(Algorithm::HS256, &k, None, &c);
     assert_eq!(
         reason(&a, &tok(with(claims(), "iss", json!("https://evil.test")))),
@@ -137,7 +137,7 @@ fn issuer_audience_required_claims() {
 fn bad_signatures_rejected() {
     let a = rsa_auth();
     // Signed with another RSA key.
-    let t = sign(Algorithm::RS256, &enc_key("rsa2"), None, &claims());
+    let t = KEYS.sign(Algorithm::RS256, "rsa2", None, &claims());
     assert_eq!(reason(&a, &t), Some(AuthReason::BadSignature));
     // HMAC with the wrong secret.
     let h = hmac_auth();
@@ -149,7 +149,7 @@ fn bad_signatures_rejected() {
     );
     assert_eq!(reason(&h, &t), Some(AuthReason::BadSignature));
     // Tampered payload with the original signature.
-    let good = sign(Algorithm::HS256, &enc_key("hmac"), None, &claims());
+    let good = KEYS.sign(Algorithm::HS256, "hmac", None, &claims());
     let parts: Vec<&str> = good.split('.').collect();
     let forged_payload = URL_SAFE_NO_PAD.encode(with(claims(), "sub", json!("admin")).to_string());
     let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
@@ -180,7 +180,7 @@ fn alg_none_rejected_everywhere() {
 #[test]
 fn hs256_with_rsa_public_pem_as_secret_rejected() {
     let a = rsa_auth();
-    let pem = read_fixture("rsa_public.pem");
+    let pem = KEYS.read("rsa_public.pem");
     let t = sign(
         Algorithm::HS256,
         &jsonwebtoken::EncodingKey::from_secret(&pem),
@@ -198,7 +198,7 @@ fn algorithm_pinned_by_configuration() {
         &[Algorithm::RS256],
     ))
     .expect("auth");
-    let t = sign(Algorithm::RS512, &enc_key("rsa"), None, &claims());
+    let t = KEYS.sign(Algorithm::RS512, "rsa", None, &claims());
     assert_eq!(reason(&a, &t), Some(AuthReason::DisallowedAlg));
     // HMAC source only allows HMAC algorithms.
     assert!(Authenticator::new(&settings(
@@ -220,7 +220,7 @@ fn algorithm_pinned_by_configuration() {
     .is_err());
     // HS384 token against HS256-only secret.
     let h = hmac_auth();
-    let t = sign(Algorithm::HS384, &enc_key("hmac"), None, &claims());
+    let t = KEYS.sign(Algorithm::HS384, "hmac", None, &claims());
     assert_eq!(reason(&h, &t), Some(AuthReason::DisallowedAlg));
 }
 
@@ -254,7 +254,7 @@ fn pem_keys_must_be_public_and_fit_their_curve() {
         &[Algorithm::ES256, Algorithm::ES384],
     ))
     .expect("auth");
-    let t = sign(Algorithm::ES256, &enc_key("ec"), None, &claims());
+    let t = KEYS.sign(Algorithm::ES256, "ec", None, &claims());
     assert!(a.verify_local(&t, now()).is_ok());
     // (jsonwebtoken cannot sign ES384 with a P-256 key: relabel an ES256 token instead.)
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES384","typ":"JWT"}"#);
@@ -276,19 +276,19 @@ fn kid_selection_with_several_keys() {
     .expect("auth");
     assert!(a
         .verify_local(
-            &sign(Algorithm::RS256, &enc_key("rsa"), Some("r1"), &claims()),
+            &KEYS.sign(Algorithm::RS256, "rsa", Some("r1"), &claims()),
             now()
         )
         .is_ok());
     assert!(a
         .verify_local(
-            &sign(Algorithm::RS256, &enc_key("rsa2"), Some("r2"), &claims()),
+            &KEYS.sign(Algorithm::RS256, "rsa2", Some("r2"), &claims()),
             now()
         )
         .is_ok());
     assert!(a
         .verify_local(
-            &sign(Algorithm::ES256, &enc_key("ec"), Some("e1"), &claims()),
+            &KEYS.sign(Algorithm::ES256, "ec", Some("e1"), &claims()),
             now()
         )
         .is_ok());
@@ -296,7 +296,7 @@ fn kid_selection_with_several_keys() {
     assert_eq!(
         reason(
             &a,
-            &sign(Algorithm::RS256, &enc_key("rsa"), Some("r2"), &claims())
+            &KEYS.sign(Algorithm::RS256, "rsa", Some("r2"), &claims())
         ),
         Some(AuthReason::BadSignature)
     );
@@ -304,21 +304,18 @@ fn kid_selection_with_several_keys() {
     assert_eq!(
         reason(
             &a,
-            &sign(Algorithm::ES256, &enc_key("ec"), Some("r1"), &claims())
+            &KEYS.sign(Algorithm::ES256, "ec", Some("r1"), &claims())
         ),
         Some(AuthReason::DisallowedAlg)
     );
     assert_eq!(
-        reason(
-            &a,
-            &sign(Algorithm::RS256, &enc_key("rsa"), None, &claims())
-        ),
+        reason(&a, &KEYS.sign(Algorithm::RS256, "rsa", None, &claims())),
         Some(AuthReason::MissingKid)
     );
     assert_eq!(
         reason(
             &a,
-            &sign(Algorithm::RS256, &enc_key("rsa"), Some("zz"), &claims())
+            &KEYS.sign(Algorithm::RS256, "rsa", Some("zz"), &claims())
         ),
         Some(AuthReason::UnknownKid)
     );
@@ -337,14 +334,11 @@ fn kid_selection_with_several_keys() {
 fn single_kidless_key_accepts_tokens_without_kid() {
     let a = rsa_auth();
     assert!(a
-        .verify_local(
-            &sign(Algorithm::RS256, &enc_key("rsa"), None, &claims()),
-            now()
-        )
+        .verify_local(&KEYS.sign(Algorithm::RS256, "rsa", None, &claims()), now())
         .is_ok());
     assert!(a
         .verify_local(
-            &sign(Algorithm::PS256, &enc_key("rsa"), Some("any"), &claims()),
+            &KEYS.sign(Algorithm::PS256, "rsa", Some("any"), &claims()),
             now()
         )
         .is_ok());
@@ -353,7 +347,7 @@ fn single_kidless_key_accepts_tokens_without_kid() {
 #[test]
 fn errors_never_leak_token_or_secret() {
     let a = hmac_auth();
-    let k = enc_key("hmac");
+    let k = KEYS.encoding_key("hmac");
     let tokens = [
         sign(
             Algorithm::HS256,
@@ -396,9 +390,9 @@ fn cache_hits_and_never_extends_validity() {
         max_ttl_secs: 300,
     });
     let a = Authenticator::new(&s).expect("auth");
-    let t = sign(
+    let t = KEYS.sign(
         Algorithm::HS256,
-        &enc_key("hmac"),
+        "hmac",
         None,
         &with(claims(), "exp", json!(NOW + 10)),
     );

@@ -79,6 +79,26 @@ pub async fn request(
     })
 }
 
+/// Upper bound of one [`send`] exchange.
+pub const SEND_LIMIT: Duration = Duration::from_secs(10);
+
+/// [`request`] for tests: bounded by [`SEND_LIMIT`], panicking (with the method and URL) on a
+/// transport error or when no whole response arrived in time.
+pub async fn send(
+    client: &HttpClient,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> HttpResponse {
+    let what = format!("{method} {url}");
+    match tokio::time::timeout(SEND_LIMIT, request(client, method, url, headers, body)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => panic!("{what}: {e:?}"),
+        Err(_) => panic!("{what}: no response within {SEND_LIMIT:?}"),
+    }
+}
+
 /// A response read by [`raw_request`].
 #[derive(Debug, Clone)]
 pub struct RawResponse {

@@ -44,12 +44,23 @@
 //! [`Upstream::open_connections`], [`Upstream::total_connections`], [`Upstream::in_flight`].
 //! [`Upstream::stop`] kills the endpoint (listener and connections); [`Upstream::restart`]
 //! re-binds the same port.
+//!
+//! ## Shared test helpers (modules)
+//! - [`prom`]: parse Prometheus text exposition; get a sample by name and labels.
+//! - [`wait`]: poll until a condition holds, bounded in time (async and blocking).
+//! - [`jwt`]: mint HS256/RS256/ES256/EdDSA tokens, fixture keys, JWKs and JWKS bodies.
+//! - [`jwks`]: a real HTTP JWKS server on port 0 that can swap keys, fail and go down.
+//! - [`redis`]: launch a real `redis-server` on a free port.
 
 mod body;
 mod client;
 mod handler;
+pub mod jwks;
+pub mod jwt;
+pub mod prom;
 pub mod redis;
 mod upstream;
+pub mod wait;
 mod ws;
 
 use std::io;
@@ -57,8 +68,8 @@ use std::net::SocketAddr;
 
 pub use body::{checksum_hex, fnv1a64, pattern_bytes, Fnv64, BODY_KEEP};
 pub use client::{
-    get, http_client, raw_request, raw_request_timeout, request, HttpClient, HttpResponse,
-    RawResponse, RAW_TIMEOUT,
+    get, http_client, raw_request, raw_request_timeout, request, send, HttpClient, HttpResponse,
+    RawResponse, RAW_TIMEOUT, SEND_LIMIT,
 };
 pub use handler::MAX_BYTES;
 pub use upstream::{Mode, RecordedRequest, Upstream, LOG_CAP};

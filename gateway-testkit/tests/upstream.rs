@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use gateway_testkit::wait::until;
 use gateway_testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -10,22 +11,7 @@ use tokio::time::timeout;
 const T: Duration = Duration::from_secs(10);
 
 async fn must_get(url: &str) -> HttpResponse {
-    timeout(T, get(url))
-        .await
-        .expect("timed out")
-        .expect("request failed")
-}
-
-/// Waits (bounded) until `f` holds.
-async fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + T;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    false
+    send(&http_client(), Method::GET, url, &[], Bytes::new()).await
 }
 
 #[tokio::test]
@@ -128,7 +114,7 @@ async fn mode_hang_never_answers_and_stop_kills_it() {
     up.set_mode(Mode::Hang);
     let url = format!("{}/slow", up.url());
     let pending = tokio::spawn(async move { get(&url).await });
-    assert!(eventually(|| up.in_flight() == 1).await);
+    until("up.in_flight() == 1", T, || up.in_flight() == 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!pending.is_finished(), "Hang mode answered");
     assert_eq!(up.hits(), 1);
@@ -182,7 +168,10 @@ async fn mode_reset_closes_without_response() {
         .unwrap()
         .is_err());
     assert_eq!(up.hits(), 2);
-    assert!(eventually(|| up.open_connections() == 0).await);
+    until("up.open_connections() == 0", T, || {
+        up.open_connections() == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -207,7 +196,12 @@ async fn echo_streams_large_content_length_body() {
     assert_eq!(r.header("content-type"), Some("application/x-test"));
     assert_eq!(r.header("content-length"), Some("8388608"));
     assert!(r.body == data, "echoed body differs");
-    assert!(eventually(|| up.last_request().is_some_and(|q| q.body_complete)).await);
+    until(
+        "up.last_request().is_some_and(|q| q.body_complete)",
+        T,
+        || up.last_request().is_some_and(|q| q.body_complete),
+    )
+    .await;
     let rec = up.last_request().unwrap();
     assert_eq!(rec.body_len, data.len() as u64);
     assert_eq!(rec.body_fnv1a64, fnv1a64(&data));
@@ -248,7 +242,12 @@ async fn echo_streams_chunked_body_before_it_ends() {
     s.write_all(b"6\r\n world\r\n0\r\n\r\n").await.unwrap();
     read_until(&mut s, &mut buf, b"0\r\n\r\n").await;
     assert!(String::from_utf8_lossy(&buf).contains(" world"));
-    assert!(eventually(|| up.last_request().is_some_and(|q| q.body_complete)).await);
+    until(
+        "up.last_request().is_some_and(|q| q.body_complete)",
+        T,
+        || up.last_request().is_some_and(|q| q.body_complete),
+    )
+    .await;
     assert_eq!(&up.last_request().unwrap().body[..], b"hello world");
 
     // Same through raw_request (de-chunking).
@@ -277,7 +276,7 @@ async fn bytes_endpoint() {
     // Non-numeric: default answer.
     let r = must_get(&format!("{}/bytes/abc", up.url())).await;
     assert_eq!(r.json().unwrap()["path"], "/bytes/abc");
-    assert!(eventually(|| up.in_flight() == 0).await);
+    until("up.in_flight() == 0", T, || up.in_flight() == 0).await;
 }
 
 #[tokio::test]
@@ -311,7 +310,10 @@ async fn websocket_echo() {
     );
 
     let mut ws = timeout(T, ws_connect(&url)).await.unwrap().unwrap();
-    assert!(eventually(|| up.open_connections() == 1).await);
+    until("up.open_connections() == 1", T, || {
+        up.open_connections() == 1
+    })
+    .await;
     ws.send(WsMessage::binary(vec![1u8, 2, 3])).await.unwrap();
     let m = timeout(T, ws.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(m, WsMessage::binary(vec![1u8, 2, 3]));
@@ -319,7 +321,10 @@ async fn websocket_echo() {
     let m = timeout(T, ws.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(m, WsMessage::text("second"));
     ws.close(None).await.unwrap();
-    assert!(eventually(|| up.open_connections() == 0).await);
+    until("up.open_connections() == 0", T, || {
+        up.open_connections() == 0
+    })
+    .await;
 
     // Not a handshake.
     assert_eq!(must_get(&format!("{}/ws", up.url())).await.status, 400);
@@ -329,7 +334,10 @@ async fn websocket_echo() {
 async fn stop_kills_websocket_too() {
     let mut up = Upstream::start("w").await;
     let mut ws = ws_connect(&format!("ws://{}/ws", up.addr())).await.unwrap();
-    assert!(eventually(|| up.open_connections() == 1).await);
+    until("up.open_connections() == 1", T, || {
+        up.open_connections() == 1
+    })
+    .await;
     up.stop().await;
     let next = timeout(T, ws.next()).await.unwrap();
     assert!(!matches!(next, Some(Ok(WsMessage::Text(_)))));
@@ -360,14 +368,17 @@ async fn keep_alive_and_gauges() {
         let url = format!("{}/delay/400", up.url());
         tasks.push(tokio::spawn(async move { get(&url).await }));
     }
-    assert!(eventually(|| up.in_flight() == 3).await);
+    until("up.in_flight() == 3", T, || up.in_flight() == 3).await;
     assert!(up.open_connections() >= 4);
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap().status, 200);
     }
-    assert!(eventually(|| up.in_flight() == 0).await);
+    until("up.in_flight() == 0", T, || up.in_flight() == 0).await;
     drop(c);
-    assert!(eventually(|| up.open_connections() == 0).await);
+    until("up.open_connections() == 0", T, || {
+        up.open_connections() == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -376,7 +387,10 @@ async fn stop_and_restart_same_port() {
     let addr = up.addr();
     // An idle keep-alive connection must be closed by stop.
     let mut idle = TcpStream::connect(addr).await.unwrap();
-    assert!(eventually(|| up.open_connections() == 1).await);
+    until("up.open_connections() == 1", T, || {
+        up.open_connections() == 1
+    })
+    .await;
     assert_eq!(must_get(&format!("{}/one", up.url())).await.status, 200);
     up.stop().await;
     assert!(!up.is_running());
@@ -407,8 +421,10 @@ async fn drop_closes_listener() {
     let up = Upstream::start("x").await;
     let addr = up.addr();
     drop(up);
-    let ok = eventually(|| std::net::TcpStream::connect(addr).is_err()).await;
-    assert!(ok, "listener still open after drop");
+    until("listener closed after drop", T, || {
+        std::net::TcpStream::connect(addr).is_err()
+    })
+    .await;
 }
 
 #[tokio::test]
