@@ -4,8 +4,6 @@
 //! protected route's auth (401, admin upstream untouched), or reach the public upstream as a path that
 //! even a lenient upstream (`fuzzing::lenient_view`: repeated decoding, `\` as `/`, `;` parameters
 //! dropped, look-alikes folded) does not read as being under `/admin`.
-mod support;
-
 use gateway_core::fuzzing::{lenient_view, under, PATH_VARIANTS};
 use gateway_testkit::{raw_request, Upstream};
 use std::net::SocketAddr;
@@ -44,7 +42,7 @@ async fn get(addr: SocketAddr, path: &str) -> gateway_testkit::RawResponse {
 async fn hostile_paths_never_reach_admin_through_public() {
     let pubu = Upstream::start("public").await;
     let adm = Upstream::start("admin").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         ROUTES,
         &[
             ("PUB", pubu.addr().to_string()),
@@ -84,7 +82,7 @@ async fn hostile_paths_never_reach_admin_through_public() {
 async fn refusal_says_why() {
     let pubu = Upstream::start("public").await;
     let adm = Upstream::start("admin").await;
-    let gw = support::gateway(
+    let gw = gw_suite::gateway(
         ROUTES,
         &[
             ("PUB", pubu.addr().to_string()),
