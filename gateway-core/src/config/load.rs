@@ -46,7 +46,9 @@ pub fn load(text: &str, env: EnvLookup, diags: &mut Diags) -> Option<(Config, Sp
                 ),
                 None,
             );
-            diags.settled.insert(big.path);
+            if !big.path.is_empty() {
+                diags.settled.insert(big.path);
+            }
             let blank = format!("~{}", " ".repeat(big.token.len() - 1));
             work.to_mut()
                 .replace_range(big.index..big.index + big.token.len(), &blank);
@@ -221,7 +223,14 @@ fn oversized_integer(text: &str, e: &serde_yaml::Error) -> Option<OversizedInteg
     let len = rest
         .find(|c: char| c.is_whitespace() || matches!(c, ',' | '}' | ']' | '#'))
         .unwrap_or(rest.len());
-    if len == 0 {
+    // only ever blank an integer token (so every round removes one and the loop ends)
+    let token = &rest[..len];
+    let digits = token.trim_start_matches(['-', '+']);
+    if digits.is_empty()
+        || !digits
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
         return None;
     }
     let path = match msg.split_once(": invalid type") {
@@ -234,7 +243,7 @@ fn oversized_integer(text: &str, e: &serde_yaml::Error) -> Option<OversizedInteg
             column: loc.column(),
         },
         index,
-        token: rest[..len].to_string(),
+        token: token.to_string(),
         path,
     })
 }
