@@ -346,7 +346,7 @@ async fn seed_yaml_login_limit() {
     if let Some(a) = plan.admin.as_mut() {
         a.addr = "127.0.0.1:0".parse().expect("addr");
     }
-    plan.access_log = gateway_core::config::AccessLogConfig::Off {};
+    plan.access_log = gateway_core::plan::AccessLogSpec::Off;
     let mut ups = Vec::new();
     for u in &mut plan.upstreams {
         for e in &mut u.endpoints {

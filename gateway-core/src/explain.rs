@@ -1,8 +1,8 @@
 //! Offline explanation of what the gateway would do with one request (`gw dry-run`): the matched route and
 //! why, or the nearest candidates and why each failed; the rewritten upstream path and Host; the upstream
 //! and its endpoints; every policy in chain order with what it would evaluate; and the outcome.
-use crate::config::{JwtKeysConfig, JwtMode, RateKeyConfig, RateScope, RateStoreConfig};
-use crate::plan::{FallbackPlan, Plan};
+use crate::plan::{AccessLogSpec, FallbackPlan, Plan, RateBackend, RateKey, RateMode, RateScope};
+use crate::policy::auth::{AuthMode, MatchMode};
 use crate::routing::{normalize_path, MatchOutcome, PathRule, RequestView, RouteRule};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Serialize;
@@ -100,11 +100,8 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
     let host = headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(|h| {
-            h.rsplit_once(':')
-                .map_or(h, |(a, _)| a)
-                .to_ascii_lowercase()
-        });
+        // the same host extraction as serving (`[::1]:8080` → `::1`)
+        .map(|h| crate::proxy::steps::route::strip_port(h).to_ascii_lowercase());
     let normalized = normalize_path(&path).map(|p| p.into_owned());
     let mut ex = Explanation {
         request: RequestSummary {
@@ -123,7 +120,7 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
         upstream_host: None,
         policies: vec![
             PolicyStep { phase: "request_id".into(), name: "request-id".into(), kind: "builtin".into(), detail: "keep a sane X-Request-Id from the client, else generate one; sent upstream and echoed".into() },
-            PolicyStep { phase: "access_log".into(), name: "access-log".into(), kind: "builtin".into(), detail: format!("{:?}", plan.access_log).to_lowercase() },
+            PolicyStep { phase: "access_log".into(), name: "access-log".into(), kind: "builtin".into(), detail: describe_access_log(&plan.access_log) },
         ],
         outcome: respond(404, "no route matched"),
     };
@@ -185,7 +182,7 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
     let up = plan.upstream(route.upstream);
     ex.upstream = Some(UpstreamSummary {
         name: up.name.to_string(),
-        load_balancing: format!("{:?}", up.load_balancing),
+        load_balancing: up.load_balancing.dsl_name().into(),
         endpoints: up
             .endpoints
             .iter()
@@ -224,33 +221,26 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
     let mut identity_known = false;
     if let Some(a) = route.auth {
         let auth = &plan.auths[a as usize];
-        let c = &auth.config;
-        let algs = match &c.keys {
-            JwtKeysConfig::Hmac { algorithms, .. }
-            | JwtKeysConfig::Pem { algorithms, .. }
-            | JwtKeysConfig::Jwks { algorithms, .. } => algorithms.join(", "),
-        };
-        let mode = if c.mode == JwtMode::Required {
-            "required"
-        } else {
-            "optional"
-        };
+        let algs = auth
+            .settings
+            .algorithms
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let required = auth.route.mode == AuthMode::Required;
+        let mode = if required { "required" } else { "optional" };
         let mut detail = format!("{mode} bearer token, algorithms {algs}");
-        if let Some(r) = &c.require {
-            if !r.any_of.is_empty() {
-                detail.push_str(&format!(
-                    "; claim {} must contain any of [{}]",
-                    r.claim,
-                    r.any_of.join(", ")
-                ));
-            }
-            if !r.all_of.is_empty() {
-                detail.push_str(&format!(
-                    "; claim {} must contain all of [{}]",
-                    r.claim,
-                    r.all_of.join(", ")
-                ));
-            }
+        for r in &auth.route.require {
+            let how = match r.match_mode {
+                MatchMode::AnyOf => "any",
+                MatchMode::AllOf => "all",
+            };
+            detail.push_str(&format!(
+                "; claim {} must contain {how} of [{}]",
+                r.claim,
+                r.values.join(", ")
+            ));
         }
         let has_token = headers.get(http::header::AUTHORIZATION).is_some();
         detail.push_str(if has_token {
@@ -264,12 +254,12 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
             kind: "jwt".into(),
             detail,
         });
-        if !has_token && c.mode == JwtMode::Required {
+        if !has_token && required {
             ex.outcome = respond(
                 401,
                 format!(
                     "policy {} requires a bearer token (WWW-Authenticate: Bearer realm=\"{}\")",
-                    auth.name, c.realm
+                    auth.name, auth.settings.realm
                 ),
             );
         }
@@ -283,15 +273,13 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
             RateScope::Upstream => format!("upstream {}", plan.upstreams[l.scope_id as usize].name),
             RateScope::Route => format!("route {}", plan.routes[l.scope_id as usize].name),
         };
-        let store = match &p.store {
-            RateStoreConfig::Local {} => "local".to_string(),
-            RateStoreConfig::Redis { url, .. } => {
-                format!(
-                    "redis {} (on error: {})",
-                    redact(url),
-                    format!("{:?}", p.on_store_error).to_lowercase()
-                )
-            }
+        let store = match (p.backend, &plan.rate_limit_redis) {
+            (RateBackend::Redis, Some(r)) => format!(
+                "redis {} (on error: {})",
+                redact(&r.url),
+                p.on_store_error.as_str()
+            ),
+            _ => "local".to_string(),
         };
         let key = describe_key(&p.key, req, &headers, identity_known, &route.name);
         ex.policies.push(PolicyStep {
@@ -302,7 +290,7 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
                 "{} requests per {:?} sliding window, key {key}, scope {scope}, store {store}, mode {}",
                 p.max,
                 p.window,
-                if p.mode == crate::config::RateMode::Shadow { "shadow" } else { "enforce" }
+                if p.mode == RateMode::Shadow { "shadow" } else { "enforce" }
             ),
         });
     }
@@ -329,8 +317,8 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
         name: up.name.to_string(),
         kind: "proxy".into(),
         detail: format!(
-            "{:?} over {} endpoint(s), {} retry(ies) on connect failure",
-            up.load_balancing,
+            "{} over {} endpoint(s), {} retry(ies) on connect failure",
+            up.load_balancing.dsl_name(),
             up.endpoints.len(),
             up.retries
         ),
@@ -357,16 +345,24 @@ fn redact(url: &str) -> String {
     }
 }
 
+fn describe_access_log(a: &AccessLogSpec) -> String {
+    match a {
+        AccessLogSpec::Off => "off".into(),
+        AccessLogSpec::Stdout => "stdout".into(),
+        AccessLogSpec::File(p) => format!("file {}", p.display()),
+    }
+}
+
 fn describe_key(
-    k: &RateKeyConfig,
+    k: &RateKey,
     req: &DryRunRequest,
     headers: &HeaderMap,
     identity: bool,
     route: &str,
 ) -> String {
     match k {
-        RateKeyConfig::ClientIp {} => format!("client IP {}", req.client_ip),
-        RateKeyConfig::JwtClaim { claim, fallback } => {
+        RateKey::ClientIp => format!("client IP {}", req.client_ip),
+        RateKey::JwtClaim { claim, fallback } => {
             let fb = if fallback.is_some() {
                 format!("client IP {}", req.client_ip)
             } else {
@@ -378,14 +374,12 @@ fn describe_key(
                 format!("{fb} (JWT claim {claim} when a token is present)")
             }
         }
-        RateKeyConfig::Header { name, .. } => {
-            match headers.get(name.as_str()).and_then(|v| v.to_str().ok()) {
-                Some(v) => format!("header {name} = {v:?}"),
-                None => format!("header {name} (absent)"),
-            }
-        }
-        RateKeyConfig::Route {} => format!("route {route}"),
-        RateKeyConfig::Composite { parts } => parts
+        RateKey::Header { name, .. } => match headers.get(name).and_then(|v| v.to_str().ok()) {
+            Some(v) => format!("header {name} = {v:?}"),
+            None => format!("header {name} (absent)"),
+        },
+        RateKey::Route => format!("route {route}"),
+        RateKey::Composite(parts) => parts
             .iter()
             .map(|p| describe_key(p, req, headers, identity, route))
             .collect::<Vec<_>>()
@@ -549,4 +543,55 @@ fn common_prefix(rule: &PathRule, path: &str) -> usize {
         .zip(path.bytes())
         .take_while(|(a, b)| a == b)
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::steps::route::tests::{plan, YAML};
+
+    fn dry(p: &Plan, method: &str, target: &str, host: &str) -> Explanation {
+        explain(
+            p,
+            &DryRunRequest {
+                method: method.into(),
+                target: target.into(),
+                headers: vec![("host".into(), host.into())],
+                client_ip: "127.0.0.1".parse().unwrap(),
+            },
+        )
+    }
+
+    #[test]
+    fn dry_run_and_serve_agree_on_ipv6_hosts() {
+        let p = plan(YAML);
+        for (host, want, summary) in [
+            ("a.example.com:8080", "named", "a.example.com"),
+            ("[::1]:8080", "any", "::1"),
+            ("[::1]", "any", "::1"),
+        ] {
+            let ex = dry(&p, "GET", "/a/x", host);
+            let mut req = pingora::http::RequestHeader::build("GET", b"/a/x", None).unwrap();
+            req.insert_header("host", host).unwrap();
+            let mut out = String::new();
+            let served = crate::proxy::steps::route::route(&p, &req, &mut out)
+                .ok()
+                .map(|r| p.routes[r as usize].name.to_string());
+            assert_eq!(ex.route.as_deref(), Some(want), "dry-run for {host}");
+            assert_eq!(served.as_deref(), Some(want), "serve for {host}");
+            assert_eq!(ex.request.host.as_deref(), Some(summary), "host of {host}");
+        }
+    }
+
+    #[test]
+    fn prints_dsl_names() {
+        let p = plan(YAML);
+        let ex = dry(&p, "GET", "/a/x", "[::1]");
+        assert_eq!(ex.route.as_deref(), Some("any"));
+        assert_eq!(ex.upstream.unwrap().load_balancing, "round_robin");
+        assert!(ex
+            .policies
+            .iter()
+            .any(|s| s.phase == "proxy" && s.detail.starts_with("round_robin over")));
+    }
 }

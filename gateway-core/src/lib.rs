@@ -3,7 +3,8 @@
 //! Where things live: `config` (the YAML data model), `compile` (config → plan, all diagnostics),
 //! `routing` (normalisation, matcher, rewrites), `upstream` (load balancing, health), `policy` (auth,
 //! rate limits, breakers), `proxy` (the Pingora `ProxyHttp` and the server builder), `observability`
-//! (metrics, access log), `admin` (the admin listener), `explain` (`gw dry-run`).
+//! (metrics, access log), `admin` (the admin listener), `explain` (`gw dry-run`), `state` (long-lived
+//! state by identity, carried from one plan's runtime to the next).
 pub mod compile;
 pub mod config;
 pub mod diag;
@@ -16,6 +17,7 @@ pub mod plan;
 pub mod policy;
 pub mod proxy;
 pub mod routing;
+pub mod state;
 pub mod upstream;
 
 pub use compile::{compile, compile_file, Compiled};

@@ -1,11 +1,14 @@
 //! The runtime plan: what the compiler makes of a configuration. Immutable, fully validated, with every
 //! name reference resolved to an index ("handle"), so serving a request never looks anything up by name.
 //!
-//! Runtime state (load balancers, health, counters, breakers, key sets) is built from a plan by
-//! [`crate::proxy`] and indexed by the same handles.
-use crate::config::{
-    AccessLogConfig, DiscoveryConfig, JwtConfig, LoadBalancingConfig, OnStoreError, OutlierConfig,
-    RateKeyConfig, RateMode, RateScope, RateStoreConfig,
+//! A plan is made of runtime specs only: it never holds a configuration (serde) type, every default is
+//! applied, every path resolved and every check done, so start-up builds runtime objects from it without
+//! re-validating anything. Runtime state (load balancers, health, counters, breakers, key sets) is
+//! built from a plan by [`crate::proxy`] and indexed by the same handles.
+use crate::policy::auth::{AuthSettings, RouteAuthSettings};
+pub use crate::policy::rate_limit::{
+    Backend as RateBackend, KeyFallback, KeySpec as RateKey, Mode as RateMode, OnStoreError,
+    RedisConfig, Scope as RateScope,
 };
 use crate::routing::{rewrite::PathRewrite, RouteId, Router};
 use http::HeaderValue;
@@ -26,13 +29,92 @@ pub struct Plan {
     pub server: ServerPlan,
     pub listeners: Vec<ListenerPlan>,
     pub admin: Option<AdminPlan>,
-    pub access_log: AccessLogConfig,
+    pub access_log: AccessLogSpec,
     pub metrics: bool,
     pub upstreams: Vec<UpstreamPlan>,
     pub routes: Vec<RoutePlan>,
     pub router: Router,
     pub rate_limits: Vec<RateLimitPlan>,
+    /// The one Redis server every Redis-backed limit uses (`None` when no limit uses Redis).
+    pub rate_limit_redis: Option<RedisConfig>,
     pub auths: Vec<AuthPlan>,
+}
+
+/// Where access-log lines go; a file path is already resolved against the configuration's folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogSpec {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+/// How an upstream's endpoints are chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadBalancing {
+    RoundRobin,
+    Random,
+    LeastConnections,
+    /// Lowest moving average of response time.
+    Fastest,
+    ConsistentHash(HashKey),
+}
+
+impl LoadBalancing {
+    /// The DSL name (`round_robin`, ...), as written in a configuration.
+    pub fn dsl_name(&self) -> &'static str {
+        match self {
+            LoadBalancing::RoundRobin => "round_robin",
+            LoadBalancing::Random => "random",
+            LoadBalancing::LeastConnections => "least_connections",
+            LoadBalancing::Fastest => "fastest",
+            LoadBalancing::ConsistentHash(_) => "consistent_hash",
+        }
+    }
+    /// The hash key of consistent hashing.
+    pub fn hash_key(&self) -> Option<&HashKey> {
+        match self {
+            LoadBalancing::ConsistentHash(k) => Some(k),
+            _ => None,
+        }
+    }
+}
+
+/// What a consistent hash is computed over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    Header(http::HeaderName),
+    ClientIp,
+    /// The upstream path (after rewrite, without the query).
+    Path,
+}
+
+/// Endpoint discovery (not implemented yet: the compiler warns, the runtime uses static endpoints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoverySpec {
+    Dns {
+        host: String,
+        port: u16,
+        interval: Duration,
+    },
+    Consul {
+        url: String,
+        service: String,
+        interval: Duration,
+        token: Option<String>,
+    },
+    File {
+        path: PathBuf,
+        interval: Duration,
+    },
+}
+
+/// Outlier detection with every default applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierSpec {
+    pub consecutive_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    pub max_ejected_percent: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -87,16 +169,18 @@ impl Timeouts {
     };
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EndpointPlan {
     /// `host:port` as written; resolved when the gateway starts.
     pub address: String,
     pub weight: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheckPlan {
     pub path: String,
+    /// The `Host` header of a probe (the first endpoint's host), checked by the compiler.
+    pub host: HeaderValue,
     pub interval: Duration,
     pub timeout: Duration,
     pub healthy_threshold: u32,
@@ -104,7 +188,7 @@ pub struct HealthCheckPlan {
     pub expected_status: Vec<u16>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BreakerPlan {
     pub failure_threshold: u32,
     pub success_threshold: u32,
@@ -117,7 +201,7 @@ pub struct BreakerPlan {
     pub fallback: Option<FallbackPlan>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BreakerRatePlan {
     pub calls: Option<u32>,
     pub period: Option<Duration>,
@@ -127,7 +211,7 @@ pub struct BreakerRatePlan {
     pub slow_call_threshold: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum FallbackPlan {
     Static {
         status: u16,
@@ -141,8 +225,8 @@ pub enum FallbackPlan {
 pub struct UpstreamPlan {
     pub name: Arc<str>,
     pub endpoints: Vec<EndpointPlan>,
-    pub discovery: Option<DiscoveryConfig>,
-    pub load_balancing: LoadBalancingConfig,
+    pub discovery: Option<DiscoverySpec>,
+    pub load_balancing: LoadBalancing,
     pub health_check: Option<HealthCheckPlan>,
     pub timeouts: Timeouts,
     /// Extra attempts after a failed connect (on another endpoint when there is one).
@@ -150,7 +234,7 @@ pub struct UpstreamPlan {
     /// Also retry idempotent requests after errors that may have reached the upstream.
     pub retry_idempotent: bool,
     pub breaker: Option<BreakerPlan>,
-    pub outlier: Option<OutlierConfig>,
+    pub outlier: Option<OutlierSpec>,
 }
 
 /// A policy as applied to one route, in chain order.
@@ -179,14 +263,15 @@ pub struct RoutePlan {
     pub fallback: Option<FallbackPlan>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitPlan {
     pub name: Arc<str>,
     pub window: Duration,
     pub max: u64,
-    pub key: RateKeyConfig,
+    pub key: RateKey,
     pub scope: RateScope,
-    pub store: RateStoreConfig,
+    /// Local or Redis; the Redis server is [`Plan::rate_limit_redis`].
+    pub backend: RateBackend,
     pub mode: RateMode,
     pub on_store_error: OnStoreError,
     pub headers: bool,
@@ -195,9 +280,12 @@ pub struct RateLimitPlan {
 #[derive(Debug, Clone)]
 pub struct AuthPlan {
     pub name: Arc<str>,
-    pub config: JwtConfig,
-    /// The directory relative paths (PEM, JWKS files) are resolved against.
-    pub base_dir: PathBuf,
+    /// The authenticator's settings (key paths resolved, algorithms parsed).
+    pub settings: AuthSettings,
+    /// What a route using this policy requires (mode, claim requirements).
+    pub route: RouteAuthSettings,
+    /// How long start-up waits for the first key fetch.
+    pub ready_timeout: Duration,
 }
 
 impl Plan {

@@ -3,6 +3,7 @@
 //! [`compile`] is a pure function of its inputs (the text, its name, an environment lookup) except that it
 //! reads the files the configuration names (TLS certificates, PEM keys) to check they exist and parse. It
 //! never opens a network connection. `gw validate` and `gw serve` both run exactly this function.
+mod auth;
 mod listeners;
 mod policies;
 mod routes;
@@ -99,6 +100,10 @@ impl Cx<'_> {
             self.base_dir.join(p)
         }
     }
+    /// Errors reported so far (warnings never make an element invalid).
+    pub fn error_count(&self) -> usize {
+        self.diags.list.iter().filter(|d| d.is_error()).count()
+    }
     /// Checks that a duration is not zero.
     pub fn positive(&mut self, path: &str, d: std::time::Duration) {
         if d.is_zero() {
@@ -170,16 +175,15 @@ fn build(cfg: crate::config::Config, cx: &mut Cx, source: &str) -> Option<Plan> 
         &pols,
         broken,
     );
-    let (routes, router) = routes::routes(
-        &cfg,
-        &upstream_index,
-        &policy_index,
-        &pols,
-        &ups,
-        &global,
+    let inputs = routes::RouteInputs {
+        up_index: &upstream_index,
+        policy_index: &policy_index,
+        pols: &pols,
+        ups: &ups,
+        global: &global,
         broken,
-        cx,
-    );
+    };
+    let (routes, router) = routes::routes(&cfg, &inputs, cx);
     // an upstream no route uses is likely a typo somewhere (unless some route failed to parse)
     if !cfg.routes.iter().any(Option::is_none) {
         let is_fallback = |f: &Option<crate::plan::FallbackPlan>, i: usize| matches!(f, Some(crate::plan::FallbackPlan::Upstream(x)) if *x as usize == i);
@@ -218,11 +222,12 @@ fn build(cfg: crate::config::Config, cx: &mut Cx, source: &str) -> Option<Plan> 
         listeners,
         admin,
         access_log: match &cfg.observability.access_log {
+            crate::config::AccessLogConfig::Off {} => crate::plan::AccessLogSpec::Off,
+            crate::config::AccessLogConfig::Stdout {} => crate::plan::AccessLogSpec::Stdout,
             // relative like every other file in the configuration
-            crate::config::AccessLogConfig::File { path } => crate::config::AccessLogConfig::File {
-                path: cx.resolve(path).to_string_lossy().into_owned(),
-            },
-            other => other.clone(),
+            crate::config::AccessLogConfig::File { path } => {
+                crate::plan::AccessLogSpec::File(cx.resolve(path))
+            }
         },
         metrics: cfg.observability.metrics,
         upstreams: ups
@@ -232,6 +237,7 @@ fn build(cfg: crate::config::Config, cx: &mut Cx, source: &str) -> Option<Plan> 
         routes,
         router,
         rate_limits: pols.limits.into_iter().collect::<Option<Vec<_>>>()?,
+        rate_limit_redis: pols.redis,
         auths: pols.auths.into_iter().collect::<Option<Vec<_>>>()?,
     })
 }

@@ -1,10 +1,12 @@
 //! Policies: rate limits and JWT auth, checked once, referenced by handle.
+use super::auth::{auth_settings, route_auth};
 use super::{Broken, Cx};
 use crate::config::{Config, JwtKeysConfig, PolicyConfig, RateKeyConfig, RateStoreConfig};
 use crate::diag::did_you_mean;
-use crate::plan::{AuthId, AuthPlan, LimitId, RateLimitPlan};
+use crate::plan::{AuthId, AuthPlan, LimitId, RateBackend, RateKey, RateLimitPlan, RedisConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PolicyHandle {
@@ -19,6 +21,8 @@ pub(crate) struct Policies {
     pub auths: Vec<Option<AuthPlan>>,
     /// Whether a rate limit is keyed by a JWT claim (to warn on routes without auth).
     pub limit_uses_jwt: Vec<bool>,
+    /// The one Redis server of the Redis-backed limits.
+    pub redis: Option<RedisConfig>,
 }
 
 pub const HS_ALGS: &[&str] = &["HS256", "HS384", "HS512"];
@@ -32,6 +36,7 @@ pub(crate) fn policies(cfg: &Config, cx: &mut Cx) -> Policies {
         limits: vec![],
         auths: vec![],
         limit_uses_jwt: vec![],
+        redis: None,
     };
     for (i, p) in cfg.policies.iter().enumerate() {
         let base = format!("policies[{i}]");
@@ -44,9 +49,12 @@ pub(crate) fn policies(cfg: &Config, cx: &mut Cx) -> Policies {
                     name: Arc::from(r.name.as_str()),
                     window: r.window.get(),
                     max: r.max,
-                    key: r.key.clone(),
+                    key: key_spec(&r.key),
                     scope: r.scope,
-                    store: r.store.clone(),
+                    backend: match r.store {
+                        RateStoreConfig::Local {} => RateBackend::Local,
+                        RateStoreConfig::Redis { .. } => RateBackend::Redis,
+                    },
                     mode: r.mode,
                     on_store_error: r.on_store_error,
                     headers: r.headers,
@@ -54,11 +62,15 @@ pub(crate) fn policies(cfg: &Config, cx: &mut Cx) -> Policies {
                 Some(PolicyHandle::Limit(out.limits.len() as u32 - 1))
             }
             Some(PolicyConfig::Jwt(j)) => {
-                let ok = check_jwt(cx, &base, j);
-                out.auths.push(ok.then(|| AuthPlan {
+                let settings = check_jwt(cx, &base, j);
+                out.auths.push(settings.map(|settings| AuthPlan {
                     name: Arc::from(j.name.as_str()),
-                    config: (**j).clone(),
-                    base_dir: cx.base_dir.clone(),
+                    settings,
+                    route: route_auth(j),
+                    ready_timeout: match &j.keys {
+                        JwtKeysConfig::Jwks { ready_timeout, .. } => ready_timeout.get(),
+                        _ => Duration::from_secs(1),
+                    },
                 }));
                 Some(PolicyHandle::Auth(out.auths.len() as u32 - 1))
             }
@@ -69,12 +81,19 @@ pub(crate) fn policies(cfg: &Config, cx: &mut Cx) -> Policies {
     let mut first_redis: Option<(usize, String)> = None;
     for (i, p) in cfg.policies.iter().enumerate() {
         if let Some(PolicyConfig::RateLimit(r)) = p {
-            if let RateStoreConfig::Redis { url, .. } = &r.store {
+            if let RateStoreConfig::Redis { url, timeout } = &r.store {
                 if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                     continue; // already reported as an invalid URL
                 }
                 match &first_redis {
-                    None => first_redis = Some((i, url.clone())),
+                    None => {
+                        first_redis = Some((i, url.clone()));
+                        let mut rc = RedisConfig::new(url);
+                        if let Some(t) = timeout {
+                            rc.timeout = t.get();
+                        }
+                        out.redis = Some(rc);
+                    }
                     Some((j, u)) if u != url => {
                         let line = cx.spans.value(&format!("policies[{j}].store.url")).line;
                         cx.error(
@@ -91,6 +110,27 @@ pub(crate) fn policies(cfg: &Config, cx: &mut Cx) -> Policies {
     out
 }
 
+/// The limiter's form of a checked key (header names parsed).
+fn key_spec(k: &RateKeyConfig) -> RateKey {
+    match k {
+        RateKeyConfig::ClientIp {} => RateKey::ClientIp,
+        RateKeyConfig::JwtClaim { claim, fallback } => RateKey::JwtClaim {
+            claim: claim.clone(),
+            fallback: *fallback,
+        },
+        RateKeyConfig::Header { name, fallback } => RateKey::Header {
+            // checked by `check_key`; a limit with a bad name never reaches the plan
+            name: http::HeaderName::from_bytes(name.as_bytes())
+                .unwrap_or(http::HeaderName::from_static("x-invalid")),
+            fallback: *fallback,
+        },
+        RateKeyConfig::Route {} => RateKey::Route,
+        RateKeyConfig::Composite { parts } => {
+            RateKey::Composite(parts.iter().map(key_spec).collect())
+        }
+    }
+}
+
 /// A key that needs a JWT claim and has no fallback for requests without one.
 fn key_uses_jwt(k: &RateKeyConfig) -> bool {
     match k {
@@ -101,7 +141,7 @@ fn key_uses_jwt(k: &RateKeyConfig) -> bool {
 }
 
 fn check_limit(cx: &mut Cx, base: &str, r: &crate::config::RateLimitConfig) -> bool {
-    let before = cx.diags.list.len();
+    let before = cx.error_count();
     cx.positive(&format!("{base}.window"), r.window.get());
     if r.max == 0 {
         cx.error(
@@ -123,7 +163,7 @@ fn check_limit(cx: &mut Cx, base: &str, r: &crate::config::RateLimitConfig) -> b
             cx.positive(&format!("{base}.store.timeout"), t.get());
         }
     }
-    cx.diags.list.len() == before
+    cx.error_count() == before
 }
 
 fn check_key(cx: &mut Cx, path: &str, k: &RateKeyConfig) {
@@ -158,8 +198,13 @@ fn check_key(cx: &mut Cx, path: &str, k: &RateKeyConfig) {
     }
 }
 
-fn check_jwt(cx: &mut Cx, base: &str, j: &crate::config::JwtConfig) -> bool {
-    let before = cx.diags.list.len();
+/// Checks a jwt policy; its authenticator settings when it is valid.
+fn check_jwt(
+    cx: &mut Cx,
+    base: &str,
+    j: &crate::config::JwtConfig,
+) -> Option<crate::policy::auth::AuthSettings> {
+    let before = cx.error_count();
     let keys = format!("{base}.keys");
     let (algs, allowed): (&Vec<String>, &[&str]) = match &j.keys {
         JwtKeysConfig::Hmac { secret, algorithms } => {
@@ -317,25 +362,36 @@ fn check_jwt(cx: &mut Cx, base: &str, j: &crate::config::JwtConfig) -> bool {
             );
         }
     }
+    if cx.error_count() != before {
+        return None;
+    }
+    let settings = match auth_settings(j, cx) {
+        Ok(s) => s,
+        Err(e) => {
+            cx.error(&keys, e, None);
+            return None;
+        }
+    };
     // Build the key material exactly as the runtime will (PEM parsing, algorithm/key fit), so
     // `gw validate` fails where `gw serve` would. JWKS sources are skipped: validation stays
     // offline.
-    if cx.diags.list.len() == before && !matches!(j.keys, JwtKeysConfig::Jwks { .. }) {
-        check_key_material(cx, base, j);
+    if !matches!(j.keys, JwtKeysConfig::Jwks { .. }) {
+        check_key_material(cx, base, j, &settings);
     }
-    cx.diags.list.len() == before
+    (cx.error_count() == before).then_some(settings)
 }
 
-/// Runs the runtime's `auth_settings` + `Authenticator::new` and reports a failure at the
-/// policy's `keys` (or `realm`), with key files named as written in the configuration.
-fn check_key_material(cx: &mut Cx, base: &str, j: &crate::config::JwtConfig) {
+/// Runs `Authenticator::new` on the settings and reports a failure at the policy's `keys` (or
+/// `realm`), with key files named as written in the configuration.
+fn check_key_material(
+    cx: &mut Cx,
+    base: &str,
+    j: &crate::config::JwtConfig,
+    settings: &crate::policy::auth::AuthSettings,
+) {
     use crate::policy::auth::{Authenticator, ConfigError};
     let keys = format!("{base}.keys");
-    let settings = match crate::proxy::runtime::auth_settings(j, &cx.base_dir) {
-        Ok(s) => s,
-        Err(e) => return cx.error(&keys, e, None),
-    };
-    let Err(e) = Authenticator::new(&settings) else {
+    let Err(e) = Authenticator::new(settings) else {
         return;
     };
     let (path, hint) = match &e {

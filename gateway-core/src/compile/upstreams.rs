@@ -3,11 +3,12 @@ use super::policies::{resolve_refs, Policies, PolicyHandle};
 use super::{Broken, Cx};
 use crate::config::{
     Config, DiscoveryConfig, FallbackConfig, HashKeyConfig, LoadBalancingConfig, TimeoutsConfig,
+    UpstreamConfig,
 };
 use crate::diag::did_you_mean;
 use crate::plan::{
-    BreakerPlan, BreakerRatePlan, EndpointPlan, FallbackPlan, HealthCheckPlan, Timeouts,
-    UpstreamPlan,
+    BreakerPlan, BreakerRatePlan, DiscoverySpec, EndpointPlan, FallbackPlan, HashKey,
+    HealthCheckPlan, LoadBalancing, OutlierSpec, Timeouts, UpstreamPlan,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +17,12 @@ use std::time::Duration;
 pub(crate) struct UpPlan {
     pub plan: UpstreamPlan,
     pub policies: Vec<PolicyHandle>,
+}
+
+/// The `Host` of a health probe: the first endpoint's host (`[v6]` kept in brackets), empty without
+/// endpoints.
+pub(crate) fn probe_host(address: Option<&str>) -> &str {
+    address.map_or("", |a| a.rsplit_once(':').map_or(a, |(h, _)| h))
 }
 
 /// Checks `host:port` syntax (hosts are resolved at start, never here: `gw validate` stays offline).
@@ -132,291 +139,25 @@ pub(crate) fn upstreams(
             continue;
         };
         let base = format!("upstreams[{i}]");
-        let has_discovery = matches!(&u.discovery, Some(d) if *d != DiscoveryConfig::Static {});
-        if u.endpoints.is_empty() && !has_discovery {
-            cx.error(
-                &base,
-                format!("upstream \"{}\" has no endpoints", u.name),
-                Some("list endpoints:, or configure discovery:".into()),
-            );
-        }
-        let mut seen: Vec<&str> = Vec::new();
-        for (j, e) in u.endpoints.iter().enumerate() {
-            check_endpoint(cx, &format!("{base}.endpoints[{j}].address"), &e.address);
-            if e.weight == 0 || e.weight > 1000 {
-                cx.error(
-                    &format!("{base}.endpoints[{j}].weight"),
-                    format!("weight must be between 1 and 1000, not {}", e.weight),
-                    None,
-                );
-            }
-            if seen.contains(&e.address.as_str()) {
-                cx.error(
-                    &format!("{base}.endpoints[{j}].address"),
-                    format!("endpoint {} is listed twice", e.address),
-                    Some("raise its weight instead".into()),
-                );
-            }
-            seen.push(&e.address);
-        }
-        if has_discovery {
-            // expressible in the DSL, not yet acted on: say so instead of silently serving 503s
-            cx.warning(
-                &format!("{base}.discovery.type"),
-                "dynamic discovery (dns, consul, file) is not implemented yet; only the static endpoints are used",
-                Some("list the instances under endpoints: for now".into()),
-            );
-        }
-        match &u.discovery {
-            Some(DiscoveryConfig::Dns {
-                host,
-                port,
-                interval,
-            }) => {
-                check_endpoint(
-                    cx,
-                    &format!("{base}.discovery.host"),
-                    &format!("{host}:{port}"),
-                );
-                cx.positive(&format!("{base}.discovery.interval"), interval.get());
-            }
-            Some(DiscoveryConfig::Consul { url, interval, .. }) => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    cx.error(
-                        &format!("{base}.discovery.url"),
-                        format!("invalid Consul URL \"{url}\""),
-                        Some("e.g. http://127.0.0.1:8500".into()),
-                    );
-                }
-                cx.positive(&format!("{base}.discovery.interval"), interval.get());
-            }
-            Some(DiscoveryConfig::File { interval, .. }) => {
-                cx.positive(&format!("{base}.discovery.interval"), interval.get())
-            }
-            _ => {}
-        }
-        match &u.load_balancing {
-            LoadBalancingConfig::ConsistentHash {
-                key: HashKeyConfig::Header { name },
-            } if http::HeaderName::from_bytes(name.as_bytes()).is_err() => {
-                cx.error(
-                    &format!("{base}.load_balancing.key.name"),
-                    format!("invalid header name \"{name}\""),
-                    None,
-                );
-            }
-            _ => {}
-        }
-        let health_check = u.health_check.as_ref().map(|h| {
-            let hp = format!("{base}.health_check");
-            if !h.path.starts_with('/') {
-                cx.error(
-                    &format!("{hp}.path"),
-                    "the health-check path must start with '/'",
-                    None,
-                );
-            }
-            cx.positive(&format!("{hp}.interval"), h.interval.get());
-            cx.positive(&format!("{hp}.timeout"), h.timeout.get());
-            if h.timeout.get() > h.interval.get() {
-                cx.warning(
-                    &format!("{hp}.timeout"),
-                    "the timeout is longer than the interval",
-                    None,
-                );
-            }
-            if h.healthy_threshold == 0 {
-                cx.error(
-                    &format!("{hp}.healthy_threshold"),
-                    "must be at least 1",
-                    None,
-                );
-            }
-            if h.unhealthy_threshold == 0 {
-                cx.error(
-                    &format!("{hp}.unhealthy_threshold"),
-                    "must be at least 1",
-                    None,
-                );
-            }
-            if h.expected_status.is_empty() {
-                cx.error(
-                    &format!("{hp}.expected_status"),
-                    "list at least one status",
-                    None,
-                );
-            }
-            for (k, s) in h.expected_status.iter().enumerate() {
-                if !(100..=599).contains(s) {
-                    cx.error(
-                        &format!("{hp}.expected_status[{k}]"),
-                        format!("{s} is not an HTTP status"),
-                        None,
-                    );
-                }
-            }
-            HealthCheckPlan {
-                path: h.path.clone(),
-                interval: h.interval.get(),
-                timeout: h.timeout.get(),
-                healthy_threshold: h.healthy_threshold,
-                unhealthy_threshold: h.unhealthy_threshold,
-                expected_status: h.expected_status.clone(),
-            }
-        });
+        endpoints(cx, &base, u);
+        discovery(cx, &base, u);
+        check_load_balancing(cx, &base, u);
+        let health_check = u
+            .health_check
+            .as_ref()
+            .map(|h| health_check(cx, &base, u, h));
         let t = timeouts(
             cx,
             &format!("{base}.timeouts"),
             &u.timeouts,
             Timeouts::DEFAULT,
         );
-        let (retries, retry_idempotent) = match &u.retries {
-            Some(r) => {
-                if r.attempts > 10 {
-                    cx.error(
-                        &format!("{base}.retries.attempts"),
-                        format!("at most 10 retries, not {}", r.attempts),
-                        None,
-                    );
-                }
-                (r.attempts, r.idempotent_on_error)
-            }
-            None => (1, false),
-        };
-        let breaker = u.circuit_breaker.as_ref().map(|b| {
-            let bp = format!("{base}.circuit_breaker");
-            if b.failure_threshold == 0 {
-                cx.error(
-                    &format!("{bp}.failure_threshold"),
-                    "must be at least 1",
-                    None,
-                );
-            }
-            if b.success_threshold == 0 {
-                cx.error(
-                    &format!("{bp}.success_threshold"),
-                    "must be at least 1",
-                    None,
-                );
-            }
-            if b.half_open_max_calls == 0 {
-                cx.error(
-                    &format!("{bp}.half_open_max_calls"),
-                    "must be at least 1",
-                    None,
-                );
-            }
-            cx.positive(&format!("{bp}.open_duration"), b.open_duration.get());
-            let rate = b.rate.as_ref().map(|r| {
-                let rp = format!("{bp}.rate");
-                match (r.calls, r.period) {
-                    (Some(_), Some(_)) | (None, None) => cx.error(
-                        &rp,
-                        "the rate window needs exactly one of calls or period",
-                        Some("calls: 100 (the last 100 calls) or period: 30s".into()),
-                    ),
-                    (Some(0), _) => cx.error(&format!("{rp}.calls"), "must be at least 1", None),
-                    (_, Some(p)) if p.get().is_zero() => {
-                        cx.error(&format!("{rp}.period"), "must be greater than zero", None)
-                    }
-                    _ => {}
-                }
-                if r.min_calls == 0 {
-                    cx.error(&format!("{rp}.min_calls"), "must be at least 1", None);
-                }
-                for (name, v) in [
-                    ("failure_rate_percent", r.failure_rate_percent),
-                    ("slow_call_rate_percent", r.slow_call_rate_percent),
-                ] {
-                    if let Some(v) = v {
-                        if !(v > 0.0 && v <= 100.0) {
-                            cx.error(
-                                &format!("{rp}.{name}"),
-                                format!("{v} is not a percentage in (0, 100]"),
-                                None,
-                            );
-                        }
-                    }
-                }
-                if r.failure_rate_percent.is_none() && r.slow_call_rate_percent.is_none() {
-                    cx.error(
-                        &rp,
-                        "set failure_rate_percent, slow_call_rate_percent or both",
-                        None,
-                    );
-                }
-                if r.slow_call_rate_percent.is_some() && r.slow_call_threshold.is_none() {
-                    cx.error(
-                        &rp,
-                        "slow_call_rate_percent needs slow_call_threshold",
-                        Some("e.g. slow_call_threshold: 2s".into()),
-                    );
-                }
-                BreakerRatePlan {
-                    calls: r.calls,
-                    period: r.period.map(|p| p.get()),
-                    min_calls: r.min_calls,
-                    failure_rate_percent: r.failure_rate_percent,
-                    slow_call_rate_percent: r.slow_call_rate_percent,
-                    slow_call_threshold: r.slow_call_threshold.map_or(Duration::MAX, |d| d.get()),
-                }
-            });
-            let fo = b.failure_on.as_ref();
-            let statuses = fo
-                .and_then(|f| f.statuses.clone())
-                .unwrap_or_else(|| vec![500, 502, 503, 504]);
-            for (k, s) in statuses.iter().enumerate() {
-                if !(500..=599).contains(s) {
-                    cx.error(
-                        &format!("{bp}.failure_on.statuses[{k}]"),
-                        format!("{s} cannot count as an upstream failure; only 5xx statuses can"),
-                        Some("a 4xx is the client's fault and never trips a breaker".into()),
-                    );
-                }
-            }
-            let fb = b
-                .fallback
-                .as_ref()
-                .and_then(|f| fallback(cx, &format!("{bp}.fallback"), f, index, broken));
-            if let Some(FallbackPlan::Upstream(f)) = fb {
-                if f as usize == i {
-                    cx.error(
-                        &format!("{bp}.fallback.upstream"),
-                        "an upstream cannot be its own fallback",
-                        None,
-                    );
-                }
-            }
-            BreakerPlan {
-                failure_threshold: b.failure_threshold,
-                success_threshold: b.success_threshold,
-                open_duration: b.open_duration.get(),
-                half_open_max_calls: b.half_open_max_calls,
-                rate,
-                failure_connect: fo.is_none_or(|f| f.connect_error),
-                failure_timeout: fo.is_none_or(|f| f.timeout),
-                failure_statuses: statuses,
-                fallback: fb,
-            }
-        });
-        if let Some(o) = &u.outlier_detection {
-            let op = format!("{base}.outlier_detection");
-            if o.consecutive_failures == 0 {
-                cx.error(
-                    &format!("{op}.consecutive_failures"),
-                    "must be at least 1",
-                    None,
-                );
-            }
-            cx.positive(&format!("{op}.base_ejection"), o.base_ejection.get());
-            if o.max_ejected_percent == 0 || o.max_ejected_percent > 100 {
-                cx.error(
-                    &format!("{op}.max_ejected_percent"),
-                    "must be between 1 and 100",
-                    None,
-                );
-            }
-        }
+        let (retries, retry_idempotent) = retries(cx, &base, u);
+        let breaker = u
+            .circuit_breaker
+            .as_ref()
+            .map(|b| breaker(cx, &base, i, b, index, broken));
+        let outlier = u.outlier_detection.as_ref().map(|o| outlier(cx, &base, o));
         let policies = resolve_refs(
             cx,
             &format!("{base}.policies"),
@@ -436,17 +177,427 @@ pub(crate) fn upstreams(
                         weight: e.weight,
                     })
                     .collect(),
-                discovery: u.discovery.clone(),
-                load_balancing: u.load_balancing.clone(),
+                discovery: u.discovery.as_ref().and_then(|d| discovery_spec(cx, d)),
+                load_balancing: load_balancing(&u.load_balancing),
                 health_check,
                 timeouts: t,
                 retries,
                 retry_idempotent,
                 breaker,
-                outlier: u.outlier_detection.clone(),
+                outlier,
             },
             policies,
         }));
     }
     out
+}
+
+/// `endpoints:`: addresses, weights, duplicates; an upstream needs endpoints or discovery.
+fn endpoints(cx: &mut Cx, base: &str, u: &UpstreamConfig) {
+    let has_discovery = matches!(&u.discovery, Some(d) if *d != DiscoveryConfig::Static {});
+    if u.endpoints.is_empty() && !has_discovery {
+        cx.error(
+            base,
+            format!("upstream \"{}\" has no endpoints", u.name),
+            Some("list endpoints:, or configure discovery:".into()),
+        );
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for (j, e) in u.endpoints.iter().enumerate() {
+        check_endpoint(cx, &format!("{base}.endpoints[{j}].address"), &e.address);
+        if e.weight == 0 || e.weight > 1000 {
+            cx.error(
+                &format!("{base}.endpoints[{j}].weight"),
+                format!("weight must be between 1 and 1000, not {}", e.weight),
+                None,
+            );
+        }
+        if seen.contains(&e.address.as_str()) {
+            cx.error(
+                &format!("{base}.endpoints[{j}].address"),
+                format!("endpoint {} is listed twice", e.address),
+                Some("raise its weight instead".into()),
+            );
+        }
+        seen.push(&e.address);
+    }
+    if has_discovery {
+        // expressible in the DSL, not yet acted on: say so instead of silently serving 503s
+        cx.warning(
+            &format!("{base}.discovery.type"),
+            "dynamic discovery (dns, consul, file) is not implemented yet; only the static endpoints are used",
+            Some("list the instances under endpoints: for now".into()),
+        );
+    }
+}
+
+/// `discovery:` (checked, but not acted on yet: a warning says so).
+fn discovery(cx: &mut Cx, base: &str, u: &UpstreamConfig) {
+    match &u.discovery {
+        Some(DiscoveryConfig::Dns {
+            host,
+            port,
+            interval,
+        }) => {
+            check_endpoint(
+                cx,
+                &format!("{base}.discovery.host"),
+                &format!("{host}:{port}"),
+            );
+            cx.positive(&format!("{base}.discovery.interval"), interval.get());
+        }
+        Some(DiscoveryConfig::Consul { url, interval, .. }) => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                cx.error(
+                    &format!("{base}.discovery.url"),
+                    format!("invalid Consul URL \"{url}\""),
+                    Some("e.g. http://127.0.0.1:8500".into()),
+                );
+            }
+            cx.positive(&format!("{base}.discovery.interval"), interval.get());
+        }
+        Some(DiscoveryConfig::File { interval, .. }) => {
+            cx.positive(&format!("{base}.discovery.interval"), interval.get())
+        }
+        _ => {}
+    }
+}
+
+/// `load_balancing:`: the hash key's header name.
+fn check_load_balancing(cx: &mut Cx, base: &str, u: &UpstreamConfig) {
+    match &u.load_balancing {
+        LoadBalancingConfig::ConsistentHash {
+            key: HashKeyConfig::Header { name },
+        } if http::HeaderName::from_bytes(name.as_bytes()).is_err() => {
+            cx.error(
+                &format!("{base}.load_balancing.key.name"),
+                format!("invalid header name \"{name}\""),
+                None,
+            );
+        }
+        _ => {}
+    }
+}
+
+/// `health_check:`, with the probe's Host (the first endpoint's host).
+fn health_check(
+    cx: &mut Cx,
+    base: &str,
+    u: &UpstreamConfig,
+    h: &crate::config::HealthCheckConfig,
+) -> HealthCheckPlan {
+    let hp = format!("{base}.health_check");
+    if !h.path.starts_with('/') {
+        cx.error(
+            &format!("{hp}.path"),
+            "the health-check path must start with '/'",
+            None,
+        );
+    }
+    cx.positive(&format!("{hp}.interval"), h.interval.get());
+    cx.positive(&format!("{hp}.timeout"), h.timeout.get());
+    if h.timeout.get() > h.interval.get() {
+        cx.warning(
+            &format!("{hp}.timeout"),
+            "the timeout is longer than the interval",
+            None,
+        );
+    }
+    if h.healthy_threshold == 0 {
+        cx.error(
+            &format!("{hp}.healthy_threshold"),
+            "must be at least 1",
+            None,
+        );
+    }
+    if h.unhealthy_threshold == 0 {
+        cx.error(
+            &format!("{hp}.unhealthy_threshold"),
+            "must be at least 1",
+            None,
+        );
+    }
+    if h.expected_status.is_empty() {
+        cx.error(
+            &format!("{hp}.expected_status"),
+            "list at least one status",
+            None,
+        );
+    }
+    for (k, s) in h.expected_status.iter().enumerate() {
+        if !(100..=599).contains(s) {
+            cx.error(
+                &format!("{hp}.expected_status[{k}]"),
+                format!("{s} is not an HTTP status"),
+                None,
+            );
+        }
+    }
+    let host = probe_host(u.endpoints.first().map(|e| e.address.as_str()));
+    let host = match http::HeaderValue::from_str(host) {
+        Ok(v) => v,
+        Err(_) => {
+            cx.error(
+                &format!("{base}.endpoints[0].address"),
+                format!("\"{host}\" cannot be sent as the health check's Host header"),
+                Some("use a host name or IP address of visible ASCII characters".into()),
+            );
+            http::HeaderValue::from_static("invalid")
+        }
+    };
+    HealthCheckPlan {
+        path: h.path.clone(),
+        host,
+        interval: h.interval.get(),
+        timeout: h.timeout.get(),
+        healthy_threshold: h.healthy_threshold,
+        unhealthy_threshold: h.unhealthy_threshold,
+        expected_status: h.expected_status.clone(),
+    }
+}
+
+/// `retries:`: extra attempts after a failed connect, and whether idempotent requests are retried on
+/// other errors.
+fn retries(cx: &mut Cx, base: &str, u: &UpstreamConfig) -> (u32, bool) {
+    match &u.retries {
+        Some(r) => {
+            if r.attempts > 10 {
+                cx.error(
+                    &format!("{base}.retries.attempts"),
+                    format!("at most 10 retries, not {}", r.attempts),
+                    None,
+                );
+            }
+            (r.attempts, r.idempotent_on_error)
+        }
+        None => (1, false),
+    }
+}
+
+/// `circuit_breaker:` of upstream `i`; its fallback must not be the upstream itself.
+fn breaker(
+    cx: &mut Cx,
+    base: &str,
+    i: usize,
+    b: &crate::config::CircuitBreakerConfig,
+    index: &HashMap<&str, u32>,
+    broken: Broken,
+) -> BreakerPlan {
+    let bp = format!("{base}.circuit_breaker");
+    if b.failure_threshold == 0 {
+        cx.error(
+            &format!("{bp}.failure_threshold"),
+            "must be at least 1",
+            None,
+        );
+    }
+    if b.success_threshold == 0 {
+        cx.error(
+            &format!("{bp}.success_threshold"),
+            "must be at least 1",
+            None,
+        );
+    }
+    if b.half_open_max_calls == 0 {
+        cx.error(
+            &format!("{bp}.half_open_max_calls"),
+            "must be at least 1",
+            None,
+        );
+    }
+    cx.positive(&format!("{bp}.open_duration"), b.open_duration.get());
+    let rate = b.rate.as_ref().map(|r| breaker_rate(cx, &bp, r));
+    let fo = b.failure_on.as_ref();
+    let statuses = fo
+        .and_then(|f| f.statuses.clone())
+        .unwrap_or_else(|| vec![500, 502, 503, 504]);
+    for (k, s) in statuses.iter().enumerate() {
+        if !(500..=599).contains(s) {
+            cx.error(
+                &format!("{bp}.failure_on.statuses[{k}]"),
+                format!("{s} cannot count as an upstream failure; only 5xx statuses can"),
+                Some("a 4xx is the client's fault and never trips a breaker".into()),
+            );
+        }
+    }
+    let fb = b
+        .fallback
+        .as_ref()
+        .and_then(|f| fallback(cx, &format!("{bp}.fallback"), f, index, broken));
+    if let Some(FallbackPlan::Upstream(f)) = fb {
+        if f as usize == i {
+            cx.error(
+                &format!("{bp}.fallback.upstream"),
+                "an upstream cannot be its own fallback",
+                None,
+            );
+        }
+    }
+    BreakerPlan {
+        failure_threshold: b.failure_threshold,
+        success_threshold: b.success_threshold,
+        open_duration: b.open_duration.get(),
+        half_open_max_calls: b.half_open_max_calls,
+        rate,
+        failure_connect: fo.is_none_or(|f| f.connect_error),
+        failure_timeout: fo.is_none_or(|f| f.timeout),
+        failure_statuses: statuses,
+        fallback: fb,
+    }
+}
+
+/// `circuit_breaker.rate:`: the rate trip.
+fn breaker_rate(cx: &mut Cx, bp: &str, r: &crate::config::BreakerRateConfig) -> BreakerRatePlan {
+    let rp = format!("{bp}.rate");
+    match (r.calls, r.period) {
+        (Some(_), Some(_)) | (None, None) => cx.error(
+            &rp,
+            "the rate window needs exactly one of calls or period",
+            Some("calls: 100 (the last 100 calls) or period: 30s".into()),
+        ),
+        (Some(0), _) => cx.error(&format!("{rp}.calls"), "must be at least 1", None),
+        (_, Some(p)) if p.get().is_zero() => {
+            cx.error(&format!("{rp}.period"), "must be greater than zero", None)
+        }
+        _ => {}
+    }
+    if r.min_calls == 0 {
+        cx.error(&format!("{rp}.min_calls"), "must be at least 1", None);
+    }
+    for (name, v) in [
+        ("failure_rate_percent", r.failure_rate_percent),
+        ("slow_call_rate_percent", r.slow_call_rate_percent),
+    ] {
+        if let Some(v) = v {
+            if !(v > 0.0 && v <= 100.0) {
+                cx.error(
+                    &format!("{rp}.{name}"),
+                    format!("{v} is not a percentage in (0, 100]"),
+                    None,
+                );
+            }
+        }
+    }
+    if r.failure_rate_percent.is_none() && r.slow_call_rate_percent.is_none() {
+        cx.error(
+            &rp,
+            "set failure_rate_percent, slow_call_rate_percent or both",
+            None,
+        );
+    }
+    if r.slow_call_rate_percent.is_some() && r.slow_call_threshold.is_none() {
+        cx.error(
+            &rp,
+            "slow_call_rate_percent needs slow_call_threshold",
+            Some("e.g. slow_call_threshold: 2s".into()),
+        );
+    }
+    BreakerRatePlan {
+        calls: r.calls,
+        period: r.period.map(|p| p.get()),
+        min_calls: r.min_calls,
+        failure_rate_percent: r.failure_rate_percent,
+        slow_call_rate_percent: r.slow_call_rate_percent,
+        slow_call_threshold: r.slow_call_threshold.map_or(Duration::MAX, |d| d.get()),
+    }
+}
+
+/// `outlier_detection:` with defaults applied (max ejection: 10 × base).
+fn outlier(cx: &mut Cx, base: &str, o: &crate::config::OutlierConfig) -> OutlierSpec {
+    let op = format!("{base}.outlier_detection");
+    if o.consecutive_failures == 0 {
+        cx.error(
+            &format!("{op}.consecutive_failures"),
+            "must be at least 1",
+            None,
+        );
+    }
+    cx.positive(&format!("{op}.base_ejection"), o.base_ejection.get());
+    if o.max_ejected_percent == 0 || o.max_ejected_percent > 100 {
+        cx.error(
+            &format!("{op}.max_ejected_percent"),
+            "must be between 1 and 100",
+            None,
+        );
+    }
+    OutlierSpec {
+        consecutive_failures: o.consecutive_failures,
+        base_ejection: o.base_ejection.get(),
+        max_ejection: o
+            .max_ejection
+            .map_or(o.base_ejection.get() * 10, |d| d.get()),
+        max_ejected_percent: o.max_ejected_percent,
+    }
+}
+
+/// The runtime form of a checked `load_balancing:` (header names parsed).
+fn load_balancing(lb: &LoadBalancingConfig) -> LoadBalancing {
+    match lb {
+        LoadBalancingConfig::RoundRobin {} => LoadBalancing::RoundRobin,
+        LoadBalancingConfig::Random {} => LoadBalancing::Random,
+        LoadBalancingConfig::LeastConnections {} => LoadBalancing::LeastConnections,
+        LoadBalancingConfig::Fastest {} => LoadBalancing::Fastest,
+        LoadBalancingConfig::ConsistentHash { key } => LoadBalancing::ConsistentHash(match key {
+            HashKeyConfig::ClientIp {} => HashKey::ClientIp,
+            HashKeyConfig::Path {} => HashKey::Path,
+            // checked above; an upstream with a bad name never reaches the plan
+            HashKeyConfig::Header { name } => HashKey::Header(
+                http::HeaderName::from_bytes(name.as_bytes())
+                    .unwrap_or(http::HeaderName::from_static("x-invalid")),
+            ),
+        }),
+    }
+}
+
+/// The runtime form of `discovery:` (`static` is no discovery; a file path is resolved).
+fn discovery_spec(cx: &Cx, d: &DiscoveryConfig) -> Option<DiscoverySpec> {
+    match d {
+        DiscoveryConfig::Static {} => None,
+        DiscoveryConfig::Dns {
+            host,
+            port,
+            interval,
+        } => Some(DiscoverySpec::Dns {
+            host: host.clone(),
+            port: *port,
+            interval: interval.get(),
+        }),
+        DiscoveryConfig::Consul {
+            url,
+            service,
+            interval,
+            token,
+        } => Some(DiscoverySpec::Consul {
+            url: url.clone(),
+            service: service.clone(),
+            interval: interval.get(),
+            token: token.clone(),
+        }),
+        DiscoveryConfig::File { path, interval } => Some(DiscoverySpec::File {
+            path: cx.resolve(path),
+            interval: interval.get(),
+        }),
+    }
+}
+
+/// Adapter for `upstream::lb::Balancer::new`, which still takes the configuration type (lb.rs is
+/// owned by another change; once it takes [`LoadBalancing`] this goes).
+impl From<&LoadBalancing> for LoadBalancingConfig {
+    fn from(lb: &LoadBalancing) -> Self {
+        match lb {
+            LoadBalancing::RoundRobin => LoadBalancingConfig::RoundRobin {},
+            LoadBalancing::Random => LoadBalancingConfig::Random {},
+            LoadBalancing::LeastConnections => LoadBalancingConfig::LeastConnections {},
+            LoadBalancing::Fastest => LoadBalancingConfig::Fastest {},
+            LoadBalancing::ConsistentHash(k) => LoadBalancingConfig::ConsistentHash {
+                key: match k {
+                    HashKey::ClientIp => HashKeyConfig::ClientIp {},
+                    HashKey::Path => HashKeyConfig::Path {},
+                    HashKey::Header(n) => HashKeyConfig::Header {
+                        name: n.as_str().to_string(),
+                    },
+                },
+            },
+        }
+    }
 }

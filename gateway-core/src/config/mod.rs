@@ -199,6 +199,11 @@ pub enum AccessLogConfig {
     File { path: String },
 }
 
+// One set of enums for the DSL and the runtime: the rate limiter's own (they deserialize from the DSL).
+pub use crate::policy::rate_limit::{
+    KeyFallback, Mode as RateMode, OnStoreError, Scope as RateScope,
+};
+
 /// An upstream service: where its instances are and how traffic is spread over them.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
@@ -536,24 +541,6 @@ pub enum RateKeyConfig {
     Composite { parts: Vec<RateKeyConfig> },
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum KeyFallback {
-    ClientIp,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum RateScope {
-    /// One counter per key, whatever route or upstream the request goes to.
-    #[default]
-    Global,
-    /// One counter per key per upstream.
-    Upstream,
-    /// One counter per key per route.
-    Route,
-}
-
 #[derive(Debug, Deserialize, Clone, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RateStoreConfig {
@@ -563,23 +550,6 @@ pub enum RateStoreConfig {
         #[serde(default)]
         timeout: Option<Dur>,
     },
-}
-
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum RateMode {
-    #[default]
-    Enforce,
-    Shadow,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum OnStoreError {
-    Allow,
-    Deny,
-    #[default]
-    Local,
 }
 
 #[derive(Debug, Deserialize, Clone)]

@@ -1,5 +1,6 @@
-//! The Pingora side: [`Gateway`] implements `ProxyHttp` and only sequences phases; every decision is made
-//! by plain functions elsewhere (routing, auth, rate limits, breaker, load balancing).
+//! The Pingora side: [`Gateway`] implements `ProxyHttp` and only sequences the named steps of
+//! [`steps`]; every decision is made there (or in routing, policy and upstream), every local answer is
+//! written by [`respond`] from one typed error ([`GwError`]).
 //!
 //! Chain, in order (each step may answer locally and stop the chain):
 //! 1. request id — keep a sane client `X-Request-Id`, else generate one; request heads over 64 KiB → 431;
@@ -14,19 +15,21 @@
 //! Logging (metrics and the access log) runs for every request, whatever step answered.
 pub mod admin;
 pub mod headers;
+pub mod respond;
 pub mod runtime;
 pub mod server;
+pub mod steps;
 
-use crate::error::{error_body, GwError, Side};
+use crate::error::{GwError, Side};
 use crate::observability::{
     AccessLog, AccessLogRecord, GaugeGuard, HttpMethod, Metrics, UpstreamErrorKind,
 };
 use crate::plan::FallbackPlan;
-use crate::policy::auth::{Identity, Now};
+use crate::plan::Plan;
+use crate::policy::auth::Identity;
 use crate::policy::breaker::{Permit, UpstreamOutcome};
-use crate::policy::rate_limit::from_plan::{write_key, KeyFacts};
-use crate::policy::rate_limit::{header_values, unix_millis_now, Outcome as LimitOutcome};
-use crate::routing::{normalize_path, MatchOutcome, RequestView};
+use crate::policy::rate_limit::from_plan::KeyFacts;
+use crate::state::Registry;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -36,16 +39,22 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
-use runtime::Runtime;
+use respond::Answer;
+use runtime::{Runtime, StartError};
 use smallvec::SmallVec;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use steps::breaker::Breaker;
+use steps::classify::UpstreamFailure;
 
-/// Shared by every request and every reload: the current runtime, metrics, the access log, readiness.
+/// Shared by every request and every reload: the current runtime, the state registry it was built
+/// from, metrics, the access log, readiness.
 pub struct Engine {
     pub current: ArcSwap<Runtime>,
+    /// Long-lived state by identity; every runtime of this engine is built from it.
+    pub registry: Registry,
     pub metrics: Metrics,
     pub access_log: AccessLog,
     /// Set once listeners are bound and the first health checks and key fetches are done.
@@ -59,19 +68,75 @@ impl Engine {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
+
+    /// Builds a runtime for `plan` from this engine's registry (state with an unchanged identity
+    /// carries over), warms it up (first health checks of new endpoint sets, key fetches, Redis), then
+    /// swaps it in atomically: requests in flight finish on the runtime they started with, the next
+    /// request uses the new one. State the new plan no longer uses is forgotten by the registry and
+    /// dropped when the old runtime's last request ends. On `Err` nothing changed. Listeners, the
+    /// admin listener and the access log are not rebuilt (they stay as started).
+    pub async fn swap(&self, plan: Plan) -> Result<(), StartError> {
+        let plan = Arc::new(plan);
+        let rt = Runtime::build(plan.clone(), &self.metrics, &self.registry)?;
+        rt.warm_up().await;
+        self.current.store(Arc::new(rt));
+        self.registry.retain_only(&plan);
+        Ok(())
+    }
+
+    /// Runs active health checks until `shutdown`, at each upstream's interval, always over the
+    /// current runtime's upstreams (so it follows [`Engine::swap`]). A check that is still running when
+    /// it is due again is not started twice.
+    pub async fn health_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        use std::collections::HashMap;
+        // by balancer (shared across runtimes while its identity is unchanged)
+        let mut due: HashMap<usize, (Instant, Option<tokio::task::JoinHandle<()>>)> =
+            HashMap::new();
+        loop {
+            let rt = self.runtime();
+            let now = Instant::now();
+            let mut next = now + Duration::from_secs(1);
+            let mut live = Vec::new();
+            for (u, plan) in rt.upstreams.iter().zip(&rt.plan.upstreams) {
+                let Some(hc) = &plan.health_check else {
+                    continue;
+                };
+                let key = Arc::as_ptr(&u.balancer) as usize;
+                live.push(key);
+                // the first check of a set runs in warm-up; the loop starts one interval later
+                let (at, task) = due.entry(key).or_insert((now + hc.interval, None));
+                let running = task.as_ref().is_some_and(|t| !t.is_finished());
+                if *at <= now && !running {
+                    let b = u.balancer.clone();
+                    *task = Some(tokio::spawn(async move { b.run_health_check().await }));
+                    *at = now + hc.interval;
+                }
+                next = next.min((*at).max(now + Duration::from_millis(10)));
+            }
+            due.retain(|k, (_, t)| {
+                let keep = live.contains(k);
+                if let (false, Some(t)) = (keep, t) {
+                    t.abort();
+                }
+                keep
+            });
+            drop(rt);
+            tokio::select! {
+                _ = tokio::time::sleep_until(next.into()) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        for (_, (_, t)) in due {
+            if let Some(t) = t {
+                t.abort();
+            }
+        }
+    }
 }
 
 /// The `ProxyHttp` implementation.
 pub struct Gateway {
     pub engine: Arc<Engine>,
-}
-
-/// What the outcome of the upstream exchange was, for the breaker and outlier detection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum UpstreamFailure {
-    Connect,
-    Timeout,
-    Other,
 }
 
 /// Per-request state.
@@ -113,316 +178,17 @@ impl Ctx {
     }
 }
 
-/// What a phase decided.
-pub enum Phase {
-    Continue,
-    Respond,
-}
-
 impl Gateway {
     pub fn new(engine: Arc<Engine>) -> Self {
         Gateway { engine }
     }
 
-    /// Writes a gateway-generated JSON error with optional extra headers.
-    async fn respond_error(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        err: &GwError,
-        extra: &[(&str, String)],
-    ) -> Result<Phase> {
-        let body = err.json_body(ctx.rid());
-        self.respond(session, ctx, err.status, "application/json", extra, body)
-            .await
-    }
-
-    async fn respond(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        status: u16,
-        content_type: &str,
-        extra: &[(&str, String)],
-        body: Bytes,
-    ) -> Result<Phase> {
-        let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
-        resp.insert_header("content-type", content_type)?;
-        resp.insert_header("content-length", body.len().to_string())?;
-        resp.insert_header("x-request-id", ctx.request_id.clone())?;
-        for (k, v) in extra {
-            resp.append_header(k.to_string(), v.as_str())?;
-        }
-        for (k, v) in &ctx.limit_headers {
-            resp.insert_header(*k, v.clone())?;
-        }
-        ctx.status = status;
-        session.write_response_header(Box::new(resp), false).await?;
-        session.write_response_body(Some(body), true).await?;
-        Ok(Phase::Respond)
-    }
-
-    /// Steps 1–7 of the chain.
-    async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Phase> {
-        let rt = ctx.rt.clone();
-        let plan = &rt.plan;
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        // Everything that reads the request head happens in this block, without copying the path or
-        // the host; a local answer is sent after the borrow ends.
-        let routed: std::result::Result<u32, (GwError, Option<String>)> = {
-            let req = session.req_header();
-            ctx.request_id = match req.headers.get("x-request-id") {
-                Some(v) if headers::sane_request_id(v.as_bytes()) => v.clone(),
-                _ => HeaderValue::try_from(headers::new_request_id())
-                    .unwrap_or(HeaderValue::from_static("-")),
-            };
-            ctx.client_ip = headers::client_ip(
-                peer,
-                req.headers.get("x-forwarded-for").map(|v| v.as_bytes()),
-                &plan.server.trusted_proxies,
-            );
-            let host_header = req.headers.get(http::header::HOST);
-            ctx.original_host = host_header.cloned();
-            let host = req
-                .uri
-                .host()
-                .or_else(|| host_header.and_then(|h| h.to_str().ok()).map(strip_port));
-            if headers::request_head_bytes(req) > headers::MAX_REQUEST_HEAD_BYTES {
-                let msg = format!(
-                    "the request headers are larger than {} bytes",
-                    headers::MAX_REQUEST_HEAD_BYTES
-                );
-                Err((
-                    GwError::new(Side::Client, 431, "header_too_large", msg),
-                    None,
-                ))
-            } else {
-                match normalize_path(req.uri.path()) {
-                    Err(e) => Err((GwError::bad_request(e.message()), None)),
-                    Ok(path) => {
-                        let view = RequestView {
-                            method: &req.method,
-                            path: &path,
-                            host,
-                            headers: &req.headers,
-                        };
-                        match plan.router.find(&view) {
-                            MatchOutcome::Found { route, captures } => {
-                                ctx.upstream_path.clear();
-                                plan.routes[route as usize].rewrite.apply(
-                                    &path,
-                                    &captures,
-                                    &mut ctx.upstream_path,
-                                );
-                                if let Some(q) = req.uri.query() {
-                                    ctx.upstream_path.push('?');
-                                    ctx.upstream_path.push_str(q);
-                                }
-                                Ok(route)
-                            }
-                            MatchOutcome::NotFound => Err((GwError::no_route(), None)),
-                            MatchOutcome::MethodNotAllowed { allowed } => {
-                                let allow = allowed
-                                    .iter()
-                                    .map(|m| m.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ");
-                                Err((GwError::method_not_allowed(), Some(allow)))
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        let route_id = match routed {
-            Ok(r) => r,
-            Err((err, allow)) => {
-                let extra: Vec<(&str, String)> = allow.into_iter().map(|a| ("allow", a)).collect();
-                return self.respond_error(session, ctx, &err, &extra).await;
-            }
-        };
-        let route = &plan.routes[route_id as usize];
-        ctx.route = Some(route_id);
-        ctx.upstream = Some(route.upstream);
-        let req = session.req_header();
-        // 4. body size
-        ctx.max_body = route.max_body_size.or(plan.server.max_body_size);
-        if let Some(max) = ctx.max_body {
-            let declared = req
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > max) {
-                return self
-                    .respond_error(session, ctx, &GwError::payload_too_large(max), &[])
-                    .await;
-            }
-        }
-        // 5. auth
-        if let Some(a) = route.auth {
-            let auth = &rt.auths[a as usize];
-            let rrt = &rt.routes[route_id as usize];
-            if let Some(policy) = &rrt.auth_policy {
-                let req = session.req_header();
-                match auth
-                    .authenticate(&req.headers, req.uri.query(), policy, Now::system())
-                    .await
-                {
-                    Ok(Some(id)) => {
-                        ctx.forward = auth.forward_headers(&id).collect();
-                        ctx.identity = Some(id);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        rrt.auth_metrics.failure(e.reason().as_str());
-                        let body = error_body(e.code(), e.description(), ctx.rid());
-                        let www = e.www_authenticate();
-                        return self
-                            .respond(
-                                session,
-                                ctx,
-                                e.status().as_u16(),
-                                "application/json",
-                                &[("www-authenticate", www)],
-                                body,
-                            )
-                            .await;
-                    }
-                }
-            }
-        }
-        // 6. rate limits, all together
-        if !route.limits.is_empty() {
-            if let Some(limits) = &rt.limits {
-                let req = session.req_header();
-                let facts = KeyFacts {
-                    client_ip: ctx.client_ip,
-                    identity: ctx.identity.as_deref(),
-                    headers: &req.headers,
-                    route: &route.name,
-                    upstream: &plan.upstreams[route.upstream as usize].name,
-                };
-                let mut keys: SmallVec<[Vec<u8>; 4]> = SmallVec::new();
-                for l in &route.limits {
-                    let p = &plan.rate_limits[l.limit as usize];
-                    let mut k = Vec::with_capacity(48);
-                    write_key(&p.key, p.scope, &facts, &mut k);
-                    keys.push(k);
-                }
-                let items: SmallVec<[(crate::policy::rate_limit::LimitRef, &[u8]); 4]> = route
-                    .limits
-                    .iter()
-                    .zip(keys.iter())
-                    .map(|(l, k)| (limits.refs[l.limit as usize], k.as_slice()))
-                    .collect();
-                let d = limits.limiter.check_all(&items, unix_millis_now()).await;
-                for (l, o) in route.limits.iter().zip(d.outcomes.iter()) {
-                    let m = &rt.limit_metrics[l.limit as usize];
-                    match o.outcome {
-                        LimitOutcome::Allowed => m.allowed(),
-                        LimitOutcome::Rejected => m.rejected(),
-                        LimitOutcome::ShadowRejected => m.shadow_rejected(),
-                        LimitOutcome::Skipped => {}
-                    }
-                    if let Some(se) = &o.store_error {
-                        m.store_error(match se.action {
-                            crate::policy::rate_limit::OnStoreError::Allow => "allow",
-                            crate::policy::rate_limit::OnStoreError::Deny => "deny",
-                            crate::policy::rate_limit::OnStoreError::Local => "local",
-                        });
-                    }
-                }
-                ctx.limit_headers = header_values(&d);
-                if !d.admitted {
-                    ctx.limit_decision = Some("rejected");
-                    let name = d
-                        .rejected_by
-                        .and_then(|i| route.limits.get(i))
-                        .map(|l| plan.rate_limits[l.limit as usize].name.to_string())
-                        .unwrap_or_default();
-                    if !ctx
-                        .limit_headers
-                        .iter()
-                        .any(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
-                    {
-                        ctx.limit_headers.push((
-                            "retry-after",
-                            HeaderValue::from(d.retry_after_secs.unwrap_or(1).max(1)),
-                        ));
-                    }
-                    let err = GwError::new(
-                        Side::Client,
-                        429,
-                        "rate_limited",
-                        format!("rate limit {name} exceeded"),
-                    );
-                    return self.respond_error(session, ctx, &err, &[]).await;
-                }
-                ctx.limit_decision = Some(
-                    if d.outcomes
-                        .iter()
-                        .any(|o| o.outcome == LimitOutcome::ShadowRejected)
-                    {
-                        "shadow_rejected"
-                    } else {
-                        "allowed"
-                    },
-                );
-            }
-        }
-        // 7. breaker
-        let up = &rt.upstreams[route.upstream as usize];
-        if let Some(b) = &up.breaker {
-            match b.try_acquire(Instant::now()) {
-                Ok(p) => ctx.permit = Some(p),
-                Err(rej) => match &route.fallback {
-                    Some(FallbackPlan::Static {
-                        status,
-                        headers,
-                        body,
-                    }) => {
-                        let mut extra: Vec<(&str, String)> = headers
-                            .iter()
-                            .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("").to_string()))
-                            .collect();
-                        extra.push(("x-gw-fallback", "circuit-open".into()));
-                        let ct = headers
-                            .iter()
-                            .find(|(k, _)| k == http::header::CONTENT_TYPE)
-                            .and_then(|(_, v)| v.to_str().ok())
-                            .unwrap_or("text/plain")
-                            .to_string();
-                        let extra: Vec<(&str, String)> = extra
-                            .into_iter()
-                            .filter(|(k, _)| !k.eq_ignore_ascii_case("content-type"))
-                            .collect();
-                        return self
-                            .respond(session, ctx, *status, &ct, &extra, body.clone())
-                            .await;
-                    }
-                    Some(FallbackPlan::Upstream(u)) => ctx.upstream = Some(*u),
-                    None => {
-                        let secs = rej.retry_after.as_secs()
-                            + u64::from(rej.retry_after.subsec_nanos() > 0);
-                        let err =
-                            GwError::circuit_open(&plan.upstreams[route.upstream as usize].name);
-                        return self
-                            .respond_error(
-                                session,
-                                ctx,
-                                &err,
-                                &[("retry-after", secs.max(1).to_string())],
-                            )
-                            .await;
-                    }
-                },
-            }
-        }
-        Ok(Phase::Continue)
+    /// Answers a request locally with an error; `Ok(true)` = "response sent" for `request_filter`.
+    async fn reject(&self, session: &mut Session, ctx: &mut Ctx, err: GwError) -> Result<bool> {
+        ctx.status = err.status;
+        let a = Answer::error(&err, ctx.rid());
+        respond::write(session, a, &ctx.request_id, &ctx.limit_headers, false).await?;
+        Ok(true)
     }
 
     /// Releases the endpoint's in-flight counter and records the attempt for outlier detection.
@@ -447,23 +213,14 @@ impl Gateway {
     }
 }
 
-fn strip_port(h: &str) -> &str {
-    if h.starts_with('[') {
-        return h.split(']').next().map_or(h, |s| s.trim_start_matches('['));
-    }
-    h.rsplit_once(':').map_or(h, |(a, p)| {
-        if p.bytes().all(|b| b.is_ascii_digit()) {
-            a
-        } else {
-            h
-        }
-    })
-}
-
+/// The phases gw uses, in the order Pingora calls them for one request. Phases not implemented here
+/// keep Pingora's defaults.
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
+    /// Runs once per request before anything else: pins the runtime the request will use to the end
+    /// (a reload swaps the engine's runtime; this request keeps the one it started with).
     fn new_ctx(&self) -> Ctx {
         Ctx {
             rt: self.engine.runtime(),
@@ -494,6 +251,8 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// Runs first for every request, before modules: sets the downstream keep-alive and header read
+    /// timeouts. Never fails (`Ok`).
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         let s = &ctx.rt.plan.server;
         session.set_keepalive(Some(s.idle_timeout.as_secs().max(1)));
@@ -503,10 +262,87 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// Runs once the request head is read: steps 1–7 (request id and client IP, route, body size by
+    /// `Content-Length`, auth, rate limits, circuit breaker). `Ok(true)`: a step answered locally (an
+    /// error via [`respond`], or a static breaker fallback) and the request ends here. `Ok(false)`: go
+    /// on to the upstream. `Err`: the answer could not be written (Pingora ends the request).
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        Ok(matches!(self.admit(session, ctx).await?, Phase::Respond))
+        let rt = ctx.rt.clone();
+        let plan = &rt.plan;
+        // 1. request id, client IP
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let req = session.req_header();
+        ctx.request_id = steps::request_id::request_id(&req.headers);
+        ctx.client_ip =
+            steps::request_id::client_ip(peer, &req.headers, &plan.server.trusted_proxies);
+        ctx.original_host = req.headers.get(http::header::HOST).cloned();
+        // 2. route
+        let route_id = match steps::route::route(plan, req, &mut ctx.upstream_path) {
+            Ok(r) => r,
+            Err(e) => return self.reject(session, ctx, e).await,
+        };
+        let route = &plan.routes[route_id as usize];
+        ctx.route = Some(route_id);
+        ctx.upstream = Some(route.upstream);
+        // 3. body size
+        ctx.max_body = route.max_body_size.or(plan.server.max_body_size);
+        let req = session.req_header();
+        if let Err(e) = steps::body_limit::check_declared(ctx.max_body, &req.headers) {
+            return self.reject(session, ctx, e).await;
+        }
+        // 4. auth
+        let rrt = &rt.routes[route_id as usize];
+        if let (Some(a), Some(policy)) = (route.auth, &rrt.auth_policy) {
+            let auth = &rt.auths[a as usize];
+            match steps::auth::authenticate(auth, policy, &rrt.auth_metrics, req).await {
+                Ok(done) => {
+                    ctx.identity = done.identity;
+                    ctx.forward = done.forward;
+                }
+                Err(e) => return self.reject(session, ctx, e).await,
+            }
+        }
+        // 5. rate limits
+        let up_name = &plan.upstreams[route.upstream as usize].name;
+        let facts = KeyFacts {
+            client_ip: ctx.client_ip,
+            identity: ctx.identity.as_deref(),
+            headers: &session.req_header().headers,
+            route: &route.name,
+            upstream: up_name,
+        };
+        let limited = steps::limits::check(&rt, route, &facts).await;
+        ctx.limit_headers = limited.headers;
+        ctx.limit_decision = limited.decision;
+        if let Err(e) = limited.result {
+            return self.reject(session, ctx, e).await;
+        }
+        // 6. circuit breaker
+        let breaker = rt.upstreams[route.upstream as usize].breaker.as_ref();
+        match steps::breaker::decide(breaker, route.fallback.as_ref(), up_name, Instant::now()) {
+            Ok(Breaker::Proceed(p)) => ctx.permit = p,
+            Ok(Breaker::Reroute(u)) => ctx.upstream = Some(u),
+            Ok(Breaker::Static(FallbackPlan::Static {
+                status,
+                headers,
+                body,
+            })) => {
+                ctx.status = *status;
+                let a = Answer::fallback(*status, headers, body.clone());
+                respond::write(session, a, &ctx.request_id, &ctx.limit_headers, true).await?;
+                return Ok(true);
+            }
+            Ok(Breaker::Static(_)) => {}
+            Err(e) => return self.reject(session, ctx, e).await,
+        }
+        Ok(false)
     }
 
+    /// Runs for every chunk of the request body as it is read: counts it against the body limit.
+    /// `Err` (413): the request ends; [`Self::fail_to_proxy`] answers it.
     async fn request_body_filter(
         &self,
         _session: &mut Session,
@@ -515,17 +351,17 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(b) = body {
-            ctx.bytes_in += b.len() as u64;
-            if let Some(max) = ctx.max_body {
-                if ctx.bytes_in > max {
-                    ctx.error = Some(GwError::payload_too_large(max));
-                    return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
-                }
+            if let Err(e) = steps::body_limit::count(&mut ctx.bytes_in, b.len(), ctx.max_body) {
+                ctx.error = Some(e);
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
             }
         }
         Ok(())
     }
 
+    /// Runs before each connection attempt (again on a retry): step 7, the endpoint pick, and the
+    /// attempt's timeouts. `Ok(peer)`: connect there. `Err` (503 no healthy endpoint): the request
+    /// ends; [`Self::fail_to_proxy`] answers it.
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let rt = ctx.rt.clone();
         let (Some(route_id), Some(up_id)) = (ctx.route, ctx.upstream) else {
@@ -535,51 +371,14 @@ impl ProxyHttp for Gateway {
         let route = &rt.plan.routes[route_id as usize];
         let up = &rt.upstreams[up_id as usize];
         let up_plan = &rt.plan.upstreams[up_id as usize];
-        let key: Vec<u8> = match &up.hash_key {
-            None => Vec::new(),
-            Some(crate::config::HashKeyConfig::ClientIp {}) => ctx
-                .client_ip
-                .map(|i| i.to_string().into_bytes())
-                .unwrap_or_default(),
-            Some(crate::config::HashKeyConfig::Path {}) => ctx
-                .upstream_path
-                .split('?')
-                .next()
-                .unwrap_or("")
-                .as_bytes()
-                .to_vec(),
-            Some(crate::config::HashKeyConfig::Header { name }) => session
-                .req_header()
-                .headers
-                .get(name.as_str())
-                .map(|v| v.as_bytes().to_vec())
-                .unwrap_or_default(),
-        };
+        let key = steps::pick::hash_key(
+            up.hash_key.as_ref(),
+            ctx.client_ip,
+            &ctx.upstream_path,
+            &session.req_header().headers,
+        );
         let now = Instant::now();
-        let tried = &ctx.tried;
-        let pick = up
-            .balancer
-            .pick(&key, |i| {
-                !tried.contains(&i) && !up.outlier.as_ref().is_some_and(|o| o.is_ejected(i, now))
-            })
-            // every candidate ejected: outlier detection must not take the whole upstream down
-            .or_else(|| {
-                if up.outlier.is_some() {
-                    up.balancer.pick(&key, |i| !tried.contains(&i))
-                } else {
-                    None
-                }
-            })
-            // a retry once every healthy endpoint was tried (more attempts than endpoints, or Pingora
-            // retrying a stale pooled connection): go round again instead of answering 503
-            .or_else(|| {
-                if tried.is_empty() {
-                    None
-                } else {
-                    up.balancer.pick(&key, |_| true)
-                }
-            });
-        let Some(pick) = pick else {
+        let Some(pick) = steps::pick::pick(up, &key, &ctx.tried, now) else {
             ctx.error = Some(GwError::no_healthy_endpoint(&up_plan.name));
             return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy endpoint");
         };
@@ -608,6 +407,9 @@ impl ProxyHttp for Gateway {
         Ok(Box::new(peer))
     }
 
+    /// Runs once connected, before the request head goes upstream: step 8, the forwarded headers.
+    /// `Err` (400 for a rewritten path that is not a URI): the request ends; [`Self::fail_to_proxy`]
+    /// answers it.
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -615,60 +417,34 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let rt = &ctx.rt;
-        let uri = ctx.upstream_path.parse::<http::Uri>().map_err(|_| {
-            Error::explain(
-                ErrorType::HTTPStatus(400),
-                "rewritten path is not a valid URI",
-            )
-        })?;
-        upstream_request.set_uri(uri);
-        for h in &rt.injected {
-            upstream_request.remove_header(h);
+        let f = steps::forward_headers::Forwarding {
+            upstream_path: &ctx.upstream_path,
+            injected: &rt.injected,
+            claims: &ctx.forward,
+            route_host: ctx
+                .route
+                .and_then(|r| rt.plan.routes[r as usize].host.as_ref()),
+            original_host: ctx.original_host.as_ref(),
+            peer: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+            request_id: &ctx.request_id,
+        };
+        if let Err(e) = steps::forward_headers::apply(upstream_request, &f) {
+            let status = e.status;
+            ctx.error = Some(e);
+            return Error::e_explain(
+                ErrorType::HTTPStatus(status),
+                "cannot build the upstream request",
+            );
         }
-        for (k, v) in &ctx.forward {
-            upstream_request.insert_header(k.clone(), v.clone())?;
-        }
-        if let Some(route) = ctx.route.map(|r| &rt.plan.routes[r as usize]) {
-            if let Some(h) = &route.host {
-                upstream_request.insert_header(http::header::HOST, h.clone())?;
-            } else if upstream_request.headers.get(http::header::HOST).is_none() {
-                if let Some(h) = &ctx.original_host {
-                    upstream_request.insert_header(http::header::HOST, h.clone())?;
-                }
-            }
-        }
-        if let Some(ip) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
-            let prev = upstream_request
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .filter(|p| !p.trim().is_empty());
-            let xff = match prev {
-                Some(prev) => format!("{prev}, {ip}"),
-                None => ip.to_string(),
-            };
-            upstream_request.insert_header(
-                "x-forwarded-for",
-                HeaderValue::try_from(xff)
-                    .map_err(|_| Error::explain(ErrorType::InternalError, "x-forwarded-for"))?,
-            )?;
-        }
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        upstream_request.insert_header(
-            "x-forwarded-proto",
-            HeaderValue::from_static(if tls { "https" } else { "http" }),
-        )?;
-        if let Some(h) = &ctx.original_host {
-            upstream_request.insert_header("x-forwarded-host", h.clone())?;
-        }
-        upstream_request.insert_header("x-request-id", ctx.request_id.clone())?;
         Ok(())
     }
 
+    /// Runs when the upstream's response head arrives: records the status (for the breaker, outlier
+    /// detection and endpoint metrics). Never fails.
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
@@ -686,6 +462,8 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// Runs for every chunk of the upstream's response body: enforces the whole-request timeout.
+    /// `Err` (a read timeout): the exchange ends (504 if nothing was sent yet).
     fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
@@ -699,6 +477,8 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
+    /// Runs before the upstream's response head goes to the client: adds `X-Request-Id` and the
+    /// rate-limit headers. `Err` only when a header cannot be set.
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -713,6 +493,9 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// Runs when a connection to the chosen endpoint fails: records the failure, and allows a retry
+    /// (on another endpoint; a failed connect never reached the upstream, so any method is safe) while
+    /// the upstream's retries last. Returns the error, marked retryable or not.
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -737,13 +520,15 @@ impl ProxyHttp for Gateway {
         let retries = ctx
             .upstream
             .map_or(0, |u| ctx.rt.plan.upstreams[u as usize].retries);
-        // a connect failure never reached the upstream: safe to retry any method, on another endpoint
         if (ctx.tried.len() as u32) <= retries {
             e.set_retry(true);
         }
         e
     }
 
+    /// Runs when the exchange with a connected upstream fails: decides whether a retry is safe (never
+    /// for a request that may have reached the upstream unless it is idempotent and the upstream allows
+    /// it). Returns the error, marked retryable or not.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -769,60 +554,28 @@ impl ProxyHttp for Gateway {
         e
     }
 
+    /// Runs when the request fails after `request_filter` (a phase returned `Err`, or the upstream
+    /// failed for good): step 9 classifies the error (unless a step already typed it) and, if no
+    /// response was sent yet, answers it via [`respond`] with `Connection: close`. Returns the status
+    /// for the log and that the downstream connection is not reused.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let up_name = ctx
-            .upstream
-            .map(|u| ctx.rt.plan.upstreams[u as usize].name.to_string())
-            .unwrap_or_default();
         let err = match ctx.error.take() {
             Some(g) => g,
-            None => match e.etype() {
-                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
-                    if e.esource() != &pingora::ErrorSource::Downstream =>
-                {
-                    ctx.failure = Some(UpstreamFailure::Timeout);
-                    GwError::upstream_timeout(&up_name)
-                }
-                ErrorType::ConnectRefused
-                | ErrorType::ConnectNoRoute
-                | ErrorType::ConnectError
-                | ErrorType::TLSHandshakeFailure
-                | ErrorType::TLSHandshakeTimedout => {
-                    ctx.failure = Some(UpstreamFailure::Connect);
-                    GwError::upstream_unavailable(&up_name)
-                }
-                ErrorType::HTTPStatus(c) => GwError::new(
-                    if *c >= 500 {
-                        Side::Upstream
-                    } else {
-                        Side::Client
-                    },
-                    *c,
-                    "error",
-                    "request failed",
-                ),
-                _ => match e.esource() {
-                    pingora::ErrorSource::Upstream => {
+            None => {
+                let up_name = ctx
+                    .upstream
+                    .map(|u| ctx.rt.plan.upstreams[u as usize].name.clone())
+                    .unwrap_or_else(|| Arc::from(""));
+                let (err, failure) = steps::classify::classify(e, &up_name);
+                match failure {
+                    Some(UpstreamFailure::Other) => {
                         ctx.failure.get_or_insert(UpstreamFailure::Other);
-                        GwError::bad_gateway(&up_name)
                     }
-                    pingora::ErrorSource::Downstream => match e.etype() {
-                        ErrorType::ReadError
-                        | ErrorType::WriteError
-                        | ErrorType::ConnectionClosed => {
-                            GwError::new(Side::Client, 0, "client_closed", "client went away")
-                        }
-                        ErrorType::ReadTimedout => GwError::new(
-                            Side::Client,
-                            408,
-                            "request_timeout",
-                            "the client was too slow sending the request",
-                        ),
-                        _ => GwError::bad_request("malformed request"),
-                    },
-                    _ => GwError::internal("internal error"),
-                },
-            },
+                    Some(f) => ctx.failure = Some(f),
+                    None => {}
+                }
+                err
+            }
         };
         if err.side == Side::Upstream {
             if let (Some(up), Some(i)) = (ctx.upstream, ctx.active) {
@@ -837,13 +590,8 @@ impl ProxyHttp for Gateway {
             // the connection is closed after this response (`can_reuse_downstream: false`): say so with
             // `Connection: close`, or a keep-alive client may send its next request into the closing socket
             session.set_keepalive(None);
-            let body = err.json_body(ctx.rid());
-            let mut extra: Vec<(&str, String)> = Vec::new();
-            if code == 503 {
-                extra.push(("retry-after", "1".into()));
-            }
-            if self
-                .respond(session, ctx, code, "application/json", &extra, body)
+            let a = Answer::error(&err, ctx.rid());
+            if respond::write(session, a, &ctx.request_id, &ctx.limit_headers, false)
                 .await
                 .is_err()
             {
@@ -866,6 +614,8 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// Runs last for every request, whatever answered it: ends the attempt (in-flight counters,
+    /// outlier detection), records the breaker outcome, metrics and the access-log line.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let failed = ctx.failure.is_some();
         let active_failed = failed

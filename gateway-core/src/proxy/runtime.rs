@@ -1,24 +1,20 @@
 //! Runtime state built from a [`Plan`]: balancers, health, breakers, outlier detectors, authenticators
 //! and metric handles, all indexed by the plan's handles. One [`Runtime`] is swapped atomically on reload;
 //! a request keeps the one it started with.
-use crate::config::{HashKeyConfig, JwtConfig, JwtKeysConfig, JwtMode, LoadBalancingConfig};
 use crate::observability::{
     AuthMetrics, BreakerMetrics, BreakerState, EndpointMetrics, Metrics, RateLimitMetrics,
     RouteMetrics,
 };
-use crate::plan::{BreakerPlan, Plan};
-use crate::policy::auth::{
-    AuthMode, AuthSettings, Authenticator, CacheSettings, ClaimRequirementSettings, ForwardClaim,
-    JwksSettings, KeySource, MatchMode, PemKeyFile, RouteAuthSettings, RoutePolicy, TokenSources,
-};
+use crate::plan::{BreakerPlan, HashKey, Plan};
+use crate::policy::auth::{Authenticator, RoutePolicy};
 use crate::policy::breaker::{
     BreakerObserver, BreakerSettings, CircuitBreaker, FailurePolicy, OutlierDetector,
     OutlierSettings, RateTrip, RateWindow, State,
 };
+use crate::state::{BreakerId, EndpointSetId, OutlierId, Registry};
 use crate::upstream::Balancer;
 use http::HeaderName;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,13 +41,15 @@ pub enum StartError {
     Tls { listener: String, reason: String },
 }
 
+/// An upstream's runtime: state shared through the [`Registry`] (balancer, breaker, outlier detector)
+/// and per-runtime settings.
 pub struct UpstreamRt {
-    pub balancer: Balancer,
+    pub balancer: Arc<Balancer>,
     pub endpoint_metrics: Vec<EndpointMetrics>,
     pub breaker: Option<CircuitBreaker>,
     pub failure: FailurePolicy,
-    pub outlier: Option<OutlierDetector>,
-    pub hash_key: Option<HashKeyConfig>,
+    pub outlier: Option<Arc<OutlierDetector>>,
+    pub hash_key: Option<HashKey>,
 }
 
 pub struct RouteRt {
@@ -68,7 +66,7 @@ pub struct Runtime {
     /// Every header some auth policy injects: stripped from every client request on every route.
     pub injected: Vec<HeaderName>,
     pub unrouted: RouteMetrics,
-    pub limits: Option<crate::policy::rate_limit::from_plan::Limits>,
+    pub limits: Option<Arc<crate::policy::rate_limit::from_plan::Limits>>,
     pub limit_metrics: Vec<RateLimitMetrics>,
 }
 
@@ -129,128 +127,6 @@ fn failure_policy(b: Option<&BreakerPlan>) -> FailurePolicy {
     }
 }
 
-/// Maps the configuration of a jwt policy onto the authenticator's settings.
-pub fn auth_settings(c: &JwtConfig, base_dir: &std::path::Path) -> Result<AuthSettings, String> {
-    let resolve = |p: &str| {
-        let p = std::path::Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base_dir.join(p)
-        }
-    };
-    let (keys, algs, cache) = match &c.keys {
-        JwtKeysConfig::Hmac { secret, algorithms } => (
-            KeySource::HmacSecret {
-                secret: secret.clone(),
-                kid: None,
-            },
-            algorithms,
-            None,
-        ),
-        JwtKeysConfig::Pem { files, algorithms } => (
-            KeySource::PublicKeyPem {
-                files: files
-                    .iter()
-                    .map(|f| PemKeyFile {
-                        path: resolve(&f.path),
-                        kid: f.kid.clone(),
-                    })
-                    .collect(),
-            },
-            algorithms,
-            Some(CacheSettings {
-                capacity: 100_000,
-                max_ttl_secs: 300,
-            }),
-        ),
-        JwtKeysConfig::Jwks {
-            url,
-            path,
-            refresh,
-            algorithms,
-            ..
-        } => {
-            let location = match (url, path) {
-                (Some(u), _) => u.clone(),
-                (None, Some(p)) => resolve(p).to_string_lossy().into_owned(),
-                (None, None) => return Err("a JWKS source needs url or path".into()),
-            };
-            let mut j = JwksSettings::new(location);
-            j.refresh_interval_ms = refresh.get().as_millis() as u64;
-            (
-                KeySource::Jwks(j),
-                algorithms,
-                Some(CacheSettings {
-                    capacity: 100_000,
-                    max_ttl_secs: 300,
-                }),
-            )
-        }
-    };
-    let mut algorithms = Vec::new();
-    for a in algs {
-        algorithms.push(
-            jsonwebtoken::Algorithm::from_str(a).map_err(|_| format!("unknown algorithm {a}"))?,
-        );
-    }
-    let mut required = vec!["exp".to_string()];
-    required.extend(c.required_claims.iter().cloned());
-    required.dedup();
-    Ok(AuthSettings {
-        realm: c.realm.clone(),
-        keys,
-        algorithms,
-        leeway_secs: c.leeway.get().as_secs(),
-        issuers: c.issuer.clone(),
-        audiences: c.audience.clone(),
-        required_claims: required,
-        token_sources: TokenSources {
-            bearer_header: true,
-            cookie: c.token_from.cookie.clone(),
-            query_param: c.token_from.query.clone(),
-            ..TokenSources::default()
-        },
-        forward_claims: c
-            .forward
-            .iter()
-            .map(|f| ForwardClaim {
-                claim: f.claim.clone(),
-                header: f.header.clone(),
-            })
-            .collect(),
-        cache,
-    })
-}
-
-fn route_auth(c: &JwtConfig) -> RouteAuthSettings {
-    let mut require = Vec::new();
-    if let Some(r) = &c.require {
-        if !r.any_of.is_empty() {
-            require.push(ClaimRequirementSettings {
-                claim: r.claim.clone(),
-                values: r.any_of.clone(),
-                match_mode: MatchMode::AnyOf,
-            });
-        }
-        if !r.all_of.is_empty() {
-            require.push(ClaimRequirementSettings {
-                claim: r.claim.clone(),
-                values: r.all_of.clone(),
-                match_mode: MatchMode::AllOf,
-            });
-        }
-    }
-    RouteAuthSettings {
-        mode: if c.mode == JwtMode::Optional {
-            AuthMode::Optional
-        } else {
-            AuthMode::Required
-        },
-        require,
-    }
-}
-
 /// Resolves `host:port` (blocking DNS: start-up only).
 fn resolve(upstream: &str, address: &str) -> Result<SocketAddr, StartError> {
     address
@@ -268,119 +144,148 @@ fn resolve(upstream: &str, address: &str) -> Result<SocketAddr, StartError> {
         })
 }
 
+/// Builds an upstream's balancer (with its health check) for resolved endpoints `eps`.
+fn new_balancer(
+    u: &crate::plan::UpstreamPlan,
+    eps: &[(SocketAddr, u32)],
+    metrics: &Metrics,
+) -> Balancer {
+    let mut balancer = Balancer::new(&(&u.load_balancing).into(), eps);
+    let endpoint_metrics: Vec<EndpointMetrics> = balancer
+        .endpoints
+        .iter()
+        .map(|e| metrics.endpoint(&u.name, &e.label))
+        .collect();
+    // a new endpoint set starts healthy (until its first health check says otherwise)
+    for m in &endpoint_metrics {
+        m.set_healthy(true);
+    }
+    if let Some(hc) = &u.health_check {
+        let ms: Vec<(SocketAddr, EndpointMetrics)> = balancer
+            .endpoints
+            .iter()
+            .map(|e| e.addr)
+            .zip(endpoint_metrics)
+            .collect();
+        let name = u.name.clone();
+        let hook: crate::upstream::health::HealthHook = Arc::new(move |addr, healthy| {
+            if let Some((_, m)) = ms.iter().find(|(a, _)| *a == addr) {
+                m.set_healthy(healthy);
+            }
+            tracing::warn!(upstream = %name, endpoint = %addr, healthy, "endpoint health changed");
+        });
+        balancer.set_health_check(crate::upstream::health::http_check(hc, hook));
+    }
+    balancer
+}
+
+fn upstream_rt(
+    u: &crate::plan::UpstreamPlan,
+    metrics: &Metrics,
+    registry: &Registry,
+    now: Instant,
+) -> Result<UpstreamRt, StartError> {
+    let mut eps = Vec::new();
+    for e in &u.endpoints {
+        eps.push((resolve(&u.name, &e.address)?, e.weight));
+    }
+    let set = EndpointSetId {
+        upstream: u.name.clone(),
+        endpoints: eps.clone(),
+        load_balancing: u.load_balancing.clone(),
+        health_check: u.health_check.clone(),
+    };
+    let (balancer, _) = registry.balancer(set.clone(), || {
+        Ok::<_, StartError>(new_balancer(u, &eps, metrics))
+    })?;
+    let endpoint_metrics: Vec<EndpointMetrics> = balancer
+        .endpoints
+        .iter()
+        .map(|e| metrics.endpoint(&u.name, &e.label))
+        .collect();
+    let breaker = u.breaker.as_ref().map(|b| {
+        let (breaker, _) = registry.breaker(BreakerId::new(&u.name, b), || {
+            let bm = metrics.breaker(&u.name);
+            bm.set_state(BreakerState::Closed);
+            CircuitBreaker::with_observer(
+                u.name.to_string(),
+                breaker_settings(b),
+                Arc::new(BreakerMetricsObserver { m: bm }),
+                now,
+            )
+        });
+        breaker
+    });
+    let outlier = u.outlier.as_ref().map(|o| {
+        let id = OutlierId {
+            endpoints: set.clone(),
+            settings: *o,
+        };
+        registry.outlier(id, || {
+            OutlierDetector::new(
+                eps.len(),
+                OutlierSettings {
+                    consecutive_failures: o.consecutive_failures,
+                    base_ejection: o.base_ejection,
+                    max_ejection: o.max_ejection,
+                    max_ejected_percent: o.max_ejected_percent,
+                },
+                now,
+            )
+        })
+    });
+    Ok(UpstreamRt {
+        balancer,
+        endpoint_metrics,
+        breaker,
+        failure: failure_policy(u.breaker.as_ref()),
+        outlier,
+        hash_key: u.load_balancing.hash_key().cloned(),
+    })
+}
+
 impl Runtime {
-    /// Builds runtime state. `health_hook(upstream, endpoint, healthy)` is called on health flips.
-    pub fn build(plan: Arc<Plan>, metrics: &Metrics) -> Result<Runtime, StartError> {
+    /// Builds the runtime of `plan`, taking long-lived state (balancers and endpoint health, breakers,
+    /// outlier detectors, authenticators, the rate limiter and its Redis client) from `registry` when
+    /// its identity is unchanged, and registering what is new (see [`crate::state`]).
+    pub fn build(
+        plan: Arc<Plan>,
+        metrics: &Metrics,
+        registry: &Registry,
+    ) -> Result<Runtime, StartError> {
         let now = Instant::now();
-        let mut upstreams = Vec::new();
-        for u in &plan.upstreams {
-            let mut eps = Vec::new();
-            for e in &u.endpoints {
-                eps.push((resolve(&u.name, &e.address)?, e.weight));
-            }
-            let mut balancer = Balancer::new(&u.load_balancing, &eps);
-            let endpoint_metrics: Vec<EndpointMetrics> = balancer
-                .endpoints
-                .iter()
-                .map(|e| metrics.endpoint(&u.name, &e.label))
-                .collect();
-            for m in &endpoint_metrics {
-                m.set_healthy(true);
-            }
-            if let Some(hc) = &u.health_check {
-                let ms: Vec<(SocketAddr, EndpointMetrics)> = balancer
-                    .endpoints
-                    .iter()
-                    .map(|e| e.addr)
-                    .zip(endpoint_metrics.iter().cloned())
-                    .collect();
-                let name = u.name.clone();
-                let hook: crate::upstream::health::HealthHook = Arc::new(move |addr, healthy| {
-                    if let Some((_, m)) = ms.iter().find(|(a, _)| *a == addr) {
-                        m.set_healthy(healthy);
-                    }
-                    tracing::warn!(upstream = %name, endpoint = %addr, healthy, "endpoint health changed");
-                });
-                let host = u
-                    .endpoints
-                    .first()
-                    .map(|e| {
-                        e.address
-                            .rsplit_once(':')
-                            .map_or(e.address.as_str(), |(h, _)| h)
-                            .to_string()
-                    })
-                    .unwrap_or_default();
-                balancer.set_health_check(crate::upstream::health::http_check(hc, &host, hook));
-            }
-            let breaker = u.breaker.as_ref().map(|b| {
-                let bm = metrics.breaker(&u.name);
-                bm.set_state(BreakerState::Closed);
-                CircuitBreaker::with_observer(
-                    u.name.to_string(),
-                    breaker_settings(b),
-                    Arc::new(BreakerMetricsObserver { m: bm }),
-                    now,
-                )
-            });
-            let outlier = u.outlier.as_ref().map(|o| {
-                OutlierDetector::new(
-                    eps.len(),
-                    OutlierSettings {
-                        consecutive_failures: o.consecutive_failures,
-                        base_ejection: o.base_ejection.get(),
-                        max_ejection: o
-                            .max_ejection
-                            .map_or(o.base_ejection.get() * 10, |d| d.get()),
-                        max_ejected_percent: o.max_ejected_percent,
-                    },
-                    now,
-                )
-            });
-            let hash_key = match &u.load_balancing {
-                LoadBalancingConfig::ConsistentHash { key } => Some(key.clone()),
-                _ => None,
-            };
-            upstreams.push(UpstreamRt {
-                balancer,
-                endpoint_metrics,
-                breaker,
-                failure: failure_policy(u.breaker.as_ref()),
-                outlier,
-                hash_key,
-            });
-        }
+        let upstreams = plan
+            .upstreams
+            .iter()
+            .map(|u| upstream_rt(u, metrics, registry, now))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut auths = Vec::new();
         let mut injected: Vec<HeaderName> = Vec::new();
         for a in &plan.auths {
-            let settings =
-                auth_settings(&a.config, &a.base_dir).map_err(|reason| StartError::Auth {
+            let auth = registry
+                .authenticator(&a.settings, || Authenticator::new(&a.settings))
+                .map_err(|e| StartError::Auth {
                     policy: a.name.to_string(),
-                    reason,
+                    reason: e.to_string(),
                 })?;
-            let auth = Authenticator::new(&settings).map_err(|e| StartError::Auth {
-                policy: a.name.to_string(),
-                reason: e.to_string(),
-            })?;
             for h in auth.injected_header_names() {
                 if !injected.contains(h) {
                     injected.push(h.clone());
                 }
             }
-            auths.push(Arc::new(auth));
+            auths.push(auth);
         }
         let mut routes = Vec::new();
         for r in &plan.routes {
             let up = &plan.upstreams[r.upstream as usize];
             let auth_policy = match r.auth {
-                Some(a) => Some(
-                    RoutePolicy::new(&route_auth(&plan.auths[a as usize].config)).map_err(|e| {
-                        StartError::Auth {
-                            policy: plan.auths[a as usize].name.to_string(),
-                            reason: e.to_string(),
-                        }
-                    })?,
-                ),
+                Some(a) => {
+                    let a = &plan.auths[a as usize];
+                    Some(RoutePolicy::new(&a.route).map_err(|e| StartError::Auth {
+                        policy: a.name.to_string(),
+                        reason: e.to_string(),
+                    })?)
+                }
                 None => None,
             };
             routes.push(RouteRt {
@@ -389,8 +294,7 @@ impl Runtime {
                 auth_metrics: metrics.auth(&r.name),
             });
         }
-        let limits =
-            crate::policy::rate_limit::from_plan::build(&plan).map_err(StartError::RateLimit)?;
+        let limits = registry.limiter(&plan).map_err(StartError::RateLimit)?;
         let limit_metrics = plan
             .rate_limits
             .iter()
@@ -423,37 +327,9 @@ impl Runtime {
         }
         for (a, plan) in self.auths.iter().zip(&self.plan.auths) {
             a.start();
-            let timeout = match &plan.config.keys {
-                JwtKeysConfig::Jwks { ready_timeout, .. } => ready_timeout.get(),
-                _ => Duration::from_secs(1),
-            };
-            if !a.ready(timeout).await {
+            if !a.ready(plan.ready_timeout).await {
                 tracing::warn!(policy = %plan.name, "JWT keys are not available yet; tokens are rejected until they are");
             }
-        }
-    }
-
-    /// Runs active health checks forever at each upstream's interval.
-    pub async fn health_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let mut tasks = Vec::new();
-        for (i, u) in self.plan.upstreams.iter().enumerate() {
-            let Some(hc) = &u.health_check else { continue };
-            let interval = hc.interval;
-            let rt = self.clone();
-            let mut sd = shutdown.clone();
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(interval) => {}
-                        _ = sd.changed() => return,
-                    }
-                    rt.upstreams[i].balancer.run_health_check().await;
-                }
-            }));
-        }
-        let _ = shutdown.changed().await;
-        for t in tasks {
-            t.abort();
         }
     }
 }

@@ -3,9 +3,9 @@
 use super::admin::AdminApp;
 use super::runtime::{Runtime, StartError};
 use super::{Engine, Gateway};
-use crate::config::AccessLogConfig;
 use crate::observability::{AccessLog, AccessLogConfig as LogCfg, AccessLogSink, Metrics};
-use crate::plan::Plan;
+use crate::plan::{AccessLogSpec, Plan};
+use crate::state::Registry;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
@@ -22,9 +22,9 @@ use std::sync::Arc;
 pub fn build_engine(plan: Plan) -> Result<Arc<Engine>, StartError> {
     let metrics = Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?;
     let sink = match &plan.access_log {
-        AccessLogConfig::Off {} => AccessLogSink::Off,
-        AccessLogConfig::Stdout {} => AccessLogSink::Stdout,
-        AccessLogConfig::File { path } => AccessLogSink::File(path.into()),
+        AccessLogSpec::Off => AccessLogSink::Off,
+        AccessLogSpec::Stdout => AccessLogSink::Stdout,
+        AccessLogSpec::File(path) => AccessLogSink::File(path.clone()),
     };
     let access_log = AccessLog::new(LogCfg {
         sink,
@@ -32,9 +32,11 @@ pub fn build_engine(plan: Plan) -> Result<Arc<Engine>, StartError> {
         ..Default::default()
     })
     .map_err(|e| StartError::AccessLog(e.to_string()))?;
-    let rt = Runtime::build(Arc::new(plan), &metrics)?;
+    let registry = Registry::new();
+    let rt = Runtime::build(Arc::new(plan), &metrics, &registry)?;
     Ok(Arc::new(Engine {
         current: ArcSwap::from_pointee(rt),
+        registry,
         metrics,
         access_log,
         ready: Default::default(),
@@ -53,7 +55,8 @@ impl BackgroundService for Background {
         let rt = self.engine.runtime();
         rt.warm_up().await;
         self.engine.ready.store(true, Ordering::Release);
-        rt.health_loop(shutdown).await;
+        drop(rt);
+        self.engine.clone().health_loop(shutdown).await;
     }
 }
 
@@ -312,8 +315,9 @@ impl Embedded {
         let rt = self.engine.runtime();
         rt.warm_up().await;
         self.engine.ready.store(true, Ordering::Release);
-        self.tasks
-            .push(tokio::spawn(rt.health_loop(self.shutdown.subscribe())));
+        self.tasks.push(tokio::spawn(
+            self.engine.clone().health_loop(self.shutdown.subscribe()),
+        ));
     }
 
     /// The first listener's base URL, e.g. `http://127.0.0.1:41234`.

@@ -20,8 +20,10 @@ impl HealthObserve for Observer {
     }
 }
 
-/// Builds the health check for one upstream. `host` is sent as the Host header.
-pub fn http_check(plan: &HealthCheckPlan, host: &str, hook: HealthHook) -> Box<HttpHealthCheck> {
+/// Builds the health check for one upstream; `plan.host` is sent as the Host header (the compiler
+/// checked it is a valid header value, so nothing is dropped here).
+pub fn http_check(plan: &HealthCheckPlan, hook: HealthHook) -> Box<HttpHealthCheck> {
+    let host = plan.host.to_str().unwrap_or_default();
     let mut hc = HttpHealthCheck::new(host, false);
     hc.consecutive_success = plan.healthy_threshold.max(1) as usize;
     hc.consecutive_failure = plan.unhealthy_threshold.max(1) as usize;
@@ -29,7 +31,7 @@ pub fn http_check(plan: &HealthCheckPlan, host: &str, hook: HealthHook) -> Box<H
     hc.peer_template.options.read_timeout = Some(plan.timeout);
     hc.peer_template.options.total_connection_timeout = Some(plan.timeout);
     if let Ok(mut req) = RequestHeader::build("GET", plan.path.as_bytes(), None) {
-        let _ = req.insert_header("Host", host);
+        let _ = req.insert_header(http::header::HOST, plan.host.clone());
         let _ = req.insert_header("User-Agent", "gw-health-check");
         hc.req = req;
     }

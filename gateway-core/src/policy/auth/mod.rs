@@ -3,8 +3,10 @@
 //! Build one [`Authenticator`] per key configuration from [`AuthSettings`], call
 //! [`Authenticator::start`] (spawns the JWKS refresh task; no-op for static keys) and optionally
 //! `ready(timeout).await`. Per request: [`Authenticator::authenticate`] with the request headers,
-//! query string and the route's [`RoutePolicy`]; on `Err(e)` answer `e.status()` with
-//! `WWW-Authenticate: e.www_authenticate()` and body `e.json_body()`. On `Ok(Some(identity))`,
+//! query string and the route's [`RoutePolicy`]; on `Err(e)` the gateway answers
+//! `crate::error::GwError::auth(&e)` (`e.status()`, `WWW-Authenticate: e.www_authenticate()`, the
+//! gateway's JSON error body) through its one response writer; `e.json_body()` is an RFC 6750-style
+//! body for embedders that answer themselves. On `Ok(Some(identity))`,
 //! strip client copies of [`Authenticator::injected_header_names`] (on every route) and add
 //! [`Authenticator::forward_headers`].
 //!

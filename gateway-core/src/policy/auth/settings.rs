@@ -9,7 +9,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 /// Global JWT settings for one authenticator (one issuer/key source).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     /// Realm in `WWW-Authenticate` (printable ASCII, no `"` or `\`).
@@ -54,7 +54,7 @@ fn default_required() -> Vec<String> {
 }
 
 /// Key material source.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum KeySource {
     /// Shared HMAC secret (raw bytes of the string).
@@ -75,7 +75,7 @@ pub enum KeySource {
 }
 
 /// A PEM public key file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PemKeyFile {
     /// File path.
@@ -86,7 +86,7 @@ pub struct PemKeyFile {
 }
 
 /// JWKS source settings (all intervals in milliseconds).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwksSettings {
     /// `http://…`/`https://…` URL, or a file path (optionally `file://` prefixed).
@@ -139,7 +139,7 @@ impl JwksSettings {
 }
 
 /// Token locations, tried in order: `Authorization: Bearer`, cookie, query parameter.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenSources {
     /// Read `Authorization: Bearer <token>` (default true).
@@ -175,7 +175,7 @@ impl Default for TokenSources {
 }
 
 /// One forwarded claim: value of `claim` (dotted path) sent upstream as `header`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardClaim {
     /// Claim path, e.g. `sub` or `realm_access.roles`.
@@ -185,7 +185,7 @@ pub struct ForwardClaim {
 }
 
 /// Verified-token cache settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheSettings {
     /// Maximum number of cached tokens.
@@ -200,7 +200,7 @@ fn d_cache_ttl() -> u64 {
 }
 
 /// Per-route requirement.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteAuthSettings {
     /// Required, optional or off.
@@ -223,7 +223,7 @@ pub enum AuthMode {
 }
 
 /// Roles/scopes required from one claim.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequirementSettings {
     /// Dotted claim path (`roles`, `realm_access.roles`, `scope`); the value may be an array of

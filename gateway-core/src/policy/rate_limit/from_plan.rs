@@ -4,11 +4,8 @@
 //! Key layout: `<scope>|<key>` where scope is `g` (global), `u:<upstream>` or `r:<route>` — names, not
 //! indices, so gateway instances sharing one Redis agree on keys as long as their names agree.
 use super::{
-    Backend, LimitRef, LimitSpec, LocalConfig, Mode, OnStoreError, RateLimiter, RateLimiterConfig,
-    RedisConfig,
-};
-use crate::config::{
-    KeyFallback, OnStoreError as CfgOnErr, RateKeyConfig, RateMode, RateScope, RateStoreConfig,
+    KeyFallback, KeySpec, LimitRef, LimitSpec, LocalConfig, RateLimiter, RateLimiterConfig,
+    RedisClient, Scope,
 };
 use crate::plan::Plan;
 use crate::policy::auth::Identity;
@@ -22,60 +19,41 @@ pub struct Limits {
     pub refs: Vec<LimitRef>,
 }
 
-/// Builds the limiter for a plan; `None` when the plan has no rate limits.
-pub fn build(plan: &Plan) -> Result<Option<Limits>, String> {
-    if plan.rate_limits.is_empty() {
-        return Ok(None);
-    }
-    let mut redis: Option<RedisConfig> = None;
-    let mut specs = Vec::new();
-    for p in &plan.rate_limits {
-        let backend = match &p.store {
-            RateStoreConfig::Local {} => Backend::Local,
-            RateStoreConfig::Redis { url, timeout } => {
-                match &redis {
-                    Some(r) if r.url != *url => {
-                        return Err(format!(
-                            "rate limit {}: all Redis-backed limits must use one Redis URL",
-                            p.name
-                        ))
-                    }
-                    Some(_) => {}
-                    None => {
-                        let mut r = RedisConfig::new(url);
-                        if let Some(t) = timeout {
-                            r.timeout = t.get();
-                        }
-                        redis = Some(r);
-                    }
-                }
-                Backend::Redis
-            }
-        };
-        specs.push(LimitSpec {
+/// The limiter's spec of each of the plan's limits, in plan order.
+pub fn specs(plan: &Plan) -> Vec<LimitSpec> {
+    plan.rate_limits
+        .iter()
+        .map(|p| LimitSpec {
             name: p.name.clone(),
             window: p.window,
             max: p.max,
-            mode: if p.mode == RateMode::Shadow {
-                Mode::Shadow
-            } else {
-                Mode::Enforce
-            },
+            mode: p.mode,
             emit_headers: p.headers,
-            on_store_error: match p.on_store_error {
-                CfgOnErr::Allow => OnStoreError::Allow,
-                CfgOnErr::Deny => OnStoreError::Deny,
-                CfgOnErr::Local => OnStoreError::Local,
-            },
-            backend,
-        });
+            on_store_error: p.on_store_error,
+            backend: p.backend,
+        })
+        .collect()
+}
+
+/// Builds the limiter for a plan; `None` when the plan has no rate limits. The plan is already
+/// checked (one Redis URL, valid windows), so an error here is a limiter construction failure.
+pub fn build(plan: &Plan) -> Result<Option<Limits>, String> {
+    build_with(plan, None)
+}
+
+/// [`build`] with a shared Redis client (the state registry's, so a rebuilt limiter keeps its
+/// connection).
+pub fn build_with(plan: &Plan, redis: Option<RedisClient>) -> Result<Option<Limits>, String> {
+    if plan.rate_limits.is_empty() {
+        return Ok(None);
     }
-    let limiter = RateLimiter::new(
-        specs,
+    let limiter = RateLimiter::with_redis(
+        specs(plan),
         RateLimiterConfig {
             local: LocalConfig::default(),
-            redis,
+            redis: plan.rate_limit_redis.clone(),
         },
+        redis,
     )
     .map_err(|e| e.to_string())?;
     let refs = plan
@@ -100,15 +78,15 @@ pub struct KeyFacts<'a> {
 }
 
 /// Writes the counter key of one limit for one request into `out`.
-pub fn write_key(key: &RateKeyConfig, scope: RateScope, facts: &KeyFacts<'_>, out: &mut Vec<u8>) {
+pub fn write_key(key: &KeySpec, scope: Scope, facts: &KeyFacts<'_>, out: &mut Vec<u8>) {
     match scope {
-        RateScope::Global => out.extend_from_slice(b"g|"),
-        RateScope::Upstream => {
+        Scope::Global => out.extend_from_slice(b"g|"),
+        Scope::Upstream => {
             out.extend_from_slice(b"u:");
             out.extend_from_slice(facts.upstream.as_bytes());
             out.push(b'|');
         }
-        RateScope::Route => {
+        Scope::Route => {
             out.extend_from_slice(b"r:");
             out.extend_from_slice(facts.route.as_bytes());
             out.push(b'|');
@@ -133,10 +111,10 @@ fn fallback(fb: &Option<KeyFallback>, facts: &KeyFacts<'_>, out: &mut Vec<u8>) {
     }
 }
 
-fn write_part(key: &RateKeyConfig, facts: &KeyFacts<'_>, out: &mut Vec<u8>) {
+fn write_part(key: &KeySpec, facts: &KeyFacts<'_>, out: &mut Vec<u8>) {
     match key {
-        RateKeyConfig::ClientIp {} => write_ip(facts, out),
-        RateKeyConfig::JwtClaim {
+        KeySpec::ClientIp => write_ip(facts, out),
+        KeySpec::JwtClaim {
             claim,
             fallback: fb,
         } => match facts.identity.and_then(|i| i.claim_str(claim)) {
@@ -146,18 +124,18 @@ fn write_part(key: &RateKeyConfig, facts: &KeyFacts<'_>, out: &mut Vec<u8>) {
             }
             None => fallback(fb, facts, out),
         },
-        RateKeyConfig::Header { name, fallback: fb } => match facts.headers.get(name.as_str()) {
+        KeySpec::Header { name, fallback: fb } => match facts.headers.get(name) {
             Some(v) => {
                 out.extend_from_slice(b"h:");
                 out.extend_from_slice(v.as_bytes());
             }
             None => fallback(fb, facts, out),
         },
-        RateKeyConfig::Route {} => {
+        KeySpec::Route => {
             out.extend_from_slice(b"route:");
             out.extend_from_slice(facts.route.as_bytes());
         }
-        RateKeyConfig::Composite { parts } => {
+        KeySpec::Composite(parts) => {
             for (i, p) in parts.iter().enumerate() {
                 if i > 0 {
                     out.push(b'+');
@@ -183,26 +161,21 @@ mod key_tests {
             upstream: "users",
         };
         let mut out = Vec::new();
-        write_key(
-            &RateKeyConfig::ClientIp {},
-            RateScope::Route,
-            &facts,
-            &mut out,
-        );
+        write_key(&KeySpec::ClientIp, Scope::Route, &facts, &mut out);
         assert_eq!(out, b"r:login|ip:203.0.113.7");
         out.clear();
-        let k = RateKeyConfig::JwtClaim {
+        let k = KeySpec::JwtClaim {
             claim: "sub".into(),
             fallback: Some(KeyFallback::ClientIp),
         };
-        write_key(&k, RateScope::Upstream, &facts, &mut out);
+        write_key(&k, Scope::Upstream, &facts, &mut out);
         assert_eq!(out, b"u:users|ip:203.0.113.7");
         out.clear();
-        let k = RateKeyConfig::JwtClaim {
+        let k = KeySpec::JwtClaim {
             claim: "sub".into(),
             fallback: None,
         };
-        write_key(&k, RateScope::Global, &facts, &mut out);
+        write_key(&k, Scope::Global, &facts, &mut out);
         assert_eq!(out, b"g|anonymous");
     }
 }

@@ -25,7 +25,7 @@ use super::decision::{finish, verdict, Counts, Decision, Outcome, Pending, Store
 use super::local::LocalStore;
 use super::redis_store::{GroupItem, RedisStore, RollbackGroup};
 use super::spec::{
-    Backend, ConfigError, LimitRef, LimitSpec, Mode, OnStoreError, RateLimiterConfig,
+    Backend, ConfigError, LimitRef, LimitSpec, Mode, OnStoreError, RateLimiterConfig, RedisConfig,
 };
 
 /// The gateway's rate limiter, built once from all specs; clones share state.
@@ -42,6 +42,18 @@ struct Inner {
     /// Counters used by Redis-backed limits with `OnStoreError::Local` while Redis fails.
     fallback: LocalStore,
     redis: Option<Arc<RedisStore>>,
+}
+
+/// A Redis client (connection, script cache, back-off state) that several limiters can share, so
+/// a rebuilt limiter (a new plan) keeps the connection. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisClient(Arc<RedisStore>);
+
+impl RedisClient {
+    /// A client for `config`; connects lazily, in the background.
+    pub fn new(config: RedisConfig) -> Result<Self, ConfigError> {
+        Ok(RedisClient(Arc::new(RedisStore::new(config)?)))
+    }
 }
 
 /// Requests with at most this many limits keep their per-limit state on the stack.
@@ -75,6 +87,16 @@ impl RateLimiter {
     /// configured, the connection is made in the background on first use (or after
     /// [`RateLimiter::start`]); until then Redis-backed limits follow `on_store_error`.
     pub fn new(specs: Vec<LimitSpec>, config: RateLimiterConfig) -> Result<Self, ConfigError> {
+        Self::with_redis(specs, config, None)
+    }
+
+    /// Like [`RateLimiter::new`], using `redis` (when given) instead of a new client for
+    /// `config.redis`.
+    pub fn with_redis(
+        specs: Vec<LimitSpec>,
+        config: RateLimiterConfig,
+        redis: Option<RedisClient>,
+    ) -> Result<Self, ConfigError> {
         if specs.len() > u32::MAX as usize {
             return Err(ConfigError::TooMany);
         }
@@ -102,8 +124,9 @@ impl RateLimiter {
             .map(|(s, &w)| (w, s.max))
             .collect();
         let uses_redis = specs.iter().any(|s| s.backend == Backend::Redis);
-        let redis = match (&config.redis, uses_redis) {
-            (Some(rc), true) => Some(Arc::new(RedisStore::new(rc.clone())?)),
+        let redis = match (&config.redis, uses_redis, redis) {
+            (Some(_), true, Some(shared)) => Some(shared.0),
+            (Some(rc), true, None) => Some(Arc::new(RedisStore::new(rc.clone())?)),
             _ => None,
         };
         let fallback_shards = if uses_redis { config.local.shards } else { 1 };

@@ -95,10 +95,10 @@ pub use decision::{
     header_values, render_headers, Decision, HeaderInfo, LimitReport, LimitStats, Outcome,
     StoreErrorKind, StoreErrorReport,
 };
-pub use limiter::RateLimiter;
+pub use limiter::{RateLimiter, RedisClient};
 pub use spec::{
-    Backend, ConfigError, LimitRef, LimitSpec, LocalConfig, Mode, OnStoreError, RateLimiterConfig,
-    RedisConfig,
+    Backend, ConfigError, KeyFallback, KeySpec, LimitRef, LimitSpec, LocalConfig, Mode,
+    OnStoreError, RateLimiterConfig, RedisConfig, Scope,
 };
 
 /// Current unix time in milliseconds (the `now_ms` argument of `check_all` in production).

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Whether a limit may reject requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Whether a limit may reject requests (also the DSL's `mode:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Requests over the limit are rejected.
     #[default]
@@ -18,8 +19,10 @@ pub enum Mode {
     Shadow,
 }
 
-/// What a Redis-backed limit does when Redis fails, times out or is in back-off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What a Redis-backed limit does when Redis fails, times out or is in back-off (also the DSL's
+/// `on_store_error:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnStoreError {
     /// Admit (fail open).
     Allow,
@@ -38,6 +41,58 @@ pub enum Backend {
     Local,
     /// Shared Redis counters; the quota is global across gateway processes.
     Redis,
+}
+
+impl OnStoreError {
+    /// The DSL name (`allow`, `deny`, `local`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnStoreError::Allow => "allow",
+            OnStoreError::Deny => "deny",
+            OnStoreError::Local => "local",
+        }
+    }
+}
+
+/// Which requests share a counter (also the DSL's `scope:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// One counter per key, whatever route or upstream the request goes to.
+    #[default]
+    Global,
+    /// One counter per key per upstream.
+    Upstream,
+    /// One counter per key per route.
+    Route,
+}
+
+/// What a request is counted under (the compiled form of the DSL's `key:`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KeySpec {
+    /// The client IP.
+    ClientIp,
+    /// A claim of the verified JWT; `fallback` when absent (else one shared "anonymous" key).
+    JwtClaim {
+        claim: String,
+        fallback: Option<KeyFallback>,
+    },
+    /// A request header; `fallback` when absent.
+    Header {
+        name: http::HeaderName,
+        fallback: Option<KeyFallback>,
+    },
+    /// One counter per route.
+    Route,
+    /// Several parts joined with `+`.
+    Composite(Vec<KeySpec>),
+}
+
+/// What a key part falls back to when its source is missing (also the DSL's `fallback:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyFallback {
+    ClientIp,
 }
 
 /// One named limit: at most `max` cost units per sliding `window`.
@@ -102,7 +157,7 @@ impl Default for LocalConfig {
 }
 
 /// Settings of the Redis store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
     /// e.g. `redis://127.0.0.1:6379/`.
     pub url: String,
