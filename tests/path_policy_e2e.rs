@@ -98,3 +98,44 @@ async fn refusal_says_why() {
     assert!(r.text().contains("';'"), "{}", r.text());
     assert_eq!(pubu.hits() + adm.hits(), 0);
 }
+
+/// The non-default options reach the runtime: `keep` forwards `%2F` as data, `decode` routes it as a
+/// separator, `semicolons: allow` forwards `;` — and hidden dot segments stay refused under each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escaped_slash_and_semicolon_options() {
+    let pubu = Upstream::start("public").await;
+    let adm = Upstream::start("admin").await;
+    let vars = [
+        ("PUB", pubu.addr().to_string()),
+        ("ADM", adm.addr().to_string()),
+    ];
+    let with = |policy: &str| format!("server:\n  path_policy: {policy}\n{ROUTES}");
+
+    let gw = gw_suite::gateway(&with("{ escaped_slashes: keep, semicolons: allow }"), &vars).await;
+    let a = gw.addrs[0];
+    let r = get(a, "/public/repos/a%2fb;v=1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(pubu.last_request().unwrap().path, "/public/repos/a%2Fb;v=1");
+    for hostile in [
+        "/public/..%2fadmin",
+        "/public/..;/admin",
+        "/public/x%2F..%2F..%2Fadmin",
+    ] {
+        assert_eq!(get(a, hostile).await.status, 400, "{hostile}");
+    }
+    drop(gw);
+
+    let gw = gw_suite::gateway(&with("{ escaped_slashes: decode }"), &vars).await;
+    let a = gw.addrs[0];
+    let r = get(a, "/public/a%2Fb").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(pubu.last_request().unwrap().path, "/public/a/b");
+    // decoded before routing: this is the admin route, and its auth applies
+    assert_eq!(get(a, "/public/..%2Fadmin").await.status, 401);
+    assert_eq!(
+        get(a, "/public/x;y").await.status,
+        400,
+        "semicolons still refused"
+    );
+    assert_eq!(adm.hits(), 0);
+}

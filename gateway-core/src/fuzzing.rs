@@ -392,8 +392,8 @@ pub fn jwt_target(data: &[u8]) {
 /// Rate-limit key building: deterministic, and a header-valued key of one request never equals the
 /// key of a different header value (no collisions between clients by construction).
 pub fn rate_key_target(data: &[u8]) {
-    use crate::config::{KeyFallback, RateKeyConfig, RateScope};
     use crate::policy::rate_limit::from_plan::{write_key, KeyFacts};
+    use crate::policy::rate_limit::{KeyFallback, KeySpec, Scope};
     let Some((&sel, rest)) = data.split_first() else {
         return;
     };
@@ -406,19 +406,17 @@ pub fn rate_key_target(data: &[u8]) {
         return;
     };
     let scope = match sel % 3 {
-        0 => RateScope::Global,
-        1 => RateScope::Upstream,
-        _ => RateScope::Route,
+        0 => Scope::Global,
+        1 => Scope::Upstream,
+        _ => Scope::Route,
     };
-    let key = RateKeyConfig::Header {
-        name: "x-key".into(),
+    let key = KeySpec::Header {
+        name: http::HeaderName::from_static("x-key"),
         fallback: (sel & 4 != 0).then_some(KeyFallback::ClientIp),
     };
-    let composite = RateKeyConfig::Composite {
-        parts: vec![RateKeyConfig::ClientIp {}, key.clone()],
-    };
+    let composite = KeySpec::Composite(vec![KeySpec::ClientIp, key.clone()]);
     let ip: IpAddr = [192, 0, 2, sel].into();
-    let build = |v: &http::HeaderValue, k: &RateKeyConfig| {
+    let build = |v: &http::HeaderValue, k: &KeySpec| {
         let mut h = http::HeaderMap::new();
         h.insert("x-key", v.clone());
         let facts = KeyFacts {
