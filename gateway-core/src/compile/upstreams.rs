@@ -535,7 +535,7 @@ fn outlier(cx: &mut Cx, base: &str, o: &crate::config::OutlierConfig) -> Outlier
         base_ejection: o.base_ejection.get(),
         max_ejection: o
             .max_ejection
-            .map_or(o.base_ejection.get() * 10, |d| d.get()),
+            .map_or(o.base_ejection.get().saturating_mul(10), |d| d.get()),
         max_ejected_percent: o.max_ejected_percent,
     }
 }

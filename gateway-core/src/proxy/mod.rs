@@ -401,7 +401,7 @@ impl ProxyHttp for Gateway {
         } else {
             up_plan.timeouts
         };
-        ctx.deadline = t.request.map(|d| now + d);
+        ctx.deadline = t.request.and_then(|d| now.checked_add(d));
         let mut peer = HttpPeer::new(pick.addr, false, String::new());
         peer.options.connection_timeout = Some(t.connect);
         peer.options.total_connection_timeout = Some(t.connect);
