@@ -125,9 +125,11 @@ fn utf8_len(first: u8) -> usize {
 }
 
 /// True when the path may change under normalisation or needs the path-policy checks: escapes,
-/// `;`, non-ASCII, `//`, or a segment made only of dots.
+/// `;`, a space, non-ASCII, `//`, or a segment made only of dots.
 fn needs_work(b: &[u8]) -> bool {
-    if b.iter().any(|&c| c == b'%' || c == b';' || c >= 0x80) {
+    if b.iter()
+        .any(|&c| matches!(c, b'%' | b';' | b' ') || c >= 0x80)
+    {
         return true;
     }
     b.windows(2).any(|w| w == b"//")
@@ -182,6 +184,21 @@ mod tests {
             semicolons: s,
         };
         normalize_with(&pol, p).map(Cow::into_owned)
+    }
+
+    /// Found by the `path_normalize` fuzz target: a raw space after a dot segment took the fast path
+    /// and skipped the checks (`.. ` is `..` to servers that trim trailing whitespace).
+    #[test]
+    fn raw_space_after_dots_is_checked() {
+        assert_eq!(
+            normalize_path("/public/.. /admin"),
+            Err(PathError::AmbiguousDotSegment)
+        );
+        assert_eq!(
+            normalize_path("/public/. "),
+            Err(PathError::AmbiguousDotSegment)
+        );
+        assert_eq!(normalize_path("/public/a b").as_deref(), Ok("/public/a b"));
     }
 
     #[test]

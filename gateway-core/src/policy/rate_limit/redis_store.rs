@@ -135,6 +135,14 @@ pub(crate) fn key_tag(key: &[u8]) -> [u8; 32] {
     out
 }
 
+/// The Redis key name of (counter key, limit name, window index), e.g. to inspect a counter with
+/// `redis-cli GET`: `gw:rl:{<key_tag>}:<limit>:<window index>`.
+pub fn redis_key_name(key: &[u8], limit: &str, window_idx: u64) -> String {
+    let mut out = Vec::with_capacity(48 + limit.len());
+    counter_key(&mut out, key, limit, window_idx);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Appends the Redis key of (request key, limit, window index) to `out`.
 pub(crate) fn counter_key(out: &mut Vec<u8>, key: &[u8], name: &str, idx: u64) {
     out.extend_from_slice(b"gw:rl:{");
