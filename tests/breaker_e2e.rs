@@ -713,8 +713,18 @@ routes:
         assert_eq!(s.state, State::Closed, "after request {i}");
         assert!(!ejected(o, 1), "live endpoint ejected after request {i}");
     }
-    until("dead endpoint ejected", Duration::from_secs(3), || {
-        ejected(o, 0)
-    })
-    .await;
+    // after a connect failure, first attempts skip the dead endpoint for 2 s (the recent-failure mark),
+    // so its failure streak grows by one probe per 2 s, not one per request: keep the traffic going
+    // until outlier detection ejects it (3 probes)
+    let end = Instant::now() + Duration::from_secs(10);
+    while !ejected(o, 0) {
+        assert!(
+            Instant::now() < end,
+            "dead endpoint not ejected within 10 s"
+        );
+        let r = send(&format!("{}/x", gw.url())).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(!ejected(o, 1), "live endpoint ejected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -21,14 +21,14 @@
 //!    route's auth, an oversized header gets 431 (64 KiB gateway limit) or Pingora's 400 (> 1 MiB) and
 //!    the gateway keeps serving [`hostile_paths_*`, `traversal_cannot_skip_route_auth`,
 //!    `oversized_request_header_is_refused`];
-//! 9. WebSocket echo through the gateway [`websocket_echo_through_gateway`]; the ignored
-//!    `websocket_tunnel_never_torn_down_after_101` pins down Pingora bug cloudflare/pingora#946.
+//!
+//! WebSocket tunnels are tested in `tests/websocket_e2e.rs`.
 
 // `call(client, method, url, headers, body)`: one request, bounded by `CALL_LIMIT`; panics on errors.
 use gateway_testkit::send as call;
 use gateway_testkit::{
-    checksum_hex, fnv1a64, get, http_client, raw_request, ws_connect, ws_echo, Bytes, HttpClient,
-    HttpResponse, Method, Mode, SinkExt, StreamExt, Upstream, WsMessage,
+    checksum_hex, fnv1a64, get, http_client, raw_request, Bytes, HttpClient, HttpResponse, Method,
+    Mode, Upstream,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -1320,117 +1320,4 @@ async fn oversized_request_header_is_refused() {
     assert_eq!(raw_get(addr, "/api/svc/after").await.status, 200);
     assert_eq!(up.hits_for("GET", "/big") + up.hits_for("GET", "/huge"), 0);
     assert_eq!(up.hits_for("GET", "/fine"), 1);
-}
-
-// ---------------------------------------------------------------------------------------------
-// 9. WebSocket
-// ---------------------------------------------------------------------------------------------
-
-/// Pingora 0.9.1 sometimes tears an upgraded HTTP/1 tunnel down right after the `101` when the upstream
-/// answers the handshake before the proxy has consumed the upgrade request's own (empty) body
-/// (cloudflare/pingora#946, open; fixes proposed in #947/#1016). The client then sees the handshake
-/// succeed and the connection close. It is a race in Pingora's duplex loop that no `ProxyHttp` hook
-/// can steer, so [`websocket_echo_through_gateway`] reconnects when a fresh tunnel dies this way and
-/// [`websocket_tunnel_never_torn_down_after_101`] (ignored) pins the bug down.
-const WS_TEARDOWN_RETRIES: usize = 8;
-
-/// Connects through the gateway and proves the tunnel carries a message; reconnects (bounded) when a
-/// fresh tunnel is torn down by the Pingora race above. Returns the client and how many reconnects it
-/// took.
-async fn ws_tunnel(url: &str) -> (gateway_testkit::WsClient, usize) {
-    for attempt in 0..WS_TEARDOWN_RETRIES {
-        let mut ws = tokio::time::timeout(CALL_LIMIT, ws_connect(url))
-            .await
-            .expect("connect in time")
-            .expect("websocket handshake through the gateway");
-        if ws.send(WsMessage::text("probe")).await.is_err() {
-            continue;
-        }
-        match tokio::time::timeout(CALL_LIMIT, ws.next())
-            .await
-            .expect("probe reply in time")
-        {
-            Some(Ok(m)) => {
-                assert_eq!(m, WsMessage::text("probe"));
-                return (ws, attempt);
-            }
-            Some(Err(_)) | None => continue,
-        }
-    }
-    panic!("{WS_TEARDOWN_RETRIES} websocket tunnels in a row were torn down after the 101");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_echo_through_gateway() {
-    let up = Upstream::start("svc").await;
-    let gw = gw_suite::gateway(SVC_STRIP, &[addr_var("UP", &up)]).await;
-    let url = format!("ws://{}/api/svc/ws", gw.addrs[0]);
-
-    // the testkit one-shot helper (reconnecting only on the Pingora teardown race)
-    let mut echoed = None;
-    for _ in 0..WS_TEARDOWN_RETRIES {
-        match tokio::time::timeout(CALL_LIMIT, ws_echo(&url, "hello through gw"))
-            .await
-            .expect("ws echo in time")
-        {
-            Ok(t) => {
-                echoed = Some(t);
-                break;
-            }
-            Err(e) => eprintln!("ws_echo through gw failed (pingora#946 race?): {e}"),
-        }
-    }
-    assert_eq!(echoed.as_deref(), Some("hello through gw"));
-
-    // a longer conversation: text and binary, in order, on one upgraded connection
-    let (mut ws, reconnects) = ws_tunnel(&url).await;
-    let rec = up.last_request().expect("recorded");
-    assert_eq!(rec.path, "/ws");
-    assert_eq!(
-        rec.header("upgrade").map(|v| v.to_ascii_lowercase()),
-        Some("websocket".into())
-    );
-    let bin = noise(70_000, 3);
-    let msgs = vec![
-        WsMessage::text("one"),
-        WsMessage::binary(bin.clone()),
-        WsMessage::text("three"),
-    ];
-    for m in &msgs {
-        ws.send(m.clone()).await.expect("send");
-    }
-    for want in &msgs {
-        let got = tokio::time::timeout(CALL_LIMIT, ws.next())
-            .await
-            .expect("reply in time")
-            .expect("stream open")
-            .expect("frame");
-        assert_eq!(&got, want);
-    }
-    ws.close(None).await.expect("close");
-    if reconnects > 0 {
-        eprintln!("websocket: {reconnects} tunnel(s) torn down after 101 (pingora#946)");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pingora 0.9.1 bug cloudflare/pingora#946: an upgraded tunnel is sometimes closed right \
-            after the 101 (0-20% of handshakes on loopback); needs a Pingora fix"]
-async fn websocket_tunnel_never_torn_down_after_101() {
-    let up = Upstream::start("svc").await;
-    let gw = gw_suite::gateway(SVC_STRIP, &[addr_var("UP", &up)]).await;
-    let url = format!("ws://{}/api/svc/ws", gw.addrs[0]);
-    let mut failed = 0;
-    for i in 0..200 {
-        let r = tokio::time::timeout(CALL_LIMIT, ws_echo(&url, &format!("m{i}")))
-            .await
-            .expect("ws echo in time");
-        if r.ok().as_deref() != Some(format!("m{i}").as_str()) {
-            failed += 1;
-        }
-    }
-    assert_eq!(
-        failed, 0,
-        "{failed} of 200 websocket tunnels died after the 101"
-    );
 }

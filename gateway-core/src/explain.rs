@@ -1,7 +1,10 @@
 //! Offline explanation of what the gateway would do with one request (`gw dry-run`): the matched route and
 //! why, or the nearest candidates and why each failed; the rewritten upstream path and Host; the upstream
 //! and its endpoints; every policy in chain order with what it would evaluate; and the outcome.
-use crate::plan::{AccessLogSpec, FallbackPlan, Plan, RateBackend, RateKey, RateMode, RateScope};
+use crate::plan::{
+    AccessLogSpec, BreakerPlan, FallbackPlan, Plan, RateBackend, RateKey, RateMode, RateScope,
+    RoutePlan, UpstreamPlan,
+};
 use crate::policy::auth::{AuthMode, MatchMode};
 use crate::routing::{normalize_path, MatchOutcome, PathRule, RequestView, RouteRule};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -88,15 +91,7 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
         None => (req.target.clone(), None),
     };
-    let mut headers = HeaderMap::new();
-    for (k, v) in &req.headers {
-        if let (Ok(k), Ok(v)) = (
-            HeaderName::from_bytes(k.trim().as_bytes()),
-            HeaderValue::from_str(v.trim()),
-        ) {
-            headers.append(k, v);
-        }
-    }
+    let headers = request_headers(req);
     let host = headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -141,24 +136,8 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
         host: host.as_deref(),
         headers: &headers,
     };
-    let (route_id, captures) = match plan.router.find(&view) {
-        MatchOutcome::Found { route, captures } => (route, captures),
-        MatchOutcome::MethodNotAllowed { allowed } => {
-            let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
-            ex.candidates = candidates(plan, &view);
-            ex.outcome = respond(
-                405,
-                format!(
-                    "a route matches the path but not {method}; allowed: {}",
-                    list.join(", ")
-                ),
-            );
-            return ex;
-        }
-        MatchOutcome::NotFound => {
-            ex.candidates = candidates(plan, &view);
-            return ex;
-        }
+    let Some((route_id, captures)) = find_route(plan, &view, &mut ex) else {
+        return ex;
     };
     let route = &plan.routes[route_id as usize];
     let rule = &plan.router.rules()[route_id as usize];
@@ -180,7 +159,78 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
                 .map(|h| format!("{h} (the client's Host, kept)"))
         });
     let up = plan.upstream(route.upstream);
-    ex.upstream = Some(UpstreamSummary {
+    ex.upstream = Some(upstream_summary(up, route));
+    ex.policies.push(PolicyStep {
+        phase: "route_match".into(),
+        name: route.name.to_string(),
+        kind: "route".into(),
+        detail: format!("{} → upstream {}", rule.path.describe(), up.name),
+    });
+    let identity_known = auth_step(plan, route, &headers, &mut ex);
+    limit_steps(plan, route, req, &headers, identity_known, &mut ex);
+    if let Some(b) = &up.breaker {
+        ex.policies.push(breaker_step(plan, route, up, b));
+    }
+    ex.policies.push(proxy_step(up));
+    if ex.outcome.status != Some(401) {
+        ex.outcome = Outcome {
+            action: "proxy".into(),
+            status: None,
+            reason: format!(
+                "forward to {} as {}",
+                up.name,
+                ex.upstream_path.clone().unwrap_or_default()
+            ),
+        };
+    }
+    ex
+}
+
+/// The request's headers as given (unparseable ones are left out).
+fn request_headers(req: &DryRunRequest) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (k, v) in &req.headers {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.trim().as_bytes()),
+            HeaderValue::from_str(v.trim()),
+        ) {
+            headers.append(k, v);
+        }
+    }
+    headers
+}
+
+/// The matched route, or `None` with the outcome (404/405) and the nearest candidates set.
+fn find_route(
+    plan: &Plan,
+    view: &RequestView<'_>,
+    ex: &mut Explanation,
+) -> Option<(u32, crate::routing::Captures)> {
+    match plan.router.find(view) {
+        MatchOutcome::Found { route, captures } => Some((route, captures)),
+        MatchOutcome::MethodNotAllowed { allowed } => {
+            let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+            ex.candidates = candidates(plan, view);
+            ex.outcome = respond(
+                405,
+                format!(
+                    "a route matches the path but not {}; allowed: {}",
+                    view.method,
+                    list.join(", ")
+                ),
+            );
+            None
+        }
+        MatchOutcome::NotFound => {
+            ex.candidates = candidates(plan, view);
+            None
+        }
+    }
+}
+
+/// The upstream as the route sees it (timeouts are the route's).
+fn upstream_summary(up: &UpstreamPlan, route: &RoutePlan) -> UpstreamSummary {
+    UpstreamSummary {
         name: up.name.to_string(),
         load_balancing: up.load_balancing.dsl_name().into(),
         endpoints: up
@@ -210,62 +260,69 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
                 b.failure_threshold, b.open_duration, b.success_threshold
             )
         }),
+    }
+}
+
+/// The route's jwt policy, if any; whether a token was given (so an identity may be known).
+fn auth_step(plan: &Plan, route: &RoutePlan, headers: &HeaderMap, ex: &mut Explanation) -> bool {
+    let Some(a) = route.auth else {
+        return false;
+    };
+    let auth = &plan.auths[a as usize];
+    let algs = auth
+        .settings
+        .algorithms
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let required = auth.route.mode == AuthMode::Required;
+    let mode = if required { "required" } else { "optional" };
+    let mut detail = format!("{mode} bearer token, algorithms {algs}");
+    for r in &auth.route.require {
+        let how = match r.match_mode {
+            MatchMode::AnyOf => "any",
+            MatchMode::AllOf => "all",
+        };
+        detail.push_str(&format!(
+            "; claim {} must contain {how} of [{}]",
+            r.claim,
+            r.values.join(", ")
+        ));
+    }
+    let has_token = headers.get(http::header::AUTHORIZATION).is_some();
+    detail.push_str(if has_token {
+        "; a token was given: it would be verified"
+    } else {
+        "; no Authorization header given"
     });
     ex.policies.push(PolicyStep {
-        phase: "route_match".into(),
-        name: route.name.to_string(),
-        kind: "route".into(),
-        detail: format!("{} → upstream {}", rule.path.describe(), up.name),
+        phase: "auth".into(),
+        name: auth.name.to_string(),
+        kind: "jwt".into(),
+        detail,
     });
-    // auth
-    let mut identity_known = false;
-    if let Some(a) = route.auth {
-        let auth = &plan.auths[a as usize];
-        let algs = auth
-            .settings
-            .algorithms
-            .iter()
-            .map(|a| format!("{a:?}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let required = auth.route.mode == AuthMode::Required;
-        let mode = if required { "required" } else { "optional" };
-        let mut detail = format!("{mode} bearer token, algorithms {algs}");
-        for r in &auth.route.require {
-            let how = match r.match_mode {
-                MatchMode::AnyOf => "any",
-                MatchMode::AllOf => "all",
-            };
-            detail.push_str(&format!(
-                "; claim {} must contain {how} of [{}]",
-                r.claim,
-                r.values.join(", ")
-            ));
-        }
-        let has_token = headers.get(http::header::AUTHORIZATION).is_some();
-        detail.push_str(if has_token {
-            "; a token was given: it would be verified"
-        } else {
-            "; no Authorization header given"
-        });
-        ex.policies.push(PolicyStep {
-            phase: "auth".into(),
-            name: auth.name.to_string(),
-            kind: "jwt".into(),
-            detail,
-        });
-        if !has_token && required {
-            ex.outcome = respond(
-                401,
-                format!(
-                    "policy {} requires a bearer token (WWW-Authenticate: Bearer realm=\"{}\")",
-                    auth.name, auth.settings.realm
-                ),
-            );
-        }
-        identity_known = has_token;
+    if !has_token && required {
+        ex.outcome = respond(
+            401,
+            format!(
+                "policy {} requires a bearer token (WWW-Authenticate: Bearer realm=\"{}\")",
+                auth.name, auth.settings.realm
+            ),
+        );
     }
-    // limits
+    has_token
+}
+
+/// The route's rate limits, in chain order.
+fn limit_steps(
+    plan: &Plan,
+    route: &RoutePlan,
+    req: &DryRunRequest,
+    headers: &HeaderMap,
+    identity_known: bool,
+    ex: &mut Explanation,
+) {
     for l in &route.limits {
         let p = &plan.rate_limits[l.limit as usize];
         let scope = match p.scope {
@@ -281,7 +338,7 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
             ),
             _ => "local".to_string(),
         };
-        let key = describe_key(&p.key, req, &headers, identity_known, &route.name);
+        let key = describe_key(&p.key, req, headers, identity_known, &route.name);
         ex.policies.push(PolicyStep {
             phase: "rate_limit".into(),
             name: p.name.to_string(),
@@ -294,25 +351,31 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
             ),
         });
     }
-    if let Some(b) = &up.breaker {
-        let fb = match &route.fallback {
-            Some(FallbackPlan::Static { status, .. }) => format!("static {status} response"),
-            Some(FallbackPlan::Upstream(u)) => {
-                format!("upstream {}", plan.upstreams[*u as usize].name)
-            }
-            None => "503 with Retry-After".into(),
-        };
-        ex.policies.push(PolicyStep {
-            phase: "circuit_breaker".into(),
-            name: up.name.to_string(),
-            kind: "circuit_breaker".into(),
-            detail: format!(
-                "opens after {} consecutive failures (statuses {:?}); when open: {fb}",
-                b.failure_threshold, b.failure_statuses
-            ),
-        });
+}
+
+/// The upstream's circuit breaker and what happens when it is open.
+fn breaker_step(plan: &Plan, route: &RoutePlan, up: &UpstreamPlan, b: &BreakerPlan) -> PolicyStep {
+    let fb = match &route.fallback {
+        Some(FallbackPlan::Static { status, .. }) => format!("static {status} response"),
+        Some(FallbackPlan::Upstream(u)) => {
+            format!("upstream {}", plan.upstreams[*u as usize].name)
+        }
+        None => "503 with Retry-After".into(),
+    };
+    PolicyStep {
+        phase: "circuit_breaker".into(),
+        name: up.name.to_string(),
+        kind: "circuit_breaker".into(),
+        detail: format!(
+            "opens after {} consecutive failures (statuses {:?}); when open: {fb}",
+            b.failure_threshold, b.failure_statuses
+        ),
     }
-    ex.policies.push(PolicyStep {
+}
+
+/// The endpoint pick and retries.
+fn proxy_step(up: &UpstreamPlan) -> PolicyStep {
+    PolicyStep {
         phase: "proxy".into(),
         name: up.name.to_string(),
         kind: "proxy".into(),
@@ -322,19 +385,7 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
             up.endpoints.len(),
             up.retries
         ),
-    });
-    if ex.outcome.status != Some(401) {
-        ex.outcome = Outcome {
-            action: "proxy".into(),
-            status: None,
-            reason: format!(
-                "forward to {} as {}",
-                up.name,
-                ex.upstream_path.clone().unwrap_or_default()
-            ),
-        };
     }
-    ex
 }
 
 fn redact(url: &str) -> String {

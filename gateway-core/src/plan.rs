@@ -129,6 +129,16 @@ pub struct ServerPlan {
     pub client_ip_header: crate::proxy::headers::ClientIpHeader,
     /// The request-path policy (`server.path_policy`).
     pub path_policy: crate::routing::PathPolicy,
+    pub connections: ConnectionLimits,
+}
+
+/// Caps on concurrent client connections, applied to each listener separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most connections open at once on one listener.
+    pub max: usize,
+    /// Most connections open at once from one client IP on one listener.
+    pub per_ip: Option<usize>,
 }
 
 #[derive(Debug, Clone)]

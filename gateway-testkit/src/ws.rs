@@ -1,6 +1,10 @@
 //! WebSocket: the server side of `…/ws` (RFC 6455 handshake answered by hand, then the hyper
 //! upgraded connection is driven by tokio-tungstenite and echoes text/binary messages), plus
 //! small client helpers for tests.
+//!
+//! With a `greet=TEXT` query parameter (`…/ws?greet=hi`) the server sends the text message `TEXT`
+//! right after the `101`, before the client says anything (servers that greet, e.g. chat or
+//! subscription protocols), then echoes as usual.
 
 use std::sync::Arc;
 
@@ -58,6 +62,11 @@ pub(crate) fn upgrade(
             "not a websocket handshake\n",
         );
     };
+    let greeting: Option<String> = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("greet="))
+            .map(str::to_owned)
+    });
     let protocol = h
         .get(SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
@@ -90,6 +99,11 @@ pub(crate) fn upgrade(
         };
         let mut ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        if let Some(g) = greeting {
+            if ws.send(Message::text(g)).await.is_err() {
+                return;
+            }
+        }
         loop {
             tokio::select! {
                 _ = stopped(&mut stop_rx) => return,

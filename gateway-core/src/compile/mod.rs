@@ -4,6 +4,7 @@
 //! reads the files the configuration names (TLS certificates, PEM keys) to check they exist and parse. It
 //! never opens a network connection. `gw validate` and `gw serve` both run exactly this function.
 mod auth;
+mod connections;
 mod listeners;
 mod policies;
 mod routes;

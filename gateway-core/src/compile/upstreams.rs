@@ -589,25 +589,3 @@ fn discovery_spec(cx: &Cx, d: &DiscoveryConfig) -> Option<DiscoverySpec> {
         }),
     }
 }
-
-/// Adapter for `upstream::lb::Balancer::new`, which still takes the configuration type (lb.rs is
-/// owned by another change; once it takes [`LoadBalancing`] this goes).
-impl From<&LoadBalancing> for LoadBalancingConfig {
-    fn from(lb: &LoadBalancing) -> Self {
-        match lb {
-            LoadBalancing::RoundRobin => LoadBalancingConfig::RoundRobin {},
-            LoadBalancing::Random => LoadBalancingConfig::Random {},
-            LoadBalancing::LeastConnections => LoadBalancingConfig::LeastConnections {},
-            LoadBalancing::Fastest => LoadBalancingConfig::Fastest {},
-            LoadBalancing::ConsistentHash(k) => LoadBalancingConfig::ConsistentHash {
-                key: match k {
-                    HashKey::ClientIp => HashKeyConfig::ClientIp {},
-                    HashKey::Path => HashKeyConfig::Path {},
-                    HashKey::Header(n) => HashKeyConfig::Header {
-                        name: n.as_str().to_string(),
-                    },
-                },
-            },
-        }
-    }
-}

@@ -107,6 +107,17 @@ pub struct DownstreamConfig {
     /// How long an idle keep-alive connection from a client is kept.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: Dur,
+    /// Most client connections open at once on each listener; further connections are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u64,
+    /// Most client connections open at once from one client address on each listener (unlimited when
+    /// unset).
+    #[serde(default)]
+    pub max_connections_per_ip: Option<u64>,
+}
+
+fn default_max_connections() -> u64 {
+    10_000
 }
 
 fn default_header_timeout() -> Dur {
@@ -121,6 +132,8 @@ impl Default for DownstreamConfig {
         DownstreamConfig {
             header_timeout: default_header_timeout(),
             idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: None,
         }
     }
 }

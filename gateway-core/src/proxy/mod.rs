@@ -14,10 +14,13 @@
 //!
 //! Logging (metrics and the access log) runs for every request, whatever step answered.
 pub mod admin;
+pub mod conn;
+pub mod framing;
 pub mod headers;
 pub mod respond;
 pub mod runtime;
 pub mod server;
+pub mod signals;
 pub mod steps;
 
 use crate::error::{GwError, Side};
@@ -251,14 +254,17 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// Runs first for every request, before modules: sets the downstream keep-alive and header read
-    /// timeouts. Never fails (`Ok`).
+    /// Runs first for every request, before modules: sets the downstream keep-alive and body read
+    /// timeouts, tells the connection guard the head has arrived ([`conn::on_request_head`]), and checks
+    /// the request framing ([`framing::enforce`]; `Err` with a 400/501 in `ctx.error` on a violation).
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         let s = &ctx.rt.plan.server;
         session.set_keepalive(Some(s.idle_timeout.as_secs().max(1)));
         session
             .as_downstream_mut()
             .set_read_timeout(Some(s.header_timeout));
+        conn::on_request_head(session);
+        framing::enforce(session, &mut ctx.error)?;
         Ok(())
     }
 
@@ -408,6 +414,7 @@ impl ProxyHttp for Gateway {
         peer.options.read_timeout = Some(t.request.map_or(t.read, |r| r.min(t.read)));
         peer.options.write_timeout = Some(t.write);
         peer.options.idle_timeout = Some(t.idle);
+        crate::upstream::tunnel::fresh_connection_for_upgrade(&mut peer, session.is_upgrade_req());
         Ok(Box::new(peer))
     }
 
@@ -482,10 +489,11 @@ impl ProxyHttp for Gateway {
     }
 
     /// Runs before the upstream's response head goes to the client: adds `X-Request-Id` and the
-    /// rate-limit headers. `Err` only when a header cannot be set.
+    /// rate-limit headers; during a drain, the response closes the connection ([`conn::on_response`]).
+    /// `Err` only when a header cannot be set.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -494,6 +502,7 @@ impl ProxyHttp for Gateway {
             resp.insert_header(*k, v.clone())?;
         }
         ctx.status = resp.status.as_u16();
+        conn::on_response(session);
         Ok(())
     }
 
@@ -509,6 +518,9 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         let timed_out = matches!(e.etype(), ErrorType::ConnectTimedout);
         if let (Some(up), Some(i)) = (ctx.upstream, ctx.active) {
+            ctx.rt.upstreams[up as usize]
+                .balancer
+                .record_connect_failure(i, Instant::now());
             ctx.rt.upstreams[up as usize].endpoint_metrics[i].error(if timed_out {
                 UpstreamErrorKind::Timeout
             } else {

@@ -81,6 +81,7 @@ pub async fn write(
     fallback: bool,
 ) -> Result<()> {
     let resp = head(&a, request_id, limit_headers, fallback)?;
+    super::conn::on_response(session);
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(a.body), true).await
 }

@@ -150,7 +150,7 @@ fn new_balancer(
     eps: &[(SocketAddr, u32)],
     metrics: &Metrics,
 ) -> Balancer {
-    let mut balancer = Balancer::new(&(&u.load_balancing).into(), eps);
+    let mut balancer = Balancer::new(&u.load_balancing, eps);
     let endpoint_metrics: Vec<EndpointMetrics> = balancer
         .endpoints
         .iter()

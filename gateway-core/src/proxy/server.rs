@@ -1,22 +1,26 @@
 //! Turning a plan into running services: the engine, the Pingora server for `gw serve`, and an embedded
 //! runner (own accept loop on tokio) for programs and tests that host the gateway in-process.
 use super::admin::AdminApp;
+use super::conn::{ConnMetrics, ConnTiming, Guarded, OpenConns, TimingSource};
 use super::runtime::{Runtime, StartError};
+use super::signals::{handle_sighup, GracefulSignals};
 use super::{Engine, Gateway};
 use crate::observability::{AccessLog, AccessLogConfig as LogCfg, AccessLogSink, Metrics};
-use crate::plan::{AccessLogSpec, Plan};
+use crate::plan::{AccessLogSpec, ConnectionLimits, Plan};
 use crate::state::Registry;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::ServerApp;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+mod conn_runtime;
 
 /// Builds the engine (metrics, access log, runtime) for a plan. Does not bind or start anything.
 pub fn build_engine(plan: Plan) -> Result<Arc<Engine>, StartError> {
@@ -60,28 +64,6 @@ impl BackgroundService for Background {
     }
 }
 
-/// SIGTERM and SIGINT both drain gracefully (in-flight requests get the grace period).
-struct GracefulSignals;
-
-#[async_trait]
-impl ShutdownSignalWatch for GracefulSignals {
-    async fn recv(&self) -> ShutdownSignal {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            std::future::pending::<()>().await;
-            return ShutdownSignal::FastShutdown;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: draining"),
-            _ = int.recv() => tracing::info!("SIGINT: draining"),
-        }
-        ShutdownSignal::GracefulTerminate
-    }
-}
-
 /// Fails early, with the address, when a listener cannot be bound (Pingora would otherwise exit deep
 /// inside its start-up).
 fn check_bindable(addr: SocketAddr) -> Result<(), StartError> {
@@ -114,46 +96,51 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
     conf.upstream_keepalive_pool_size = 1024;
     let listeners = plan.listeners.clone();
     let admin = plan.admin.clone();
+    let limits = plan.server.connections;
     let engine = build_engine(plan)?;
+    // before anything else runs: a SIGHUP must never kill the process (reload hooks in here later)
+    if let Err(e) = handle_sighup(|| tracing::info!("SIGHUP received: ignored (no reload yet)")) {
+        tracing::warn!("cannot handle SIGHUP: {e}");
+    }
+    let open = Arc::new(OpenConns::default());
+    let conn_metrics = ConnMetrics::register(&engine.metrics);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = Service::new(
-        "gw".to_string(),
-        CountConnections {
-            inner: Arc::new(pingora::proxy::http_proxy(
-                &server.configuration,
-                Gateway::new(engine.clone()),
-            )),
-            metrics: engine.metrics.clone(),
-        },
-    );
+    let proxy_app = Arc::new(proxy_app(&server.configuration, &engine));
+    // one service per listener: connection caps are per listener
     for l in &listeners {
-        let addr = l.addr.to_string();
-        match &l.tls {
-            None => proxy.add_tcp(&addr),
-            Some(t) => {
-                let cert = t.cert.to_string_lossy();
-                let key = t.key.to_string_lossy();
-                let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
-                    .map_err(|e| StartError::Tls {
-                        listener: l.name.clone(),
-                        reason: e.to_string(),
-                    })?;
-                if t.http2 {
-                    settings.enable_h2();
-                }
-                proxy.add_tls_with_settings(&addr, None, settings);
-            }
-        }
+        let tls = match &l.tls {
+            None => None,
+            Some(t) => Some(tls_acceptor(t).map_err(|reason| StartError::Tls {
+                listener: l.name.clone(),
+                reason,
+            })?),
+        };
+        let app = counted(
+            guarded(
+                proxy_app.clone(),
+                &l.name,
+                limits,
+                &engine,
+                &open,
+                &conn_metrics,
+                tls,
+            ),
+            &engine,
+        );
+        // TLS is terminated by the app (under the head deadline), so every listener is plain TCP here
+        let mut svc = Service::new(format!("gw-{}", l.name), app);
+        svc.add_tcp(&l.addr.to_string());
+        server.add_service(svc);
     }
-    server.add_service(proxy);
     if let Some(a) = admin {
+        let app = Arc::new(HttpServer::new_app(AdminApp {
+            engine: engine.clone(),
+            token: a.token.clone(),
+        }));
         let mut svc = Service::new(
             "gw-admin".into(),
-            HttpServer::new_app(AdminApp {
-                engine: engine.clone(),
-                token: a.token.clone(),
-            }),
+            guarded(app, "admin", limits, &engine, &open, &conn_metrics, None),
         );
         svc.add_tcp(&a.addr.to_string());
         server.add_service(svc);
@@ -167,8 +154,14 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
     for l in &listeners {
         tracing::info!(listener = %l.name, addr = %l.addr, tls = l.tls.is_some(), "listening");
     }
+    let flush_engine = engine.clone();
     server.run(RunArgs {
-        shutdown_signal: Box::new(GracefulSignals),
+        shutdown_signal: Box::new(GracefulSignals {
+            open,
+            before_exit: Arc::new(move || {
+                let _ = flush_engine.access_log.flush();
+            }),
+        }),
     });
     let _ = engine.access_log.flush();
     Ok(())
@@ -180,8 +173,82 @@ pub struct Embedded {
     /// Bound addresses of the plan's listeners, in order.
     pub addrs: Vec<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
+    open: Arc<OpenConns>,
     shutdown: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Reads the connection timing from the engine's current plan, for each new connection.
+struct EngineTiming(Arc<Engine>);
+
+impl TimingSource for EngineTiming {
+    fn timing(&self) -> ConnTiming {
+        let s = &self.0.runtime().plan.server;
+        ConnTiming {
+            header_timeout: s.header_timeout,
+            idle_timeout: s.idle_timeout,
+            grace_period: s.grace_period,
+        }
+    }
+}
+
+/// gw's connection handling ([`Guarded`]: caps, head deadline, TLS handshake, pipelining, drain) around a
+/// Pingora HTTP app, for one listener.
+fn guarded<A: pingora::apps::HttpServerApp + Send + Sync + 'static>(
+    app: Arc<A>,
+    listener: &str,
+    limits: ConnectionLimits,
+    engine: &Arc<Engine>,
+    open: &Arc<OpenConns>,
+    metrics: &ConnMetrics,
+    tls: Option<pingora::listeners::tls::Acceptor>,
+) -> Guarded<A, EngineTiming> {
+    let g = Guarded::new(
+        app,
+        listener,
+        limits,
+        EngineTiming(engine.clone()),
+        open.clone(),
+        metrics,
+    );
+    match tls {
+        Some(acceptor) => g.with_tls(acceptor),
+        None => g,
+    }
+}
+
+/// A proxy listener's app: [`guarded`], counted in `gw_active_connections`.
+fn counted<A: ServerApp + Send + Sync + 'static>(app: A, engine: &Engine) -> CountConnections<A> {
+    CountConnections {
+        inner: Arc::new(app),
+        metrics: engine.metrics.clone(),
+    }
+}
+
+/// Pingora's HTTP proxy app for the gateway. Idle HTTP/2 connections (no open stream) close after
+/// `downstream.idle_timeout`, like idle HTTP/1 keep-alive connections (Pingora keeps them forever by
+/// default).
+fn proxy_app(conf: &Arc<ServerConf>, engine: &Arc<Engine>) -> pingora::proxy::HttpProxy<Gateway> {
+    let mut proxy = pingora::proxy::http_proxy(conf, Gateway::new(engine.clone()));
+    let mut opts = pingora::apps::HttpServerOptions::default();
+    opts.h2_idle_timeout = Some(engine.runtime().plan.server.idle_timeout);
+    proxy.server_options = Some(opts);
+    proxy
+}
+
+/// The TLS acceptor for a listener (rustls; HTTP/2 offered through ALPN unless `http2: false`).
+fn tls_acceptor(t: &crate::plan::TlsPlan) -> Result<pingora::listeners::tls::Acceptor, String> {
+    let cert = t.cert.to_string_lossy();
+    let key = t.key.to_string_lossy();
+    let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
+        .map_err(|e| e.to_string())?;
+    if t.http2 {
+        settings.enable_h2();
+    }
+    // Pingora's build() panics when the files do not load; they were checked at validate, but may have
+    // changed since: a clear start-up error instead
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| settings.build()))
+        .map_err(|_| format!("cannot load the certificate {cert} or the key {key}"))
 }
 
 /// Keeps `gw_active_connections` up to date around the proxy app: `process_new` handles a whole
@@ -212,6 +279,7 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     listener: tokio::net::TcpListener,
     app: Arc<A>,
     mut shutdown: ShutdownWatch,
+    conns: Arc<conn_runtime::ConnRuntimes>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -222,7 +290,7 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let sd = shutdown.clone();
-        tokio::spawn(async move {
+        conns.spawn(tcp, move |tcp| async move {
             let mut l4: pingora::protocols::l4::stream::Stream = tcp.into();
             // Like Pingora's own listener: without a socket digest the session has no client address
             // (no X-Forwarded-For, no client IP for rate limits and hashing).
@@ -260,16 +328,17 @@ impl Embedded {
         }
         let listeners = plan.listeners.clone();
         let admin = plan.admin.clone();
+        let conns = Arc::new(conn_runtime::ConnRuntimes::new(
+            plan.server.threads,
+            plan.server.grace_period,
+        ));
         let engine = build_engine(plan)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let conf = Arc::new(ServerConf::default());
-        let proxy = Arc::new(CountConnections {
-            inner: Arc::new(pingora::proxy::http_proxy(
-                &conf,
-                Gateway::new(engine.clone()),
-            )),
-            metrics: engine.metrics.clone(),
-        });
+        let limits = engine.runtime().plan.server.connections;
+        let open = Arc::new(OpenConns::default());
+        let conn_metrics = ConnMetrics::register(&engine.metrics);
+        let proxy_app = Arc::new(proxy_app(&conf, &engine));
         let mut addrs = Vec::new();
         let mut tasks = Vec::new();
         for l in &listeners {
@@ -283,7 +352,24 @@ impl Embedded {
                 addr: l.addr,
                 reason: e.to_string(),
             })?);
-            tasks.push(tokio::spawn(accept_loop(tl, proxy.clone(), rx.clone())));
+            let app = Arc::new(counted(
+                guarded(
+                    proxy_app.clone(),
+                    &l.name,
+                    limits,
+                    &engine,
+                    &open,
+                    &conn_metrics,
+                    None,
+                ),
+                &engine,
+            ));
+            tasks.push(tokio::spawn(accept_loop(
+                tl,
+                app,
+                rx.clone(),
+                conns.clone(),
+            )));
         }
         let mut admin_addr = None;
         if let Some(a) = admin {
@@ -298,12 +384,27 @@ impl Embedded {
                 engine: engine.clone(),
                 token: a.token.clone(),
             }));
-            tasks.push(tokio::spawn(accept_loop(tl, app, rx.clone())));
+            let app = Arc::new(guarded(
+                app,
+                "admin",
+                limits,
+                &engine,
+                &open,
+                &conn_metrics,
+                None,
+            ));
+            tasks.push(tokio::spawn(accept_loop(
+                tl,
+                app,
+                rx.clone(),
+                conns.clone(),
+            )));
         }
         Ok(Embedded {
             engine,
             addrs,
             admin_addr,
+            open,
             shutdown: tx,
             tasks,
         })
@@ -325,9 +426,22 @@ impl Embedded {
         format!("http://{}", self.addrs[0])
     }
 
-    /// Stops accepting and ends background work. In-flight connections finish on their own.
+    /// Stops accepting and ends background work, and drains: idle keep-alive connections close, requests
+    /// already received are answered with `Connection: close`.
     pub fn stop(&self) {
         let _ = self.shutdown.send(true);
+    }
+
+    /// Client connections open now (every listener and the admin listener).
+    pub fn open_connections(&self) -> usize {
+        self.open.count()
+    }
+
+    /// [`Embedded::stop`], then waits until every client connection has closed or `limit` has passed;
+    /// returns whether all closed.
+    pub async fn drain(&self, limit: std::time::Duration) -> bool {
+        self.stop();
+        self.open.wait_idle(limit).await
     }
 }
 

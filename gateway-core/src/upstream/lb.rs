@@ -1,18 +1,21 @@
 //! Load balancing over an upstream's endpoints, built on `pingora-load-balancing`.
 //!
 //! Round robin, random and consistent hashing (Ketama) are Pingora's selectors, weighted by each
-//! endpoint's weight. Least-connections and fastest (lowest moving average of response time) are built on
-//! top: Pingora keeps the endpoint set and its health, we keep per-endpoint counters and pick the minimum.
-//! Every pick skips endpoints that are unhealthy, ejected as outliers, or already tried by this request;
-//! when nothing is left the caller answers 503 — a pick never panics.
-use crate::config::LoadBalancingConfig;
+//! endpoint's weight. Least-connections and fastest (lowest peak-EWMA response time, see
+//! [`super::ewma`]) are built on top: Pingora keeps the endpoint set and its health, we keep per-endpoint
+//! counters and pick the minimum. The staged pick of one attempt (tried / ejected / recently failed) is
+//! [`Balancer::pick_attempt`] in [`super::pick`]; when nothing is left the caller answers 503 — a pick
+//! never panics.
+use super::ewma::PeakEwma;
+use super::pick::FailMark;
+use crate::plan::LoadBalancing;
 use pingora::lb::selection::{Consistent, Random, RoundRobin};
 use pingora::lb::{discovery, Backend, Backends, LoadBalancer};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Index of an endpoint within its upstream, carried in the Pingora backend's extensions.
 #[derive(Clone, Copy, Debug)]
@@ -25,24 +28,23 @@ pub struct EndpointStats {
     pub label: Arc<str>,
     /// Requests currently in flight to this endpoint.
     pub active: AtomicU32,
-    /// Exponentially weighted moving average of response time, in microseconds (0 = no sample yet).
-    pub ewma_us: AtomicU64,
+    /// Peak-EWMA estimate of response time (the `fastest` balancer's measure).
+    pub ewma: PeakEwma,
+    /// Recent connect failure (skipped by first attempts for a short hold).
+    pub failed: FailMark,
 }
 
 impl EndpointStats {
-    /// Folds one response time into the moving average (alpha = 0.3: recent samples dominate quickly).
+    /// Records a successful attempt that took `d` (now): feeds the response-time estimate and clears a
+    /// recent-failure mark.
     pub fn observe(&self, d: Duration) {
-        let sample = d.as_micros().min(u64::MAX as u128) as u64;
-        let _ = self.ewma_us.fetch_update(Relaxed, Relaxed, |old| {
-            Some(
-                if old == 0 {
-                    sample.max(1)
-                } else {
-                    (old * 7 + sample * 3) / 10
-                }
-                .max(1),
-            )
-        });
+        self.observe_at(d, Instant::now())
+    }
+
+    /// [`EndpointStats::observe`] at a given instant.
+    pub fn observe_at(&self, d: Duration, now: Instant) {
+        self.ewma.observe(d, now);
+        self.failed.clear();
     }
 }
 
@@ -60,7 +62,10 @@ pub struct Balancer {
     selector: Selector,
     backends: Vec<Backend>,
     pub endpoints: Vec<EndpointStats>,
+    /// Start of the score scan (least-connections, fastest), so ties rotate.
     rr: AtomicUsize,
+    /// Rotation over the remaining candidates when the selector's step lands on a filtered-out endpoint.
+    spill: AtomicUsize,
 }
 
 /// The endpoint chosen for one attempt.
@@ -93,7 +98,7 @@ fn futures_now<F: std::future::Future>(f: F) -> Option<F::Output> {
 
 impl Balancer {
     /// Builds a balancer over resolved endpoints `(address, weight)`.
-    pub fn new(kind: &LoadBalancingConfig, endpoints: &[(SocketAddr, u32)]) -> Balancer {
+    pub fn new(kind: &LoadBalancing, endpoints: &[(SocketAddr, u32)]) -> Balancer {
         let mut set = BTreeSet::new();
         let mut backends = Vec::new();
         let mut stats = Vec::new();
@@ -111,21 +116,23 @@ impl Balancer {
                 addr: *addr,
                 label: Arc::from(addr.to_string()),
                 active: AtomicU32::new(0),
-                ewma_us: AtomicU64::new(0),
+                ewma: PeakEwma::default(),
+                failed: FailMark::default(),
             });
         }
         let selector = match kind {
-            LoadBalancingConfig::RoundRobin {} => Selector::RoundRobin(lb_from(set)),
-            LoadBalancingConfig::Random {} => Selector::Random(lb_from(set)),
-            LoadBalancingConfig::ConsistentHash { .. } => Selector::Consistent(lb_from(set)),
-            LoadBalancingConfig::LeastConnections {} => Selector::LeastConnections(lb_from(set)),
-            LoadBalancingConfig::Fastest {} => Selector::Fastest(lb_from(set)),
+            LoadBalancing::RoundRobin => Selector::RoundRobin(lb_from(set)),
+            LoadBalancing::Random => Selector::Random(lb_from(set)),
+            LoadBalancing::ConsistentHash(_) => Selector::Consistent(lb_from(set)),
+            LoadBalancing::LeastConnections => Selector::LeastConnections(lb_from(set)),
+            LoadBalancing::Fastest => Selector::Fastest(lb_from(set)),
         };
         Balancer {
             selector,
             backends,
             endpoints: stats,
             rr: AtomicUsize::new(0),
+            spill: AtomicUsize::new(0),
         }
     }
 
@@ -164,42 +171,95 @@ impl Balancer {
         }
     }
 
-    /// Picks an endpoint. `key` feeds consistent hashing; `accept(i)` vetoes endpoints (already tried,
-    /// ejected); unhealthy endpoints are never picked.
+    /// Picks an endpoint in one stage: `accept(i)` vetoes endpoints; unhealthy endpoints are never
+    /// picked. Requests should use [`Balancer::pick_attempt`], which stages the filters and keeps the
+    /// rotation even.
     pub fn pick(&self, key: &[u8], accept: impl Fn(usize) -> bool) -> Option<Pick> {
-        let idx = |b: &Backend| b.ext.get::<EndpointIdx>().map(|i| i.0);
-        let ok = |b: &Backend, healthy: bool| healthy && idx(b).is_some_and(&accept);
-        let max = self.backends.len().max(1) * 4 + 16;
-        let chosen = match &self.selector {
-            Selector::RoundRobin(lb) => lb.select_with(key, max, ok).and_then(|b| idx(&b)),
-            Selector::Random(lb) => lb.select_with(key, max, ok).and_then(|b| idx(&b)),
-            Selector::Consistent(lb) => lb.select_with(key, max, ok).and_then(|b| idx(&b)),
-            Selector::LeastConnections(_) => {
-                self.pick_min(&accept, |s| s.active.load(Relaxed) as u64)
-            }
-            Selector::Fastest(_) => self.pick_min(&accept, |s| s.ewma_us.load(Relaxed)),
-        }?;
+        let i = self.select(key, &accept, true, Instant::now())?;
         Some(Pick {
-            index: chosen,
-            addr: self.endpoints[chosen].addr,
+            index: i,
+            addr: self.endpoints[i].addr,
         })
     }
 
-    /// The acceptable healthy endpoint with the smallest score; ties rotate so equal endpoints share load.
+    /// One selection among the healthy endpoints that `ok` accepts. `first`: the request's first attempt,
+    /// which takes one step of the selector's own rotation; otherwise (retries) and when that step lands
+    /// on a rejected endpoint, the spill rotation spreads picks by weight over the accepted ones.
+    pub(super) fn select(
+        &self,
+        key: &[u8],
+        ok: &dyn Fn(usize) -> bool,
+        first: bool,
+        now: Instant,
+    ) -> Option<usize> {
+        let idx = |b: &Backend| b.ext.get::<EndpointIdx>().map(|i| i.0);
+        let good = |i: usize| i < self.endpoints.len() && ok(i) && self.healthy(i);
+        let max = self.backends.len().max(1) * 4 + 16;
+        match &self.selector {
+            Selector::RoundRobin(lb) => {
+                // exactly one step of Pingora's counter per first attempt, whatever is filtered
+                let natural = if first {
+                    lb.select_with(key, 1, |_, _| true)
+                        .and_then(|b| idx(&b))
+                        .filter(|&i| good(i))
+                } else {
+                    None
+                };
+                natural.or_else(|| self.spill(&good))
+            }
+            // random and ring walks keep no shared position: filtering inside them is fair
+            Selector::Random(lb) => lb
+                .select_with(key, max, |b, h| h && idx(b).is_some_and(good))
+                .and_then(|b| idx(&b))
+                .or_else(|| self.spill(&good)),
+            Selector::Consistent(lb) => lb
+                .select_with(key, max, |b, h| h && idx(b).is_some_and(good))
+                .and_then(|b| idx(&b))
+                .or_else(|| self.spill(&good)),
+            Selector::LeastConnections(_) => {
+                self.pick_min(&good, |s| f64::from(s.active.load(Relaxed)))
+            }
+            Selector::Fastest(_) => self.pick_min(&good, |s| {
+                s.ewma.cost_ns(now) * f64::from(s.active.load(Relaxed).saturating_add(1))
+            }),
+        }
+    }
+
+    /// Weighted rotation over the endpoints `good` accepts.
+    fn spill(&self, good: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let weight = |i: usize| self.backends[i].weight.max(1) as u64;
+        let total: u64 = (0..self.endpoints.len())
+            .filter(|&i| good(i))
+            .map(weight)
+            .sum();
+        if total == 0 {
+            return None;
+        }
+        let mut t = self.spill.fetch_add(1, Relaxed) as u64 % total;
+        for i in (0..self.endpoints.len()).filter(|&i| good(i)) {
+            if t < weight(i) {
+                return Some(i);
+            }
+            t -= weight(i);
+        }
+        None
+    }
+
+    /// The accepted endpoint with the smallest score; ties rotate so equal endpoints share load.
     fn pick_min(
         &self,
-        accept: &impl Fn(usize) -> bool,
-        score: impl Fn(&EndpointStats) -> u64,
+        good: &dyn Fn(usize) -> bool,
+        score: impl Fn(&EndpointStats) -> f64,
     ) -> Option<usize> {
         let n = self.endpoints.len();
         if n == 0 {
             return None;
         }
         let start = self.rr.fetch_add(1, Relaxed) % n;
-        let mut best: Option<(u64, usize)> = None;
+        let mut best: Option<(f64, usize)> = None;
         for k in 0..n {
             let i = (start + k) % n;
-            if !accept(i) || !self.healthy(i) {
+            if !good(i) {
                 continue;
             }
             let s = score(&self.endpoints[i]);
@@ -223,7 +283,7 @@ mod tests {
 
     #[test]
     fn round_robin_alternates_and_respects_accept() {
-        let b = Balancer::new(&LoadBalancingConfig::RoundRobin {}, &addrs(2));
+        let b = Balancer::new(&LoadBalancing::RoundRobin, &addrs(2));
         let picks: Vec<usize> = (0..4)
             .map(|_| b.pick(b"", |_| true).unwrap().index)
             .collect();
@@ -235,7 +295,7 @@ mod tests {
 
     #[test]
     fn least_connections_prefers_idle() {
-        let b = Balancer::new(&LoadBalancingConfig::LeastConnections {}, &addrs(3));
+        let b = Balancer::new(&LoadBalancing::LeastConnections, &addrs(3));
         b.endpoints[0].active.store(5, Relaxed);
         b.endpoints[2].active.store(2, Relaxed);
         for _ in 0..5 {
@@ -245,7 +305,7 @@ mod tests {
 
     #[test]
     fn fastest_prefers_quick() {
-        let b = Balancer::new(&LoadBalancingConfig::Fastest {}, &addrs(2));
+        let b = Balancer::new(&LoadBalancing::Fastest, &addrs(2));
         b.endpoints[0].observe(Duration::from_millis(50));
         b.endpoints[1].observe(Duration::from_millis(5));
         for _ in 0..5 {
@@ -253,12 +313,65 @@ mod tests {
         }
     }
 
+    /// Sequential requests on a simulated clock: each takes the picked endpoint's latency.
+    fn simulate(b: &Balancer, lat: [Duration; 2], n: usize, now: &mut Instant) -> Vec<usize> {
+        (0..n)
+            .map(|_| {
+                let i = b.pick_attempt(b"", &[], |_| false, *now).unwrap().index;
+                *now += lat[i];
+                b.endpoints[i].observe_at(lat[i], *now);
+                i
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fastest_follows_a_swap_at_once() {
+        let b = Balancer::new(&LoadBalancing::Fastest, &addrs(2));
+        let (slow, fast) = (Duration::from_millis(50), Duration::from_millis(2));
+        let mut now = Instant::now();
+        let before = simulate(&b, [slow, fast], 40, &mut now);
+        assert!(
+            before.iter().filter(|&&i| i == 1).count() >= 38,
+            "{before:?}"
+        );
+        let after = simulate(&b, [fast, slow], 120, &mut now);
+        // one request finds B slow, every later one goes to A
+        assert_eq!(after.iter().filter(|&&i| i == 0).count(), 119, "{after:?}");
+        assert!(after[1..].iter().all(|&i| i == 0), "{after:?}");
+    }
+
+    #[test]
+    fn fastest_remeasures_a_stale_endpoint_after_decay() {
+        let b = Balancer::new(&LoadBalancing::Fastest, &addrs(2));
+        let (slow, fast) = (Duration::from_millis(50), Duration::from_millis(2));
+        let mut now = Instant::now();
+        simulate(&b, [slow, fast], 10, &mut now);
+        // A got fast while unpicked; B stays at 2 ms. A is re-measured after DECAY · ln(50 / 2) ≈ 16 s
+        let start = now;
+        let a_fast = Duration::from_micros(500);
+        let mut first_a = None;
+        while now < start + Duration::from_secs(30) {
+            if simulate(&b, [a_fast, fast], 1, &mut now)[0] == 0 {
+                first_a = Some(now - start);
+                break;
+            }
+        }
+        let t = first_a.expect("re-measured");
+        let expected = super::super::ewma::DECAY.mul_f64(25f64.ln());
+        assert!(
+            t > expected - Duration::from_millis(500) && t < expected + Duration::from_millis(500),
+            "{t:?} vs {expected:?}"
+        );
+        // and then keeps it, being faster now
+        let next = simulate(&b, [a_fast, fast], 50, &mut now);
+        assert!(next.iter().filter(|&&i| i == 0).count() >= 45, "{next:?}");
+    }
+
     #[test]
     fn consistent_hash_is_sticky() {
         let b = Balancer::new(
-            &LoadBalancingConfig::ConsistentHash {
-                key: crate::config::HashKeyConfig::Path {},
-            },
+            &LoadBalancing::ConsistentHash(crate::plan::HashKey::Path),
             &addrs(4),
         );
         let first = b.pick(b"user-42", |_| true).unwrap();
@@ -271,7 +384,7 @@ mod tests {
     fn weights_are_respected() {
         let mut a = addrs(2);
         a[0].1 = 3;
-        let b = Balancer::new(&LoadBalancingConfig::RoundRobin {}, &a);
+        let b = Balancer::new(&LoadBalancing::RoundRobin, &a);
         let mut counts = [0; 2];
         for _ in 0..400 {
             counts[b.pick(b"", |_| true).unwrap().index] += 1;

@@ -1,6 +1,6 @@
-//! Step 7: the endpoint pick — the consistent-hash key of the request, then a staged pick: healthy,
-//! untried, not ejected; else (outlier detection must never take a whole upstream down) healthy and
-//! untried; else (a retry after every endpoint was tried) any healthy endpoint. `None`: 503.
+//! Step 7: the endpoint pick — the consistent-hash key of the request, then the balancer's staged pick
+//! ([`crate::upstream::Balancer::pick_attempt`]: untried, not ejected, no recent connect failure, each
+//! filter dropped in turn when nothing is left; unhealthy endpoints never). `None`: 503.
 use crate::plan::HashKey;
 use crate::proxy::runtime::UpstreamRt;
 use crate::upstream::Pick;
@@ -35,26 +35,12 @@ pub fn hash_key(
 
 /// Picks an endpoint of `up` for an attempt, given the endpoints this request already tried.
 pub fn pick(up: &UpstreamRt, key: &[u8], tried: &[usize], now: Instant) -> Option<Pick> {
-    up.balancer
-        .pick(key, |i| {
-            !tried.contains(&i) && !up.outlier.as_ref().is_some_and(|o| o.is_ejected(i, now))
-        })
-        .or_else(|| {
-            if up.outlier.is_some() {
-                up.balancer.pick(key, |i| !tried.contains(&i))
-            } else {
-                None
-            }
-        })
-        // more attempts than endpoints, or Pingora retrying a stale pooled connection: go round
-        // again instead of answering 503
-        .or_else(|| {
-            if tried.is_empty() {
-                None
-            } else {
-                up.balancer.pick(key, |_| true)
-            }
-        })
+    up.balancer.pick_attempt(
+        key,
+        tried,
+        |i| up.outlier.as_ref().is_some_and(|o| o.is_ejected(i, now)),
+        now,
+    )
 }
 
 #[cfg(test)]
