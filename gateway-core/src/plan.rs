@@ -114,6 +114,10 @@ pub struct ServerPlan {
     pub max_body_size: Option<u64>,
     /// `server.reload`.
     pub reload: ReloadPlan,
+    /// Which header trusted proxies report the client in (`server.client_ip_header`).
+    pub client_ip_header: crate::proxy::headers::ClientIpHeader,
+    /// The request-path policy (`server.path_policy`).
+    pub path_policy: crate::routing::PathPolicy,
     pub connections: ConnectionLimits,
 }
 

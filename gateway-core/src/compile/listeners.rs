@@ -51,6 +51,8 @@ pub(crate) fn server(s: &ServerConfig, cx: &mut Cx) -> ServerPlan {
             watch: s.reload.watch,
             debounce: s.reload.debounce.get(),
         },
+        client_ip_header: s.client_ip_header,
+        path_policy: s.path_policy,
         connections: super::connections::limits(&s.downstream, cx),
     }
 }

@@ -258,11 +258,11 @@ impl Engine {
 /// Reads and compiles a file off the async threads (a large configuration takes tens of ms).
 async fn compile_file(path: String) -> Result<(Plan, Vec<Diagnostic>), ReloadError> {
     let r = tokio::task::spawn_blocking(move || {
-        let text = std::fs::read_to_string(&path).map_err(|e| ReloadError::Read {
+        // exactly what `gw validate` and `gw serve` run
+        let (_, c) = crate::compile::compile_file(&path).map_err(|e| ReloadError::Read {
             file: path.clone(),
             reason: e.to_string(),
         })?;
-        let c = crate::compile::compile_with_process_env(&path, &text);
         match c.plan {
             Some(p) => Ok((p, c.diagnostics)),
             None => Err(ReloadError::Invalid {
