@@ -10,6 +10,7 @@ use crate::plan::{
     BreakerPlan, BreakerRatePlan, EndpointPlan, FallbackPlan, HashKey, HealthCheckPlan,
     LoadBalancing, OutlierSpec, Timeouts, UpstreamPlan,
 };
+use crate::policy::breaker::window::MAX_CALLS_WINDOW;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -426,6 +427,11 @@ fn breaker_rate(cx: &mut Cx, bp: &str, r: &crate::config::BreakerRateConfig) -> 
             Some("calls: 100 (the last 100 calls) or period: 30s".into()),
         ),
         (Some(0), _) => cx.error(&format!("{rp}.calls"), "must be at least 1", None),
+        (Some(n), _) if n > MAX_CALLS_WINDOW => cx.error(
+            &format!("{rp}.calls"),
+            format!("a window of {n} calls is too large (at most {MAX_CALLS_WINDOW})"),
+            Some("use period: for long windows".into()),
+        ),
         (_, Some(p)) if p.get().is_zero() => {
             cx.error(&format!("{rp}.period"), "must be greater than zero", None)
         }
