@@ -56,7 +56,14 @@ impl Admin {
         if !body.is_empty() {
             h.push(("content-type", "application/json"));
         }
-        send(&self.c, m, &format!("{}{path}", self.base), &h, body.to_string()).await
+        send(
+            &self.c,
+            m,
+            &format!("{}{path}", self.base),
+            &h,
+            body.to_string(),
+        )
+        .await
     }
     async fn register(&self, up: &str, addr: &str, weight: u32) -> HttpResponse {
         self.call(
@@ -81,7 +88,14 @@ impl Admin {
             .clone()
     }
     async fn scrape(&self) -> Scrape {
-        let r = send(&self.c, Method::GET, &format!("{}/metrics", self.base), &[], "").await;
+        let r = send(
+            &self.c,
+            Method::GET,
+            &format!("{}/metrics", self.base),
+            &[],
+            "",
+        )
+        .await;
         Scrape::parse(&r.text())
     }
 }
@@ -112,7 +126,11 @@ async fn registered_endpoint_gets_traffic_after_its_health_check() {
     for _ in 0..20 {
         assert_eq!(send(&c, Method::GET, &url, &[], "").await.status, 200);
     }
-    assert_eq!(sick.hits(), 0, "an unhealthy registered endpoint got traffic");
+    assert_eq!(
+        sick.hits(),
+        0,
+        "an unhealthy registered endpoint got traffic"
+    );
     assert!(sick.health_hits() > 0, "it was health-checked");
 
     // a healthy one: checked first, then gets its share at once
@@ -129,7 +147,10 @@ async fn registered_endpoint_gets_traffic_after_its_health_check() {
     let eps = admin.endpoints("svc").await;
     assert_eq!(eps.len(), 3, "{eps:?}");
     let e = endpoint(&eps, &a.addr().to_string());
-    assert_eq!((e["source"].as_str(), e["weight"].as_u64()), (Some("static"), Some(1)));
+    assert_eq!(
+        (e["source"].as_str(), e["weight"].as_u64()),
+        (Some("static"), Some(1))
+    );
     let e = endpoint(&eps, &b.addr().to_string());
     assert_eq!(e["source"], "admin");
     assert_eq!(e["weight"], 2);
@@ -145,7 +166,11 @@ async fn registered_endpoint_gets_traffic_after_its_health_check() {
     assert_eq!(
         s.get(
             "gw_discovery_updates_total",
-            &[("upstream", "svc"), ("source", "admin"), ("result", "success")]
+            &[
+                ("upstream", "svc"),
+                ("source", "admin"),
+                ("result", "success")
+            ]
         ),
         Some(2.0)
     );
@@ -159,7 +184,10 @@ async fn deregister_under_load_fails_nothing_and_stops_new_requests() {
     b.set_mode(Mode::Delay(Duration::from_millis(150)));
     let gw = gw_suite::gateway(&config(&a.addr().to_string(), ""), &[]).await;
     let admin = Admin::of(&gw);
-    assert_eq!(admin.register("svc", &b.addr().to_string(), 1).await.status, 201);
+    assert_eq!(
+        admin.register("svc", &b.addr().to_string(), 1).await.status,
+        201
+    );
 
     let url = format!("{}/svc/x", gw.url());
     let stop_at = Instant::now() + Duration::from_millis(2500);
@@ -193,14 +221,21 @@ async fn deregister_under_load_fails_nothing_and_stops_new_requests() {
     for c in clients {
         c.await.unwrap();
     }
-    assert_eq!(b.hits(), settled, "a new request reached the deregistered endpoint");
+    assert_eq!(
+        b.hits(),
+        settled,
+        "a new request reached the deregistered endpoint"
+    );
     assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests");
     assert!(done.load(Ordering::Relaxed) > 50);
     let eps = admin.endpoints("svc").await;
     assert_eq!(eps.len(), 1, "{eps:?}");
     let s = admin.scrape().await;
     assert_eq!(
-        s.get("gw_upstream_endpoints", &[("upstream", "svc"), ("source", "admin")]),
+        s.get(
+            "gw_upstream_endpoints",
+            &[("upstream", "svc"), ("source", "admin")]
+        ),
         Some(0.0)
     );
 }
@@ -208,7 +243,9 @@ async fn deregister_under_load_fails_nothing_and_stops_new_requests() {
 async fn assert_error(r: HttpResponse, status: u16, code: &str, says: &str) {
     assert_eq!(r.status, status, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/json"));
-    let v = r.json().unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.text()));
+    let v = r
+        .json()
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.text()));
     assert_eq!(v["error"], code, "{v}");
     let m = v["message"].as_str().unwrap_or_default();
     assert!(m.contains(says), "message {m:?} should say {says:?}");
@@ -230,35 +267,98 @@ async fn bad_inputs_get_json_errors_and_no_token_gets_401() {
         }
     };
     assert_error(reg("{").await, 400, "bad_request", "the body must be").await;
-    assert_error(reg(r#"{"address": "127.0.0.1:3001", "wieght": 2}"#).await, 400, "bad_request", "unknown field").await;
-    assert_error(reg(r#"{"address": "nope"}"#).await, 400, "bad_request", "invalid endpoint address").await;
-    assert_error(reg(r#"{"address": "127.0.0.1:0"}"#).await, 400, "bad_request", "invalid endpoint address").await;
-    assert_error(reg(r#"{"address": "db.internal:80"}"#).await, 400, "bad_request", "not an IP address").await;
-    assert_error(reg(r#"{"address": "127.0.0.1:3001", "weight": 0}"#).await, 400, "bad_request", "weight must be between 1 and 1000").await;
-    assert_error(reg(r#"{"address": "127.0.0.1:3001", "weight": 1001}"#).await, 400, "bad_request", "weight must be between 1 and 1000").await;
+    assert_error(
+        reg(r#"{"address": "127.0.0.1:3001", "wieght": 2}"#).await,
+        400,
+        "bad_request",
+        "unknown field",
+    )
+    .await;
+    assert_error(
+        reg(r#"{"address": "nope"}"#).await,
+        400,
+        "bad_request",
+        "invalid endpoint address",
+    )
+    .await;
+    assert_error(
+        reg(r#"{"address": "127.0.0.1:0"}"#).await,
+        400,
+        "bad_request",
+        "invalid endpoint address",
+    )
+    .await;
+    assert_error(
+        reg(r#"{"address": "db.internal:80"}"#).await,
+        400,
+        "bad_request",
+        "not an IP address",
+    )
+    .await;
+    assert_error(
+        reg(r#"{"address": "127.0.0.1:3001", "weight": 0}"#).await,
+        400,
+        "bad_request",
+        "weight must be between 1 and 1000",
+    )
+    .await;
+    assert_error(
+        reg(r#"{"address": "127.0.0.1:3001", "weight": 1001}"#).await,
+        400,
+        "bad_request",
+        "weight must be between 1 and 1000",
+    )
+    .await;
     // unknown upstream (POST and DELETE), unknown address
     let r = admin.register("nope", "127.0.0.1:3001", 1).await;
     assert_error(r, 404, "not_found", "no upstream named \"nope\"").await;
-    let r = admin.call(Method::DELETE, "/admin/upstreams/nope/endpoints/127.0.0.1:3001", "").await;
+    let r = admin
+        .call(
+            Method::DELETE,
+            "/admin/upstreams/nope/endpoints/127.0.0.1:3001",
+            "",
+        )
+        .await;
     assert_error(r, 404, "not_found", "no upstream").await;
-    let r = admin.call(Method::DELETE, "/admin/upstreams/svc/endpoints/127.0.0.1:3001", "").await;
+    let r = admin
+        .call(
+            Method::DELETE,
+            "/admin/upstreams/svc/endpoints/127.0.0.1:3001",
+            "",
+        )
+        .await;
     assert_error(r, 404, "not_found", "not a registered endpoint").await;
     // already there: the static endpoint, then a registered one
     let r = admin.register("svc", &a.addr().to_string(), 1).await;
     assert_error(r, 409, "conflict", "source static").await;
-    assert_eq!(admin.register("svc", &b.addr().to_string(), 1).await.status, 201);
+    assert_eq!(
+        admin.register("svc", &b.addr().to_string(), 1).await.status,
+        201
+    );
     let r = admin.register("svc", &b.addr().to_string(), 3).await;
     assert_error(r, 409, "conflict", "already").await;
     // a static endpoint cannot be deregistered
-    let r = admin.call(Method::DELETE, &format!("/admin/upstreams/svc/endpoints/{}", a.addr()), "").await;
+    let r = admin
+        .call(
+            Method::DELETE,
+            &format!("/admin/upstreams/svc/endpoints/{}", a.addr()),
+            "",
+        )
+        .await;
     assert_error(r, 404, "not_found", "not a registered endpoint").await;
     // nothing of that changed the registrations
     assert_eq!(admin.endpoints("svc").await.len(), 2);
     // failures are counted for the admin source
     let s = admin.scrape().await;
     assert!(
-        s.get("gw_discovery_updates_total", &[("upstream", "svc"), ("source", "admin"), ("result", "failure")])
-            >= Some(9.0)
+        s.get(
+            "gw_discovery_updates_total",
+            &[
+                ("upstream", "svc"),
+                ("source", "admin"),
+                ("result", "failure")
+            ]
+        ) >= Some(9.0)
     );
 
     // no token, a wrong token: 401 on every endpoint of this API, and nothing changes
@@ -266,11 +366,29 @@ async fn bad_inputs_get_json_errors_and_no_token_gets_401() {
     for (m, path, body) in [
         (Method::GET, "/admin/upstreams".to_string(), String::new()),
         (Method::GET, "/admin/routes".to_string(), String::new()),
-        (Method::POST, "/admin/upstreams/svc/endpoints".to_string(), r#"{"address": "127.0.0.1:3009"}"#.to_string()),
-        (Method::DELETE, format!("/admin/upstreams/svc/endpoints/{}", b.addr()), String::new()),
+        (
+            Method::POST,
+            "/admin/upstreams/svc/endpoints".to_string(),
+            r#"{"address": "127.0.0.1:3009"}"#.to_string(),
+        ),
+        (
+            Method::DELETE,
+            format!("/admin/upstreams/svc/endpoints/{}", b.addr()),
+            String::new(),
+        ),
     ] {
-        for h in [vec![], vec![("authorization", "Bearer wrong-token-wrong-token")]] {
-            let r = send(&c, m.clone(), &format!("{}{path}", admin.base), &h, body.clone()).await;
+        for h in [
+            vec![],
+            vec![("authorization", "Bearer wrong-token-wrong-token")],
+        ] {
+            let r = send(
+                &c,
+                m.clone(),
+                &format!("{}{path}", admin.base),
+                &h,
+                body.clone(),
+            )
+            .await;
             assert_eq!(r.status, 401, "{m} {path}: {}", r.text());
             assert_eq!(r.json().unwrap()["error"], "unauthorized");
         }
@@ -289,8 +407,17 @@ async fn a_reload_keeps_registrations_of_remaining_upstreams() {
     );
     let gw = gw_suite::gateway(&config(&a.addr().to_string(), &other), &[]).await;
     let admin = Admin::of(&gw);
-    assert_eq!(admin.register("svc", &b.addr().to_string(), 1).await.status, 201);
-    assert_eq!(admin.register("other", &b.addr().to_string(), 1).await.status, 201);
+    assert_eq!(
+        admin.register("svc", &b.addr().to_string(), 1).await.status,
+        201
+    );
+    assert_eq!(
+        admin
+            .register("other", &b.addr().to_string(), 1)
+            .await
+            .status,
+        201
+    );
     // a reload with another health check interval (a new endpoint set) and without `other`
     let plan = gw_suite::plan(
         &config(&a.addr().to_string(), "").replace("interval: 100ms", "interval: 200ms"),
@@ -299,7 +426,11 @@ async fn a_reload_keeps_registrations_of_remaining_upstreams() {
     gw.engine.swap(plan).await.expect("reload");
     let eps = admin.endpoints("svc").await;
     assert_eq!(endpoint(&eps, &b.addr().to_string())["source"], "admin");
-    let v = admin.call(Method::GET, "/admin/upstreams", "").await.json().unwrap();
+    let v = admin
+        .call(Method::GET, "/admin/upstreams", "")
+        .await
+        .json()
+        .unwrap();
     assert_eq!(v["upstreams"].as_array().unwrap().len(), 1, "{v}");
     // `other` comes back in the next reload without its registration
     let plan = gw_suite::plan(&config(&a.addr().to_string(), &other), &[]);
@@ -308,7 +439,12 @@ async fn a_reload_keeps_registrations_of_remaining_upstreams() {
     // and svc's registered endpoint still gets traffic
     let c = http_client();
     for _ in 0..10 {
-        assert_eq!(send(&c, Method::GET, &format!("{}/svc/x", gw.url()), &[], "").await.status, 200);
+        assert_eq!(
+            send(&c, Method::GET, &format!("{}/svc/x", gw.url()), &[], "")
+                .await
+                .status,
+            200
+        );
     }
     assert!(b.hits() >= 3, "b got {}", b.hits());
 }

@@ -3,7 +3,6 @@
 //! a request keeps the one it started with.
 use crate::discovery::backends::{combine, Endpoint, Origin};
 use crate::discovery::SourceKind;
-use crate::registration::with_registered;
 use crate::observability::{
     AuthMetrics, BreakerMetrics, BreakerState, EndpointMetrics, Metrics, RateLimitMetrics,
     RouteMetrics,
@@ -14,6 +13,7 @@ use crate::policy::breaker::{
     BreakerObserver, BreakerSettings, CircuitBreaker, FailurePolicy, OutlierDetector,
     OutlierSettings, RateTrip, RateWindow, State,
 };
+use crate::registration::with_registered;
 use crate::state::{BreakerId, EndpointSetId, OutlierId, Registry};
 use crate::upstream::Balancer;
 use http::HeaderName;

@@ -89,7 +89,10 @@ fn raw(status: u16, body: Vec<u8>) -> Response<Vec<u8>> {
 }
 
 fn reply(status: u16, v: Option<Value>) -> Response<Vec<u8>> {
-    raw(status, v.map(|v| v.to_string().into_bytes()).unwrap_or_default())
+    raw(
+        status,
+        v.map(|v| v.to_string().into_bytes()).unwrap_or_default(),
+    )
 }
 
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Failure> {

@@ -36,10 +36,9 @@ pub fn write(path: &Path, entries: &[Entry]) -> std::io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path.file_name().map_or_else(
-        || "state".into(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let name = path
+        .file_name()
+        .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -84,11 +83,7 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, String> {
             })
             .and_then(|()| crate::compile::endpoint_weight(e.weight));
         if let Err(m) = checked {
-            return Err(format!(
-                "{}: upstream {}: {m}",
-                path.display(),
-                e.upstream
-            ));
+            return Err(format!("{}: upstream {}: {m}", path.display(), e.upstream));
         }
     }
     Ok(f.registrations)

@@ -16,7 +16,11 @@ fn static_wins_then_registered_then_discovered() {
     );
     let out = with_registered(
         base,
-        &[ep("10.0.0.1:80", 2), ep("10.0.0.2:80", 7), ep("10.0.0.0:80", 3)],
+        &[
+            ep("10.0.0.1:80", 2),
+            ep("10.0.0.2:80", 7),
+            ep("10.0.0.0:80", 3),
+        ],
     );
     let got: Vec<(String, u32, &str)> = out
         .iter()
@@ -79,7 +83,10 @@ fn invalid_state_files_are_refused_with_the_reason() {
     assert!(read(&p).unwrap().is_empty(), "missing file = none");
     for (text, want) in [
         ("{not json", "not a gw state file"),
-        (r#"{"version": 9, "registrations": []}"#, "unsupported version 9"),
+        (
+            r#"{"version": 9, "registrations": []}"#,
+            "unsupported version 9",
+        ),
         (
             r#"{"version": 1, "registrations": [{"upstream": "u", "address": "nope", "weight": 1}]}"#,
             "invalid endpoint address",
