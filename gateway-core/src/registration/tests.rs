@@ -107,3 +107,30 @@ fn invalid_state_files_are_refused_with_the_reason() {
     write(&p, &[]).unwrap();
     assert!(read(&p).unwrap().is_empty());
 }
+
+#[test]
+fn admin_state_file_is_resolved_against_the_configuration_directory() {
+    let yaml = |admin: &str| {
+        format!(
+            "listeners: [{{name: p, address: \"127.0.0.1:8080\"}}]\nadmin: {admin}\nupstreams: [{{name: u, endpoints: [{{address: \"127.0.0.1:3000\"}}]}}]\nroutes: [{{name: r, match: {{prefix: /}}, upstream: u}}]\n"
+        )
+    };
+    let c = crate::compile(
+        "/etc/gw/gw.yaml",
+        &yaml("{token: a-token-of-16-chars-or-more, state_file: regs.json}"),
+        &|_| None,
+    );
+    let plan = c.plan.expect("compiles");
+    assert_eq!(
+        plan.admin.unwrap().state_file,
+        Some(PathBuf::from("/etc/gw/regs.json"))
+    );
+    let c = crate::compile("/etc/gw/gw.yaml", &yaml("{state_file: \"\"}"), &|_| None);
+    assert!(c.plan.is_none());
+    assert!(c
+        .diagnostics
+        .iter()
+        .any(|d| d.path == "admin.state_file" && d.message == "the path is empty"));
+    let c = crate::compile("/etc/gw/gw.yaml", &yaml("{statefile: x.json}"), &|_| None);
+    assert!(c.plan.is_none(), "unknown admin fields are errors");
+}
