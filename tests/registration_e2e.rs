@@ -10,6 +10,8 @@
 //!   [`bad_inputs_get_json_errors_and_no_token_gets_401`];
 //! - a reload keeps the registrations of upstreams that remain and drops the others
 //!   [`a_reload_keeps_registrations_of_remaining_upstreams`];
+//! - registrations survive discovery updates (file source) and combine with them
+//!   [`registrations_survive_discovery_updates_and_combine_with_them`];
 //! - `GET /admin/routes` lists the routes in the order dry-run matches them
 //!   [`routes_are_listed_in_dry_run_match_order`].
 use gateway_testkit::prom::Scrape;
@@ -499,4 +501,85 @@ routes:
         );
         assert_eq!(ex.route.as_deref(), Some(want), "{path}");
     }
+}
+
+#[tokio::test]
+async fn registrations_survive_discovery_updates_and_combine_with_them() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let f = Upstream::start("f").await;
+    let dir = std::env::temp_dir().join(format!("gw-registration-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("eps.txt");
+    std::fs::write(&file, format!("{}\n", a.addr())).unwrap();
+    let yaml = format!(
+        r#"
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0", token: "{TOKEN}" }}
+upstreams:
+  - name: svc
+    discovery: {{ type: file, path: "{}", interval: 100ms }}
+routes: [{{ name: svc, match: {{ prefix: /svc }}, upstream: svc }}]
+"#,
+        file.display()
+    );
+    let gw = gw_suite::gateway(&yaml, &[]).await;
+    let admin = Admin::of(&gw);
+    assert_eq!(
+        admin.register("svc", &b.addr().to_string(), 1).await.status,
+        201
+    );
+    // the same address as the file: 409, it is there already (source file)
+    let r = admin.register("svc", &a.addr().to_string(), 1).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    // the file changes: the discovered part follows, the registration stays
+    let tmp = dir.join("eps.tmp");
+    std::fs::write(&tmp, format!("{}\n", f.addr())).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let want = |eps: &[Value]| {
+        let mut v: Vec<(String, String)> = eps
+            .iter()
+            .map(|e| {
+                (
+                    e["address"].as_str().unwrap().to_string(),
+                    e["source"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut expected = vec![
+        (b.addr().to_string(), "admin".to_string()),
+        (f.addr().to_string(), "file".to_string()),
+    ];
+    expected.sort();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = want(&admin.endpoints("svc").await);
+        if got == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "endpoints never became {expected:?}: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = http_client();
+    for _ in 0..10 {
+        assert_eq!(
+            send(&c, Method::GET, &format!("{}/svc/x", gw.url()), &[], "")
+                .await
+                .status,
+            200
+        );
+    }
+    assert!(
+        b.hits() >= 3 && f.hits() >= 3,
+        "b {} f {}",
+        b.hits(),
+        f.hits()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
