@@ -79,8 +79,11 @@ enum Cmd {
         after_help = "Examples:\n  gw register users 127.0.0.1:3001 --weight 2\n\nExit status: 0 registered, 1 rejected (400 bad address, 404 unknown upstream, 409 already there), 2 unreachable."
     )]
     Register {
+        /// Upstream name (as in the configuration).
         upstream: String,
+        /// IP:port of the endpoint ([v6]:port for IPv6).
         address: String,
+        /// Relative weight, 1-1000.
         #[arg(long, default_value_t = 1)]
         weight: u32,
         #[command(flatten)]
@@ -93,7 +96,9 @@ enum Cmd {
         after_help = "Examples:\n  gw deregister users 127.0.0.1:3001\n\nExit status: 0 deregistered, 1 rejected, 2 unreachable."
     )]
     Deregister {
+        /// Upstream name.
         upstream: String,
+        /// IP:port given to `gw register`.
         address: String,
         #[command(flatten)]
         admin: admin_client::AdminArgs,
