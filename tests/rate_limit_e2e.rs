@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use gateway_core::policy::rate_limit::redis_key_name;
 use gateway_core::proxy::server::Embedded;
 use gateway_core::proxy::Engine;
 use gateway_testkit::prom::Scrape;
@@ -298,7 +299,7 @@ async fn login_limit_redis_store() {
     assert_eq!(
         redis_get(
             redis.port,
-            &format!("gw:rl:{{r:auth-login|ip:127.0.0.1}}:login-limit:{idx}")
+            &redis_key_name(b"r:auth-login|ip:127.0.0.1", "login-limit", idx)
         )
         .await,
         Some(5),
@@ -366,7 +367,7 @@ async fn seed_yaml_login_limit() {
         ("r:auth-login|ip:127.0.0.1", "login-limit"),
     ] {
         assert_eq!(
-            redis_get(redis.port, &format!("gw:rl:{{{key}}}:{policy}:{idx}")).await,
+            redis_get(redis.port, &redis_key_name(key.as_bytes(), policy, idx)).await,
             Some(5),
             "{policy}: {}",
             redis.command("KEYS gw:*")
@@ -449,11 +450,7 @@ async fn rejection_by_one_limit_consumes_no_quota_in_others() {
     let idx = unix_ms() / 3_600_000;
     for policy in ["wide-rr", "wide-rl"] {
         assert_eq!(
-            redis_get(
-                redis.port,
-                &format!("gw:rl:{{g|ip:127.0.0.1}}:{policy}:{idx}")
-            )
-            .await,
+            redis_get(redis.port, &redis_key_name(b"g|ip:127.0.0.1", policy, idx)).await,
             Some(10),
             "{policy} in Redis: {}",
             redis.command("KEYS gw:*")
@@ -665,7 +662,9 @@ enum Store {
 async fn stored_count(store: &Store, idx: u64) -> Option<u64> {
     const KEY: &str = "r:acc|ip:127.0.0.1";
     match store {
-        Store::Redis(port) => redis_get(*port, &format!("gw:rl:{{{KEY}}}:acc-limit:{idx}")).await,
+        Store::Redis(port) => {
+            redis_get(*port, &redis_key_name(KEY.as_bytes(), "acc-limit", idx)).await
+        }
         Store::Local(engine) => {
             let rt = engine.runtime();
             let limits = rt.limits.as_ref()?;
@@ -971,7 +970,7 @@ async fn redis_killed_and_restarted() {
     assert_eq!(
         redis_get(
             redis.port,
-            &format!("gw:rl:{{r:r-local|ip:127.0.0.1}}:fb-local:{idx}")
+            &redis_key_name(b"r:r-local|ip:127.0.0.1", "fb-local", idx)
         )
         .await,
         Some(5)

@@ -12,6 +12,8 @@ pub mod diag;
 pub mod discovery;
 pub mod error;
 pub mod explain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod observability;
 pub mod plan;
 pub mod policy;

@@ -108,6 +108,10 @@ pub struct ServerPlan {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_body_size: Option<u64>,
+    /// Which header trusted proxies report the client in (`server.client_ip_header`).
+    pub client_ip_header: crate::proxy::headers::ClientIpHeader,
+    /// The request-path policy (`server.path_policy`).
+    pub path_policy: crate::routing::PathPolicy,
     pub connections: ConnectionLimits,
 }
 

@@ -46,6 +46,8 @@ pub(crate) fn server(s: &ServerConfig, cx: &mut Cx) -> ServerPlan {
         header_timeout: s.downstream.header_timeout.get(),
         idle_timeout: s.downstream.idle_timeout.get(),
         max_body_size: s.max_body_size.map(|m| m.0),
+        client_ip_header: s.client_ip_header,
+        path_policy: s.path_policy,
         connections: super::connections::limits(&s.downstream, cx),
     }
 }

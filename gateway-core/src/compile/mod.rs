@@ -67,9 +67,13 @@ pub fn compile_with_process_env(source: &str, text: &str) -> Compiled {
     compile(source, text, &|k| std::env::var(k).ok())
 }
 
-/// Compiles a file from disk; an unreadable file is an `Err` with the I/O error.
+/// Compiles a file from disk; an unreadable file is an `Err` with the I/O error, a file that is not
+/// UTF-8 an `InvalidData` error naming the line and column of its first bad byte.
 pub fn compile_file(path: &str) -> std::io::Result<(String, Compiled)> {
-    let text = std::fs::read_to_string(path)?;
+    let bytes = std::fs::read(path)?;
+    let text = crate::config::load::utf8_text(&bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
+        .to_string();
     let c = compile_with_process_env(path, &text);
     Ok((text, c))
 }

@@ -40,6 +40,7 @@ pub fn endpoint_address(a: &str) -> Result<(), (String, String)> {
             let host = host.trim_start_matches('[').trim_end_matches(']');
             port.parse::<u16>().is_ok_and(|p| p != 0)
                 && !host.is_empty()
+                && !crate::config::addr::malformed_ipv4(host)
                 && (host.parse::<std::net::IpAddr>().is_ok()
                     || host.split('.').all(|l| {
                         !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -47,7 +48,15 @@ pub fn endpoint_address(a: &str) -> Result<(), (String, String)> {
         }
         None => false,
     };
-    if ok {
+    let lookalike = a
+        .rsplit_once(':')
+        .is_some_and(|(h, _)| crate::config::addr::malformed_ipv4(h));
+    if lookalike {
+        Err((
+            format!("invalid endpoint address \"{a}\": the host looks like an IPv4 address but is not one"),
+            "an IPv4 address is four numbers 0-255 without leading zeros, e.g. \"10.0.0.7:8080\"".into(),
+        ))
+    } else if ok {
         Ok(())
     } else {
         Err((
@@ -499,7 +508,7 @@ fn outlier(cx: &mut Cx, base: &str, o: &crate::config::OutlierConfig) -> Outlier
         base_ejection: o.base_ejection.get(),
         max_ejection: o
             .max_ejection
-            .map_or(o.base_ejection.get() * 10, |d| d.get()),
+            .map_or(o.base_ejection.get().saturating_mul(10), |d| d.get()),
         max_ejected_percent: o.max_ejected_percent,
     }
 }

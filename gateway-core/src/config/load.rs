@@ -26,28 +26,53 @@ const TOP_LEVEL: &[&str] = &[
 /// Parses `text` into a [`Config`], recording every problem in `diags`. Elements that fail to deserialize
 /// are kept as `None` so that their index (and the YAML paths of the others) stay stable.
 pub fn load(text: &str, env: EnvLookup, diags: &mut Diags) -> Option<(Config, SpanIndex)> {
-    let mut root: Value = match serde_yaml::from_str(text) {
-        Ok(v) => v,
-        Err(e) => {
-            let pos = e
-                .location()
-                .map(|l| Pos {
-                    line: l.line(),
-                    column: l.column(),
-                })
-                .unwrap_or(Pos { line: 1, column: 1 });
-            let msg = e.to_string();
-            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+    // An integer beyond 64 bits fails the whole YAML document in serde_yaml; each one is reported at
+    // its place and blanked (same length, so every position stays put), then parsing goes on.
+    let mut work = std::borrow::Cow::Borrowed(text);
+    let mut root: Value = loop {
+        let e = match serde_yaml::from_str(&work) {
+            Ok(v) => break v,
+            Err(e) => e,
+        };
+        if let Some(big) = oversized_integer(&work, &e) {
             diags.push(
                 Severity::Error,
-                pos,
-                "",
-                format!("invalid YAML: {msg}"),
+                big.pos,
+                &big.path,
+                format!(
+                    "integer {} is too large: the largest accepted is {}",
+                    big.token,
+                    u64::MAX
+                ),
                 None,
             );
-            return None;
+            if !big.path.is_empty() {
+                diags.settled.insert(big.path);
+            }
+            let blank = format!("~{}", " ".repeat(big.token.len() - 1));
+            work.to_mut()
+                .replace_range(big.index..big.index + big.token.len(), &blank);
+            continue;
         }
+        let pos = e
+            .location()
+            .map(|l| Pos {
+                line: l.line(),
+                column: l.column(),
+            })
+            .unwrap_or(Pos { line: 1, column: 1 });
+        let msg = e.to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        diags.push(
+            Severity::Error,
+            pos,
+            "",
+            format!("invalid YAML: {msg}"),
+            None,
+        );
+        return None;
     };
+    let text: &str = &work;
     let spans = SpanIndex::build(text);
     match &root {
         Value::Mapping(_) => (),
@@ -135,6 +160,128 @@ pub fn load(text: &str, env: EnvLookup, diags: &mut Diags) -> Option<(Config, Sp
             de::<Vec<String>>(v, "global_policies", &spans, diags).unwrap_or_default();
     }
     Some((cfg, spans))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        let mut d = Diags::new("t.yaml");
+        let _ = load(text, &|_| None, &mut d);
+        d.finish()
+            .iter()
+            .map(|d| format!("{}:{} {} {}", d.line, d.column, d.path, d.message))
+            .collect()
+    }
+
+    /// Issue 11 item 13: an integer beyond u64 is a located field error and hides nothing else.
+    #[test]
+    fn huge_integers_are_field_errors() {
+        let e = errors(
+            "server: { threads: 99999999999999999999 }\nlisteners: [{ name: l, address: x, bogus: 1 }]\n\
+             upstreams:\n  - name: a\n    endpoints: [{ address: \"h:1\", weight: -99999999999999999999 }]\n",
+        );
+        assert_eq!(
+            e,
+            [
+                "1:20 server.threads integer 99999999999999999999 is too large: the largest accepted is 18446744073709551615",
+                "2:36 listeners[0].bogus unknown field \"bogus\"",
+                "5:43 upstreams[0].endpoints[0].weight integer -99999999999999999999 is too large: the largest accepted is 18446744073709551615",
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_has_a_position() {
+        assert_eq!(utf8_text(b"a: 1\n"), Ok("a: 1\n"));
+        let e = utf8_text(b"a: 1\nb: \xc3\xa9\xff\n").unwrap_err();
+        assert_eq!((e.line, e.column, e.byte), (2, 5, 0xff));
+        assert!(e.to_string().contains("line 2, column 5"), "{e}");
+        let e = utf8_text(b"\xfe").unwrap_err();
+        assert_eq!((e.line, e.column), (1, 1));
+    }
+}
+
+/// An integer scalar too large for any field (serde_yaml reads it as `i128`/`u128` and fails the
+/// whole document).
+struct OversizedInteger {
+    pos: Pos,
+    index: usize,
+    token: String,
+    path: String,
+}
+
+fn oversized_integer(text: &str, e: &serde_yaml::Error) -> Option<OversizedInteger> {
+    let msg = e.to_string();
+    if !(msg.contains(" as u128") || msg.contains(" as i128")) {
+        return None;
+    }
+    let loc = e.location()?;
+    let index = loc.index();
+    let rest = text.get(index..)?;
+    let len = rest
+        .find(|c: char| c.is_whitespace() || matches!(c, ',' | '}' | ']' | '#'))
+        .unwrap_or(rest.len());
+    // only ever blank an integer token (so every round removes one and the loop ends)
+    let token = &rest[..len];
+    let digits = token.trim_start_matches(['-', '+']);
+    if digits.is_empty()
+        || !digits
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return None;
+    }
+    let path = match msg.split_once(": invalid type") {
+        Some((p, _)) if !p.contains(' ') => p.to_string(),
+        _ => String::new(),
+    };
+    Some(OversizedInteger {
+        pos: Pos {
+            line: loc.line(),
+            column: loc.column(),
+        },
+        index,
+        token: token.to_string(),
+        path,
+    })
+}
+
+/// Why configuration bytes are not text: the first invalid UTF-8 byte, with its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidUtf8 {
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
+    pub byte: u8,
+}
+
+impl std::fmt::Display for InvalidUtf8 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "invalid UTF-8 at line {}, column {} (byte 0x{:02x}); save the file as UTF-8",
+            self.line, self.column, self.byte
+        )
+    }
+}
+
+impl std::error::Error for InvalidUtf8 {}
+
+/// The configuration text of a file's bytes, or where its first invalid UTF-8 byte is.
+pub fn utf8_text(bytes: &[u8]) -> Result<&str, InvalidUtf8> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let good = &bytes[..e.valid_up_to()];
+        // the prefix is valid UTF-8 by construction
+        let good = std::str::from_utf8(good).unwrap_or_default();
+        let line_start = good.rfind('\n').map_or(0, |i| i + 1);
+        InvalidUtf8 {
+            line: good.matches('\n').count() + 1,
+            column: good[line_start..].chars().count() + 1,
+            byte: bytes[e.valid_up_to()],
+        }
+    })
 }
 
 /// Policies are `type`-tagged; serde's tagged enums hide the path inside them, so the tag is read here

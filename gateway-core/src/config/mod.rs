@@ -4,6 +4,7 @@
 //! durations and sizes carry their unit ([`units`]). Nothing here has behaviour: [`crate::compile`] turns a
 //! [`Config`] into a [`crate::plan::Plan`] and reports every problem at once. The field-by-field reference
 //! lives in `docs/config.md`.
+pub mod addr;
 pub mod load;
 pub mod spans;
 pub mod units;
@@ -67,6 +68,13 @@ pub struct ServerConfig {
     /// Largest request body accepted (unless a route says otherwise); larger bodies get 413.
     #[serde(default)]
     pub max_body_size: Option<Size>,
+    /// Which header trusted proxies report the client address in: `x_forwarded_for` (default) or
+    /// `forwarded` (RFC 7239). Only that one header is ever read.
+    #[serde(default)]
+    pub client_ip_header: crate::proxy::headers::ClientIpHeader,
+    /// Which request paths are refused as ambiguous, and what encoded slashes mean (secure default).
+    #[serde(default)]
+    pub path_policy: crate::routing::PathPolicy,
 }
 
 fn default_threads() -> usize {
@@ -84,6 +92,8 @@ impl Default for ServerConfig {
             trusted_proxies: vec![],
             downstream: DownstreamConfig::default(),
             max_body_size: None,
+            client_ip_header: Default::default(),
+            path_policy: Default::default(),
         }
     }
 }

@@ -2,6 +2,11 @@
 //!
 //! A bare number is rejected with a hint, because a bare `60` could mean seconds or milliseconds and the
 //! classic gateway bug is a per-minute limit silently applied per second.
+//!
+//! Both are bounded when read, so no later arithmetic (`Instant + timeout`, `base_ejection × k`) can
+//! overflow: a duration is at most [`MAX_DURATION`] (365 days; no field needs more: the longest
+//! meaningful ones, rate-limit windows and ejection times, are hours), a size at most [`MAX_SIZE`]
+//! (1 TiB). A larger value is an error at the value's line and column.
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use std::fmt;
@@ -29,7 +34,14 @@ impl fmt::Display for Dur {
     }
 }
 
-/// Parses `60s`, `500ms`, `1m30s`. Bare numbers are an error that says which unit to add.
+/// Longest duration accepted anywhere in the configuration: 365 days.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Largest size accepted anywhere in the configuration: 1 TiB.
+pub const MAX_SIZE: u64 = 1 << 40;
+
+/// Parses `60s`, `500ms`, `1m30s` (at most [`MAX_DURATION`]). Bare numbers are an error that says
+/// which unit to add.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if t.is_empty() {
@@ -40,8 +52,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "duration {t:?} has no unit; write e.g. \"{t}s\" or \"{t}ms\""
         ));
     }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("invalid duration {t:?}: {e}; e.g. \"60s\", \"500ms\", \"5m\""))
+    let d = humantime::parse_duration(t)
+        .map_err(|e| format!("invalid duration {t:?}: {e}; e.g. \"60s\", \"500ms\", \"5m\""))?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "duration {t:?} is too long: the maximum is 365 days (\"365d\")"
+        ));
+    }
+    Ok(d)
 }
 
 impl<'de> Deserialize<'de> for Dur {
@@ -113,8 +131,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     let n: f64 = num.parse().map_err(|_| format!("invalid size {t:?}"))?;
     let v = n * mult as f64;
-    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
-        return Err(format!("size {t:?} is out of range"));
+    if !v.is_finite() || v < 0.0 || v > MAX_SIZE as f64 {
+        return Err(format!(
+            "size {t:?} is out of range: the maximum is 1 TiB (\"1024GiB\")"
+        ));
     }
     Ok(v as u64)
 }
@@ -156,6 +176,43 @@ mod tests {
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
         assert!(parse_duration("60").unwrap_err().contains("no unit"));
         assert!(parse_duration("sixty").is_err());
+    }
+
+    /// Issue 11 item 9: absurd values are refused when read, so no later arithmetic overflows.
+    #[test]
+    fn durations_and_sizes_are_bounded() {
+        assert_eq!(parse_duration("365d").unwrap(), MAX_DURATION);
+        assert_eq!(parse_duration("8760h").unwrap(), MAX_DURATION);
+        for big in [
+            "18446744073709551615s",
+            "366d",
+            "365d 1s",
+            "100y",
+            "18446744073709551615ns 400d",
+        ] {
+            let e = parse_duration(big).unwrap_err();
+            assert!(
+                e.contains("too long") || e.contains("invalid"),
+                "{big}: {e}"
+            );
+        }
+        assert!(parse_duration("18446744073709551615s")
+            .unwrap_err()
+            .contains("365 days"));
+        assert_eq!(parse_size("1024GiB").unwrap(), MAX_SIZE);
+        for big in [
+            "1025GiB",
+            "18446744073709551615B",
+            "99999999999999999999999GiB",
+        ] {
+            assert!(
+                parse_size(big).unwrap_err().contains("out of range"),
+                "{big}"
+            );
+        }
+        // a deserialized value carries the same error
+        let e = serde_yaml::from_str::<Dur>("18446744073709551615s").unwrap_err();
+        assert!(e.to_string().contains("365 days"), "{e}");
     }
 
     #[test]

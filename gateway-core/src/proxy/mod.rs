@@ -336,8 +336,12 @@ impl ProxyHttp for Gateway {
             .map(|a| a.ip());
         let req = session.req_header();
         ctx.request_id = steps::request_id::request_id(&req.headers);
-        ctx.client_ip =
-            steps::request_id::client_ip(peer, &req.headers, &plan.server.trusted_proxies);
+        ctx.client_ip = steps::request_id::client_ip(
+            peer,
+            &req.headers,
+            &plan.server.trusted_proxies,
+            plan.server.client_ip_header,
+        );
         ctx.original_host = req.headers.get(http::header::HOST).cloned();
         // 2. route
         let route_id = match steps::route::route(plan, req, &mut ctx.upstream_path) {
@@ -457,7 +461,7 @@ impl ProxyHttp for Gateway {
         } else {
             up_plan.timeouts
         };
-        ctx.deadline = t.request.map(|d| now + d);
+        ctx.deadline = t.request.and_then(|d| now.checked_add(d));
         let mut peer = HttpPeer::new(pick.addr, false, String::new());
         peer.options.connection_timeout = Some(t.connect);
         peer.options.total_connection_timeout = Some(t.connect);

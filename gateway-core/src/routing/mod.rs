@@ -1,10 +1,12 @@
-//! Routing: path normalisation, route patterns, the matcher and rewrites.
+//! Routing: path normalisation and the path policy, route patterns, the matcher and rewrites.
 pub mod normalize;
+pub mod path_policy;
 pub mod pattern;
 pub mod rewrite;
 pub mod router;
 
-pub use normalize::{normalize_path, PathError};
+pub use normalize::{normalize_path, normalize_with};
+pub use path_policy::{EscapedSlashes, PathError, PathPolicy, Semicolons};
 pub use pattern::Pattern;
 pub use router::{
     Captures, HostRule, MatchOutcome, PathRule, RequestView, RouteId, RouteRule, Router,

@@ -4,52 +4,47 @@
 //!
 //! Steps, in order (RFC 3986 §6.2.2 plus the gateway's own rules):
 //! 1. percent-decode the unreserved characters (`A-Z a-z 0-9 - . _ ~`); other escapes are kept, with their
-//!    hex digits upper-cased (`%2f` → `%2F`: an encoded slash is *not* a separator);
+//!    hex digits upper-cased; `%2F`/`%5C` (encoded `/`, `\`) are refused, kept or decoded to `/` as the
+//!    [`PathPolicy`] says;
 //! 2. collapse repeated slashes (`//` → `/`);
-//! 3. resolve `.` and `..` segments (`..` above the root stays at the root).
+//! 3. resolve `.` and `..` segments (`..` above the root stays at the root);
+//! 4. refuse what an upstream could decode into another path ([`super::path_policy`]).
 //!
 //! A trailing slash is kept. Rejected (400): a path not starting with `/`, a malformed escape (`%zz`,
-//! `%4`), an encoded NUL (`%00`), or a raw control character.
+//! `%4`, `%u002e`), an encoded NUL (`%00`), a raw control character or backslash, and the path-policy
+//! cases.
 use std::borrow::Cow;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PathError {
-    NotAbsolute,
-    BadEscape,
-    ForbiddenByte,
-}
-
-impl PathError {
-    pub fn message(self) -> &'static str {
-        match self {
-            PathError::NotAbsolute => "the request path must start with '/'",
-            PathError::BadEscape => "the request path has a malformed percent-escape",
-            PathError::ForbiddenByte => "the request path contains a forbidden character",
-        }
-    }
-}
+pub use super::path_policy::PathError;
+use super::path_policy::{check_unambiguous, hex, EscapedSlashes, PathPolicy, Semicolons};
 
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+/// Normalises a request path (no query string) under the secure default [`PathPolicy`].
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
+    normalize_with(&PathPolicy::default(), path)
 }
 
-/// Normalises a request path (no query string). Borrowed when nothing changes, which is the common case.
-pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
+/// Normalises a request path (no query string) under `policy`: the normalised path, or why the request
+/// must be refused with 400. Borrowed when nothing changes, which is the common case. The result is a
+/// fixed point: normalising it again returns it unchanged.
+pub fn normalize_with<'a>(policy: &PathPolicy, path: &'a str) -> Result<Cow<'a, str>, PathError> {
     let bytes = path.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
-    if bytes.iter().any(|&b| b < 0x20 || b == 0x7f) {
-        return Err(PathError::ForbiddenByte);
+    for &b in bytes {
+        if b < 0x20 || b == 0x7f {
+            return Err(PathError::ForbiddenByte);
+        }
+        if b == b'\\' {
+            return Err(PathError::Backslash);
+        }
+        if b == b';' && policy.semicolons == Semicolons::Reject {
+            return Err(PathError::Semicolon);
+        }
     }
     if !needs_work(bytes) {
         return Ok(Cow::Borrowed(path));
@@ -68,15 +63,18 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
                 _ => return Err(PathError::BadEscape),
             };
             let v = h * 16 + l;
-            if v == 0 {
-                return Err(PathError::ForbiddenByte);
-            }
-            if is_unreserved(v) {
-                decoded.push(v as char);
-            } else {
-                decoded.push('%');
-                decoded.push(b"0123456789ABCDEF"[h as usize] as char);
-                decoded.push(b"0123456789ABCDEF"[l as usize] as char);
+            match v {
+                0 => return Err(PathError::ForbiddenByte),
+                b'/' | b'\\' => match policy.escaped_slashes {
+                    EscapedSlashes::Reject => return Err(PathError::EncodedSlash),
+                    EscapedSlashes::Decode => decoded.push('/'),
+                    EscapedSlashes::Keep => push_escape(&mut decoded, h, l),
+                },
+                b';' if policy.semicolons == Semicolons::Reject => {
+                    return Err(PathError::Semicolon)
+                }
+                v if is_unreserved(v) => decoded.push(v as char),
+                _ => push_escape(&mut decoded, h, l),
             }
             i += 3;
         } else {
@@ -106,7 +104,15 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     if out.is_empty() || trailing {
         out.push('/');
     }
+    // 4. nothing an upstream could decode differently
+    check_unambiguous(&out)?;
     Ok(Cow::Owned(out))
+}
+
+fn push_escape(out: &mut String, h: u8, l: u8) {
+    out.push('%');
+    out.push(b"0123456789ABCDEF"[h as usize] as char);
+    out.push(b"0123456789ABCDEF"[l as usize] as char);
 }
 
 fn utf8_len(first: u8) -> usize {
@@ -118,36 +124,23 @@ fn utf8_len(first: u8) -> usize {
     }
 }
 
-/// True when the path may change under normalisation (escapes, `//`, or dot segments).
+/// True when the path may change under normalisation or needs the path-policy checks: escapes,
+/// `;`, a space, non-ASCII, `//`, or a segment made only of dots.
 fn needs_work(b: &[u8]) -> bool {
-    for i in 0..b.len() {
-        match b[i] {
-            b'%' => return true,
-            b'/' => match b.get(i + 1) {
-                Some(b'/') => return true,
-                Some(b'.') => {
-                    let n = b.get(i + 2);
-                    if n.is_none() || n == Some(&b'/') {
-                        return true;
-                    }
-                    if n == Some(&b'.') {
-                        let m = b.get(i + 3);
-                        if m.is_none() || m == Some(&b'/') {
-                            return true;
-                        }
-                    }
-                }
-                _ => {}
-            },
-            _ => {}
-        }
+    if b.iter()
+        .any(|&c| matches!(c, b'%' | b';' | b' ') || c >= 0x80)
+    {
+        return true;
     }
-    false
+    b.windows(2).any(|w| w == b"//")
+        || b.split(|&c| c == b'/')
+            .any(|seg| !seg.is_empty() && seg.iter().all(|&c| c == b'.'))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::path_policy::{EscapedSlashes, PathPolicy, Semicolons};
     use proptest::prelude::*;
 
     fn n(p: &str) -> String {
@@ -165,7 +158,7 @@ mod tests {
         assert_eq!(n("/../../etc/passwd"), "/etc/passwd");
         assert_eq!(n("/a/b/.."), "/a/");
         assert_eq!(n("/%61pi"), "/api");
-        assert_eq!(n("/a%2fb"), "/a%2Fb");
+        assert_eq!(n("/a%5b"), "/a%5B");
         assert_eq!(n("/"), "/");
         assert_eq!(n("/.."), "/");
         assert_eq!(n("/caf\u{e9}/x"), "/caf\u{e9}/x");
@@ -178,6 +171,113 @@ mod tests {
         assert_eq!(normalize_path("/a%4"), Err(PathError::BadEscape));
         assert_eq!(normalize_path("/a%00b"), Err(PathError::ForbiddenByte));
         assert_eq!(normalize_path("/a\u{1}b"), Err(PathError::ForbiddenByte));
+        assert_eq!(normalize_path("/a%2fb"), Err(PathError::EncodedSlash));
+        assert_eq!(normalize_path("/a\\b"), Err(PathError::Backslash));
+        assert_eq!(normalize_path("/a;b"), Err(PathError::Semicolon));
+        assert_eq!(normalize_path("/a%3bb"), Err(PathError::Semicolon));
+        assert_eq!(normalize_path("/a/%u002e"), Err(PathError::BadEscape));
+    }
+
+    fn with(e: EscapedSlashes, s: Semicolons, p: &str) -> Result<String, PathError> {
+        let pol = PathPolicy {
+            escaped_slashes: e,
+            semicolons: s,
+        };
+        normalize_with(&pol, p).map(Cow::into_owned)
+    }
+
+    /// Found by the `path_normalize` fuzz target: a raw space after a dot segment took the fast path
+    /// and skipped the checks (`.. ` is `..` to servers that trim trailing whitespace).
+    #[test]
+    fn raw_space_after_dots_is_checked() {
+        assert_eq!(
+            normalize_path("/public/.. /admin"),
+            Err(PathError::AmbiguousDotSegment)
+        );
+        assert_eq!(
+            normalize_path("/public/. "),
+            Err(PathError::AmbiguousDotSegment)
+        );
+        assert_eq!(normalize_path("/public/a b").as_deref(), Ok("/public/a b"));
+    }
+
+    #[test]
+    fn escaped_slash_options() {
+        use EscapedSlashes::*;
+        let r = Semicolons::Reject;
+        assert_eq!(with(Keep, r, "/repos/a%2fb/x"), Ok("/repos/a%2Fb/x".into()));
+        assert_eq!(with(Keep, r, "/p/a%5cb"), Ok("/p/a%5Cb".into()));
+        // kept, but never next to a dot segment an upstream would resolve
+        assert_eq!(
+            with(Keep, r, "/public/..%2fadmin"),
+            Err(PathError::AmbiguousDotSegment)
+        );
+        assert_eq!(
+            with(Keep, r, "/public/x%2F%2E%2E%2F%2E%2E%2Fadmin"),
+            Err(PathError::AmbiguousDotSegment)
+        );
+        assert_eq!(with(Decode, r, "/public/..%2fadmin"), Ok("/admin".into()));
+        assert_eq!(with(Decode, r, "/public/..%5Cadmin"), Ok("/admin".into()));
+        assert_eq!(with(Decode, r, "/a%2F%2Fb"), Ok("/a/b".into()));
+        assert_eq!(with(Reject, r, "/a%2F"), Err(PathError::EncodedSlash));
+    }
+
+    #[test]
+    fn semicolon_options() {
+        let (r, a) = (EscapedSlashes::Reject, Semicolons::Allow);
+        assert_eq!(
+            with(r, a, "/a;jsessionid=1/b"),
+            Ok("/a;jsessionid=1/b".into())
+        );
+        assert_eq!(with(r, a, "/a%3bb"), Ok("/a%3Bb".into()));
+        for p in [
+            "/public/..;/admin",
+            "/public/.;/admin",
+            "/public/..%3B/admin",
+            "/x/..;a=b",
+        ] {
+            assert_eq!(with(r, a, p), Err(PathError::AmbiguousDotSegment), "{p}");
+        }
+    }
+
+    /// Every hostile variant sent to `/public`: refused, or normalised to a path that no lenient
+    /// upstream reads as being under `/admin` unless the gateway itself routes it there.
+    #[test]
+    fn hostile_variants_never_reach_admin_through_public() {
+        use crate::fuzzing::{lenient_view, under, PATH_VARIANTS};
+        let policies = [
+            PathPolicy::default(),
+            PathPolicy {
+                escaped_slashes: EscapedSlashes::Keep,
+                semicolons: Semicolons::Allow,
+            },
+            PathPolicy {
+                escaped_slashes: EscapedSlashes::Decode,
+                semicolons: Semicolons::Allow,
+            },
+        ];
+        for pol in policies {
+            for &(p, _) in PATH_VARIANTS {
+                let Ok(out) = normalize_with(&pol, p) else {
+                    continue;
+                };
+                if under(&out, "/public") {
+                    assert!(
+                        !under(&lenient_view(&out), "/admin"),
+                        "{p} -> {out} -> {} under {pol:?}",
+                        lenient_view(&out)
+                    );
+                }
+            }
+        }
+        // the default policy's outcome for each variant is the documented one
+        for &(p, want) in PATH_VARIANTS {
+            let got = match normalize_path(p) {
+                Ok(out) => out.into_owned(),
+                Err(e) => format!("400 {e:?}"),
+            };
+            assert_eq!(got, want, "{p}");
+        }
     }
 
     #[test]
@@ -194,7 +294,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn normalised_paths_are_clean_and_stable(p in "/[a-z./%2eE0-9]{0,40}") {
+        fn normalised_paths_are_clean_and_stable(p in "/[a-z./%2eEfF5cC;0-9\\\\]{0,40}") {
             if let Ok(once) = normalize_path(&p) {
                 let once = once.into_owned();
                 prop_assert!(once.starts_with('/'));

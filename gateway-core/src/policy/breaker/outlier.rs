@@ -341,3 +341,41 @@ impl OutlierDetector {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11 item 9: the largest durations (even beyond what the config accepts) never overflow:
+    /// every combination of durations and instants saturates.
+    #[test]
+    fn absurd_durations_saturate() {
+        let t0 = Instant::now();
+        for (base, max) in [
+            (Duration::MAX, Duration::MAX),
+            (Duration::from_secs(u64::MAX), Duration::MAX),
+            (Duration::from_nanos(1), Duration::MAX),
+            (Duration::MAX, Duration::from_secs(1)),
+        ] {
+            let d = OutlierDetector::new(
+                3,
+                OutlierSettings {
+                    consecutive_failures: 1,
+                    base_ejection: base,
+                    max_ejection: max,
+                    max_ejected_percent: 100,
+                },
+                t0,
+            );
+            for round in 0..4u32 {
+                let now = t0 + Duration::from_secs(u64::from(round) * 3600);
+                d.record(0, true, now);
+                d.record(1, true, now);
+                let _ = d.is_ejected(0, now);
+                let _ = d.snapshot(now);
+            }
+            let long = base.min(max) >= Duration::from_secs(86_400);
+            assert_eq!(d.is_ejected(0, t0 + Duration::from_secs(4 * 3600)), long);
+        }
+    }
+}

@@ -1,4 +1,10 @@
-//! In-process counter store: sharded `parking_lot::Mutex<HashMap>` keyed by (limit, key bytes).
+//! In-process counter store: sharded `parking_lot::Mutex<HashMap>` keyed by (limit, key digest).
+//!
+//! Keys are never stored: each entry is keyed by a 128-bit SipHash-1-3 digest of the request key
+//! under a random per-process key ([`KeyDigester`]), so an entry costs the same few dozen bytes
+//! whatever the key's size (issue 11 item 4: 20k keys of 16 KiB used to take +316 MiB). Without the
+//! process's random key nobody can compute digests, so collisions (two keys sharing one counter)
+//! cannot be steered; by chance they have probability ~n²/2^129.
 //!
 //! Each check locks exactly one shard, finds the key (no allocation unless the key is new),
 //! rolls the entry forward to the current window, decides and increments under that lock, so a
@@ -15,9 +21,10 @@
 //!   should be sized well above the expected number of live keys.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 use parking_lot::Mutex;
+use siphasher::sip128::{Hasher128, SipHasher13};
 
 use super::window::Window;
 
@@ -31,9 +38,55 @@ struct Entry {
     last_ms: u64,
 }
 
+/// A 128-bit keyed digest of a request key (SipHash-1-3-128 under a random per-process key).
+#[derive(Clone, Copy)]
+pub(crate) struct KeyDigester {
+    k0: u64,
+    k1: u64,
+}
+
+impl KeyDigester {
+    /// A digester with a fresh random key (from the OS-seeded `RandomState`).
+    pub fn random() -> Self {
+        let r = RandomState::new();
+        KeyDigester {
+            k0: r.hash_one(0u64),
+            k1: r.hash_one(1u64),
+        }
+    }
+
+    /// The digest of `key`.
+    #[inline]
+    pub fn digest(&self, key: &[u8]) -> u128 {
+        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
+        h.write(key);
+        h.finish128().as_u128()
+    }
+}
+
+/// Hashes an already uniformly random `u128` digest by folding it (no second hash pass).
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
+type DigestMap = HashMap<u128, Entry, BuildHasherDefault<DigestHasher>>;
+
 struct Shard {
-    /// One map per limit id.
-    maps: Vec<HashMap<Box<[u8]>, Entry>>,
+    /// One map per limit id, keyed by key digest.
+    maps: Vec<DigestMap>,
     len: usize,
     next_sweep_ms: u64,
 }
@@ -59,7 +112,7 @@ pub(crate) struct LocalStore {
     maxes: Box<[u64]>,
     shard_cap: usize,
     sweep_every_ms: u64,
-    shard_hasher: RandomState,
+    digester: KeyDigester,
 }
 
 impl LocalStore {
@@ -70,7 +123,7 @@ impl LocalStore {
         let shards = (0..n)
             .map(|_| {
                 Mutex::new(Shard {
-                    maps: limits.iter().map(|_| HashMap::new()).collect(),
+                    maps: limits.iter().map(|_| DigestMap::default()).collect(),
                     len: 0,
                     next_sweep_ms: 0,
                 })
@@ -83,13 +136,14 @@ impl LocalStore {
             maxes: limits.iter().map(|l| l.1).collect(),
             shard_cap: max_keys.max(1).div_ceil(n).max(1),
             sweep_every_ms: min_window.clamp(1000, 60_000),
-            shard_hasher: RandomState::new(),
+            digester: KeyDigester::random(),
         }
     }
 
+    /// The shard of (limit, key digest): high bits of the digest mixed with the limit id.
     #[inline]
-    fn shard(&self, limit: u32, key: &[u8]) -> &Mutex<Shard> {
-        let h = self.shard_hasher.hash_one((limit, key));
+    fn shard(&self, limit: u32, d: u128) -> &Mutex<Shard> {
+        let h = ((d >> 64) as u64) ^ u64::from(limit).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         &self.shards[(h as usize) & self.mask]
     }
 
@@ -112,13 +166,14 @@ impl LocalStore {
                 fits: true,
             };
         };
-        let mut guard = self.shard(limit, key).lock();
+        let d = self.digester.digest(key);
+        let mut guard = self.shard(limit, d).lock();
         let shard = &mut *guard;
         if now_ms >= shard.next_sweep_ms {
             shard.sweep(now_ms, &self.windows);
             shard.next_sweep_ms = now_ms.saturating_add(self.sweep_every_ms);
         }
-        if let Some(e) = shard.maps[id].get_mut(key) {
+        if let Some(e) = shard.maps[id].get_mut(&d) {
             // Never evaluate before the key's last window (clock skew between callers).
             let win = Window::at(now_ms.max(e.idx.saturating_mul(w)), w);
             if win.idx > e.idx {
@@ -146,7 +201,7 @@ impl LocalStore {
                 shard.evict(now_ms, &self.windows, self.shard_cap);
             }
             shard.maps[id].insert(
-                Box::from(key),
+                d,
                 Entry {
                     idx: win.idx,
                     prev: 0,
@@ -170,8 +225,9 @@ impl LocalStore {
         if id >= self.windows.len() {
             return;
         }
-        let mut guard = self.shard(limit, key).lock();
-        if let Some(e) = guard.maps[id].get_mut(key) {
+        let d = self.digester.digest(key);
+        let mut guard = self.shard(limit, d).lock();
+        if let Some(e) = guard.maps[id].get_mut(&d) {
             if e.idx == idx {
                 e.curr = e.curr.saturating_sub(cost);
             } else if e.idx == idx.saturating_add(1) {
@@ -194,19 +250,21 @@ impl LocalStore {
 
     /// The stored `(window index, prev, curr)` of (limit, key), without rolling it forward.
     pub fn peek(&self, limit: u32, key: &[u8]) -> Option<(u64, u64, u64)> {
-        let shard = self.shard(limit, key).lock();
-        let e = shard.maps.get(limit as usize)?.get(key)?;
+        let d = self.digester.digest(key);
+        let shard = self.shard(limit, d).lock();
+        let e = shard.maps.get(limit as usize)?.get(&d)?;
         Some((e.idx, e.prev, e.curr))
     }
 
     /// Whether an entry exists for (limit, key); for tests.
     #[cfg(test)]
     pub fn contains(&self, limit: u32, key: &[u8]) -> bool {
-        self.shard(limit, key)
+        let d = self.digester.digest(key);
+        self.shard(limit, d)
             .lock()
             .maps
             .get(limit as usize)
-            .is_some_and(|m| m.contains_key(key))
+            .is_some_and(|m| m.contains_key(&d))
     }
 }
 

@@ -96,6 +96,7 @@ pub use decision::{
     StoreErrorKind, StoreErrorReport,
 };
 pub use limiter::{RateLimiter, RedisClient};
+pub use redis_store::redis_key_name;
 pub use spec::{
     Backend, ConfigError, KeyFallback, KeySpec, LimitRef, LimitSpec, LocalConfig, Mode,
     OnStoreError, RateLimiterConfig, RedisConfig, Scope,

@@ -2,10 +2,14 @@
 //! sent in one pipeline (one round trip), lazy background connect, per-call timeout, failure
 //! back-off and rate-limited warnings.
 //!
-//! Keys are `gw:rl:{<key>}:<limit name>:<window index>`; `<key>` is the request key with the
-//! bytes `{`, `}` and `%` percent-encoded (and an empty key written as `%`) so the hash tag is
-//! exactly the request key: every limit of one request key lands in one Redis Cluster slot and
-//! one script covers them. The window index is `now_ms / window_ms` with `now_ms` taken from
+//! Keys are `gw:rl:{<tag>}:<limit name>:<window index>`; `<tag>` is [`key_tag`] of the request key:
+//! 32 hex digits of SHA-256 (truncated to 128 bits) over a fixed domain prefix and the key, so a key
+//! name has the same length whatever the request key's size (issue 11 item 4: a 64 KiB header value
+//! no longer makes a 64 KiB Redis key) and every gateway sharing the Redis computes the same name with
+//! no shared secret. The hash is public, but it is collision resistant: making one's own request key
+//! land on another client's counter takes a second preimage of 128-bit SHA-256 (~2^128 work), and a
+//! birthday collision (~2^64) only merges two keys the attacker chose. The hash tag is one request
+//! key: every limit of one request key lands in one Redis Cluster slot and one script covers them. The window index is `now_ms / window_ms` with `now_ms` taken from
 //! the gateway clock (unix ms) and passed as an argument, so all gateways must run NTP-synced
 //! clocks; skew shifts window boundaries by the skew, never more. Counters get a TTL of two
 //! windows (refreshed on every increment), which is exactly as long as they can matter.
@@ -116,21 +120,35 @@ pub(crate) struct RedisStore {
     rollback: Script,
 }
 
+/// The hash tag of a request key in Redis key names: 32 lowercase hex digits (see the module docs).
+pub(crate) fn key_tag(key: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::new()
+        .chain_update(b"gw rate-limit key v1\0")
+        .chain_update(key)
+        .finalize();
+    let mut out = [0u8; 32];
+    for (i, b) in d[..16].iter().enumerate() {
+        out[2 * i] = b"0123456789abcdef"[(b >> 4) as usize];
+        out[2 * i + 1] = b"0123456789abcdef"[(b & 15) as usize];
+    }
+    out
+}
+
+/// The Redis key name of (counter key, limit name, window index), e.g. to inspect a counter with
+/// `redis-cli GET`: `gw:rl:{<key_tag>}:<limit>:<window index>`.
+pub fn redis_key_name(key: &[u8], limit: &str, window_idx: u64) -> String {
+    let mut out = Vec::with_capacity(48 + limit.len());
+    counter_key(&mut out, key, limit, window_idx);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Appends the Redis key of (request key, limit, window index) to `out`.
 pub(crate) fn counter_key(out: &mut Vec<u8>, key: &[u8], name: &str, idx: u64) {
     out.extend_from_slice(b"gw:rl:{");
-    if key.is_empty() {
-        out.push(b'%');
-    }
-    for &b in key {
-        match b {
-            b'{' => out.extend_from_slice(b"%7B"),
-            b'}' => out.extend_from_slice(b"%7D"),
-            b'%' => out.extend_from_slice(b"%25"),
-            _ => out.push(b),
-        }
-    }
-    out.extend_from_slice(b"}:");
+    out.extend_from_slice(&key_tag(key));
+    out.push(b'}');
+    out.push(b':');
     out.extend_from_slice(name.as_bytes());
     out.push(b':');
     let mut buf = [0u8; 20];
@@ -473,18 +491,22 @@ mod tests {
     }
 
     #[test]
-    fn key_format_and_hash_tag_escaping() {
-        assert_eq!(
-            key(b"1.2.3.4", "per-min", 123),
-            b"gw:rl:{1.2.3.4}:per-min:123".to_vec()
-        );
-        assert_eq!(key(b"", "a", 0), b"gw:rl:{%}:a:0".to_vec());
-        assert_eq!(
-            key(b"a}b{%", "x", 18446744073709551615),
-            b"gw:rl:{a%7Db%7B%25}:x:18446744073709551615".to_vec()
-        );
-        // Injective on the tricky bytes.
+    fn key_names_have_a_fixed_size_tag() {
+        let k = key(b"1.2.3.4", "per-min", 123);
+        let tag = std::str::from_utf8(&key_tag(b"1.2.3.4"))
+            .unwrap()
+            .to_string();
+        assert_eq!(k, format!("gw:rl:{{{tag}}}:per-min:123").into_bytes());
+        assert!(tag
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        // stable across processes and instances (no per-process key): pinned value
+        assert_eq!(tag, "4e4806038978b6c66bc659a8b82a2c68");
+        // issue 11 item 4: the name does not grow with the request key
+        let big = vec![b'x'; 64 * 1024];
+        assert_eq!(key(&big, "per-min", 123).len(), k.len());
+        assert_eq!(key(b"", "a", 0).len(), key(b"}{%", "a", 0).len());
         assert_ne!(key(b"%", "a", 0), key(b"", "a", 0));
-        assert_ne!(key(b"%7D", "a", 0), key(b"}", "a", 0));
+        assert_ne!(key(b"a", "a", 0), key(b"a", "a", 1));
     }
 }

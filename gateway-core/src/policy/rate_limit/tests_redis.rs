@@ -10,6 +10,11 @@ use gateway_testkit::redis::RedisServer;
 use super::tests::{hammer, spec, HEAVY};
 use super::*;
 
+/// The hash tag of a request key in Redis key names (fixed size: issue 11 item 4).
+fn tag(key: &[u8]) -> String {
+    String::from_utf8(super::redis_store::key_tag(key).to_vec()).expect("hex")
+}
+
 const MIN: Duration = Duration::from_secs(60);
 
 /// Reads a counter straight from Redis (the server itself is the testkit's real `redis-server`).
@@ -123,15 +128,15 @@ async fn redis_enforces_one_round_trip_with_rollback_and_shadow() {
         Some(("r-small", 0))
     );
     assert_eq!(
-        redis_get(&server, &format!("gw:rl:{{k}}:r-big:{idx}")).await,
+        redis_get(&server, &format!("gw:rl:{{{}}}:r-big:{idx}", tag(b"k"))).await,
         Some(2)
     );
     assert_eq!(
-        redis_get(&server, &format!("gw:rl:{{k}}:r-small:{idx}")).await,
+        redis_get(&server, &format!("gw:rl:{{{}}}:r-small:{idx}", tag(b"k"))).await,
         Some(2)
     );
     assert_eq!(
-        redis_get(&server, &format!("gw:rl:{{k}}:r-shadow:{idx}")).await,
+        redis_get(&server, &format!("gw:rl:{{{}}}:r-shadow:{idx}", tag(b"k"))).await,
         Some(1)
     );
     // The local limit was rolled back too: 2 of 100 used.
@@ -147,7 +152,7 @@ async fn redis_enforces_one_round_trip_with_rollback_and_shadow() {
     assert!(!d.admitted);
     assert_eq!(d.rejected_by, Some(1));
     assert_eq!(
-        redis_get(&server, &format!("gw:rl:{{x}}:r-big:{idx}")).await,
+        redis_get(&server, &format!("gw:rl:{{{}}}:r-big:{idx}", tag(b"x"))).await,
         Some(2)
     );
     // TTL is two windows.
@@ -157,7 +162,7 @@ async fn redis_enforces_one_round_trip_with_rollback_and_shadow() {
         .await
         .expect("conn");
     let ttl: i64 = redis::cmd("PTTL")
-        .arg(format!("gw:rl:{{x}}:r-big:{idx}"))
+        .arg(format!("gw:rl:{{{}}}:r-big:{idx}", tag(b"x")))
         .query_async(&mut con)
         .await
         .expect("PTTL");
@@ -262,8 +267,16 @@ async fn two_key_groups_cost_one_round_trip() {
     ];
     let counters = || async {
         (
-            redis_get(&server, &format!("gw:rl:{{1.2.3.4}}:per-ip:{idx}")).await,
-            redis_get(&server, &format!("gw:rl:{{/api}}:per-route:{idx}")).await,
+            redis_get(
+                &server,
+                &format!("gw:rl:{{{}}}:per-ip:{idx}", tag(b"1.2.3.4")),
+            )
+            .await,
+            redis_get(
+                &server,
+                &format!("gw:rl:{{{}}}:per-route:{idx}", tag(b"/api")),
+            )
+            .await,
         )
     };
 
@@ -324,7 +337,11 @@ async fn two_key_groups_cost_one_round_trip() {
     assert!(d.admitted && !d.has_store_error(), "{d:?}");
     assert_eq!(counters().await, (Some(2), Some(3)));
     assert_eq!(
-        redis_get(&server, &format!("gw:rl:{{/other}}:per-route:{idx}")).await,
+        redis_get(
+            &server,
+            &format!("gw:rl:{{{}}}:per-route:{idx}", tag(b"/other"))
+        )
+        .await,
         Some(1)
     );
 }
@@ -446,7 +463,7 @@ async fn redis_killed_then_restarted() {
     }
     // At least the successful probe went through Redis (a probe that timed out after Redis
     // executed it may have counted too).
-    let probe = redis_get(&server, &format!("gw:rl:{{probe}}:allow:{idx}")).await;
+    let probe = redis_get(&server, &format!("gw:rl:{{{}}}:allow:{idx}", tag(b"probe"))).await;
     assert!(probe.is_some_and(|n| n >= 1), "probe counter {probe:?}");
     // Enforced through Redis again, and shared with a second instance.
     let l2 = redis_limiter(&server.url(), specs(), Duration::from_millis(500));
@@ -457,7 +474,7 @@ async fn redis_killed_then_restarted() {
         assert_eq!(d.admitted, i < 3, "request {i}");
     }
     assert_eq!(
-        redis_get(&server, &format!("gw:rl:{{shared}}:deny:{idx}")).await,
+        redis_get(&server, &format!("gw:rl:{{{}}}:deny:{idx}", tag(b"shared"))).await,
         Some(3)
     );
 }
@@ -501,7 +518,7 @@ async fn redis_down_at_startup_then_comes_up() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let key = format!("gw:rl:{{k2}}:r:{}", clock.minute_idx());
+    let key = format!("gw:rl:{{{}}}:r:{}", tag(b"k2"), clock.minute_idx());
     let n = redis_get(&server, &key).await;
     assert!(n.is_some_and(|n| n >= 1), "counter {n:?}");
 }

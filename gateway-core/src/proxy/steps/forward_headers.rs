@@ -22,16 +22,16 @@ pub struct Forwarding<'a> {
     pub request_id: &'a HeaderValue,
 }
 
-/// `X-Forwarded-For` with `peer` appended to what the client sent (a blank value is dropped).
-pub fn x_forwarded_for(prev: Option<&HeaderValue>, peer: IpAddr) -> Option<HeaderValue> {
-    let prev = prev
-        .and_then(|v| v.to_str().ok())
-        .filter(|p| !p.trim().is_empty());
-    let v = match prev {
-        Some(prev) => format!("{prev}, {peer}"),
-        None => peer.to_string(),
-    };
-    HeaderValue::try_from(v).ok()
+/// One `X-Forwarded-For` value: the hops of every line the client sent, then `peer` (blank lines and
+/// empty elements dropped; see [`crate::proxy::headers::forwarded_for_value`]).
+pub fn x_forwarded_for<'a>(
+    prev: impl IntoIterator<Item = &'a HeaderValue>,
+    peer: IpAddr,
+) -> Option<HeaderValue> {
+    crate::proxy::headers::forwarded_for_value(
+        Some(peer),
+        prev.into_iter().map(HeaderValue::as_bytes),
+    )
 }
 
 /// Rewrites `up` into the request sent upstream.
@@ -58,7 +58,7 @@ pub fn apply(up: &mut RequestHeader, f: &Forwarding<'_>) -> Result<(), GwError> 
         }
     }
     if let Some(ip) = f.peer {
-        let xff = x_forwarded_for(up.headers.get("x-forwarded-for"), ip)
+        let xff = x_forwarded_for(up.headers.get_all("x-forwarded-for"), ip)
             .ok_or_else(|| GwError::internal("x-forwarded-for"))?;
         up.insert_header("x-forwarded-for", xff).map_err(internal)?;
     }
@@ -82,7 +82,8 @@ mod tests {
     fn builds_the_upstream_head() {
         let mut up = RequestHeader::build("GET", b"/orig", None).unwrap();
         up.insert_header("x-user", "forged").unwrap();
-        up.insert_header("x-forwarded-for", "198.51.100.1").unwrap();
+        up.insert_header("x-forwarded-for", "6.6.6.6").unwrap();
+        up.append_header("x-forwarded-for", "198.51.100.1").unwrap();
         let rid = HeaderValue::from_static("rid");
         let host = HeaderValue::from_static("api.example");
         let injected = [HeaderName::from_static("x-user")];
@@ -99,7 +100,12 @@ mod tests {
         apply(&mut up, &f).unwrap();
         assert_eq!(up.uri, "/new?a=1");
         assert!(up.headers.get("x-user").is_none());
-        assert_eq!(up.headers["x-forwarded-for"], "198.51.100.1, 10.0.0.7");
+        // issue 11 item 1: every line is kept, as one joined value
+        assert_eq!(up.headers.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(
+            up.headers["x-forwarded-for"],
+            "6.6.6.6, 198.51.100.1, 10.0.0.7"
+        );
         assert_eq!(up.headers["x-forwarded-proto"], "http");
         assert_eq!(up.headers["x-forwarded-host"], "api.example");
         assert_eq!(up.headers["host"], "api.example");

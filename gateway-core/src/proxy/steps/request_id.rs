@@ -1,5 +1,5 @@
 //! Step 1: the request id (a sane client `X-Request-Id`, else a new one) and the client IP (the peer,
-//! or `X-Forwarded-For` only from trusted proxies).
+//! or `X-Forwarded-For` / `Forwarded`, all field lines, only from trusted proxies).
 use crate::proxy::headers;
 use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
@@ -14,13 +14,14 @@ pub fn request_id(h: &HeaderMap) -> HeaderValue {
     }
 }
 
-/// The client's address as far as it can be trusted.
-pub fn client_ip(peer: Option<IpAddr>, h: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
-    headers::client_ip(
-        peer,
-        h.get("x-forwarded-for").map(|v| v.as_bytes()),
-        trusted,
-    )
+/// The client's address as far as it can be trusted (see [`headers::client_ip_from_headers`]).
+pub fn client_ip(
+    peer: Option<IpAddr>,
+    h: &HeaderMap,
+    trusted: &[IpNet],
+    header: headers::ClientIpHeader,
+) -> Option<IpAddr> {
+    headers::client_ip_from_headers(peer, h, trusted, header)
 }
 
 #[cfg(test)]
@@ -45,11 +46,18 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(client_ip(Some(peer), &h, &[]), Some(peer));
+        let xff = headers::ClientIpHeader::XForwardedFor;
+        assert_eq!(client_ip(Some(peer), &h, &[], xff), Some(peer));
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         assert_eq!(
-            client_ip(Some(peer), &h, &trusted),
+            client_ip(Some(peer), &h, &trusted, xff),
             Some("203.0.113.9".parse().unwrap())
+        );
+        // issue 11 item 1: a second line (appended by the trusted proxy) is part of the list
+        h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        assert_eq!(
+            client_ip(Some(peer), &h, &trusted, xff),
+            Some("198.51.100.1".parse().unwrap())
         );
     }
 }

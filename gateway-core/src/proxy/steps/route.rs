@@ -3,7 +3,7 @@
 use crate::error::GwError;
 use crate::plan::Plan;
 use crate::proxy::headers;
-use crate::routing::{normalize_path, MatchOutcome, RequestView};
+use crate::routing::{normalize_with, MatchOutcome, RequestView};
 use pingora::http::RequestHeader;
 
 /// The host name of a `Host` header value: without the port, IPv6 brackets removed
@@ -27,7 +27,8 @@ pub fn route(plan: &Plan, req: &RequestHeader, upstream_path: &mut String) -> Re
     if headers::request_head_bytes(req) > headers::MAX_REQUEST_HEAD_BYTES {
         return Err(GwError::header_too_large(headers::MAX_REQUEST_HEAD_BYTES));
     }
-    let path = normalize_path(req.uri.path()).map_err(|e| GwError::bad_request(e.message()))?;
+    let path = normalize_with(&plan.server.path_policy, req.uri.path())
+        .map_err(|e| GwError::bad_request(e.message()))?;
     let host = req.uri.host().or_else(|| {
         req.headers
             .get(http::header::HOST)
