@@ -1,6 +1,7 @@
 //! The admin listener (loopback by default): `GET /metrics`, `/healthz`, `/readyz`, and — only when a
 //! token is configured, and only with `Authorization: Bearer <token>` — the admin API:
-//! `GET /admin/breakers` and `POST /admin/breakers/<upstream>/{open,close,auto}`.
+//! `GET /admin/breakers` and `POST /admin/breakers/<upstream>/{open,close,auto}`; the upstreams,
+//! registration and routes endpoints are served by [`crate::registration::api`].
 //! `/metrics` answers 404 `metrics_disabled` when `observability.metrics` is false.
 use super::Engine;
 use crate::policy::breaker::ForcedState;
@@ -41,6 +42,26 @@ fn token_ok(given: &[u8], want: &[u8]) -> bool {
 }
 
 impl AdminApp {
+    /// `None` when `authorization` may use the admin API; else the answer: 404 `admin_api_disabled`
+    /// without a configured token, 401 `unauthorized` without the right bearer token.
+    pub fn refuse(&self, authorization: Option<&[u8]>) -> Option<Response<Vec<u8>>> {
+        let Some(token) = &self.token else {
+            return Some(json(
+                404,
+                serde_json::json!({"error": "admin_api_disabled", "message": "configure admin.token to enable the admin API"}),
+            ));
+        };
+        let given = authorization
+            .and_then(|a| a.strip_prefix(b"Bearer "))
+            .unwrap_or(b"");
+        (!token_ok(given, token.as_bytes())).then(|| {
+            json(
+                401,
+                serde_json::json!({"error": "unauthorized", "message": "a valid admin bearer token is required"}),
+            )
+        })
+    }
+
     pub fn handle(
         &self,
         method: &http::Method,
@@ -65,24 +86,10 @@ impl AdminApp {
                     reply(503, "text/plain", "not ready\n")
                 }
             }
-            (_, p) if p.starts_with("/admin/") => {
-                let Some(token) = &self.token else {
-                    return json(
-                        404,
-                        serde_json::json!({"error": "admin_api_disabled", "message": "configure admin.token to enable the admin API"}),
-                    );
-                };
-                let given = authorization
-                    .and_then(|a| a.strip_prefix(b"Bearer "))
-                    .unwrap_or(b"");
-                if !token_ok(given, token.as_bytes()) {
-                    return json(
-                        401,
-                        serde_json::json!({"error": "unauthorized", "message": "a valid admin bearer token is required"}),
-                    );
-                }
-                self.admin_api(method, p)
-            }
+            (_, p) if p.starts_with("/admin/") => match self.refuse(authorization) {
+                Some(r) => r,
+                None => self.admin_api(method, p),
+            },
             _ => json(
                 404,
                 serde_json::json!({"error": "not_found", "message": "unknown admin path"}),
@@ -151,6 +158,9 @@ impl AdminApp {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        if let Some(r) = crate::registration::api::serve(self, session).await {
+            return r;
+        }
         let req = session.req_header();
         let auth = req
             .headers
