@@ -2,6 +2,8 @@
 //!
 //! Exit codes: 0 success; 1 the configuration is invalid (or warnings with `--deny-warnings`);
 //! 2 usage or I/O error; 3 the gateway failed at run time (e.g. an address already in use).
+mod admin_client;
+mod registration;
 mod reload;
 mod serve;
 
@@ -78,6 +80,47 @@ enum Cmd {
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// List every upstream of a running gateway with its endpoints (admin API).
+    #[command(
+        after_help = "Examples:\n  gw upstreams --admin http://127.0.0.1:9901\n  GW_ADMIN_TOKEN=... gw upstreams --config gw.yaml --format json\n\nExit status: 0 ok, 1 rejected by the gateway, 2 unreachable."
+    )]
+    Upstreams {
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        #[arg(long, value_enum, default_value = "human")]
+        format: registration::Output,
+    },
+    /// Register an endpoint in an upstream of a running gateway (admin API).
+    #[command(
+        after_help = "Examples:\n  gw register users 127.0.0.1:3001 --weight 2\n\nExit status: 0 registered, 1 rejected (400 bad address, 404 unknown upstream, 409 already there), 2 unreachable."
+    )]
+    Register {
+        /// Upstream name (as in the configuration).
+        upstream: String,
+        /// IP:port of the endpoint ([v6]:port for IPv6).
+        address: String,
+        /// Relative weight, 1-1000.
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        #[arg(long, value_enum, default_value = "human")]
+        format: registration::Output,
+    },
+    /// Deregister an endpoint registered with `gw register` (admin API).
+    #[command(
+        after_help = "Examples:\n  gw deregister users 127.0.0.1:3001\n\nExit status: 0 deregistered, 1 rejected, 2 unreachable."
+    )]
+    Deregister {
+        /// Upstream name.
+        upstream: String,
+        /// IP:port given to `gw register`.
+        address: String,
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+        #[arg(long, value_enum, default_value = "human")]
+        format: registration::Output,
+    },
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  gw completions bash > /etc/bash_completion.d/gw\n  gw completions zsh > ~/.zfunc/_gw"
@@ -114,6 +157,20 @@ fn main() -> ExitCode {
             token,
             timeout,
         } => reload::reload(&admin, token, timeout),
+        Cmd::Upstreams { admin, format } => registration::upstreams(&admin, format),
+        Cmd::Register {
+            upstream,
+            address,
+            weight,
+            admin,
+            format,
+        } => registration::register(&admin, &upstream, &address, weight, format),
+        Cmd::Deregister {
+            upstream,
+            address,
+            admin,
+            format,
+        } => registration::deregister(&admin, &upstream, &address, format),
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "gw", &mut std::io::stdout());
             ExitCode::SUCCESS

@@ -18,6 +18,7 @@ pub mod observability;
 pub mod plan;
 pub mod policy;
 pub mod proxy;
+pub mod registration;
 pub mod reload;
 pub mod routing;
 pub mod state;

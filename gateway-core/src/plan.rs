@@ -157,6 +157,9 @@ pub struct AdminPlan {
     pub addr: SocketAddr,
     /// `None`: the admin API is off; only `/metrics`, `/healthz` and `/readyz` are served.
     pub token: Option<String>,
+    /// `admin.state_file`, resolved against the configuration's directory: where registrations
+    /// of the admin API persist (`None`: they last until restart).
+    pub state_file: Option<PathBuf>,
 }
 
 /// Timeouts toward an upstream, with every default applied.

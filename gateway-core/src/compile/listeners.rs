@@ -156,9 +156,17 @@ pub(crate) fn listeners(cfg: &Config, cx: &mut Cx) -> (Vec<ListenerPlan>, Option
                 Some("bind 127.0.0.1 unless a firewall protects it".into()),
             );
         }
+        let state_file = a.state_file.as_deref().and_then(|f| {
+            if f.is_empty() {
+                cx.error("admin.state_file", "the path is empty", None);
+                return None;
+            }
+            Some(cx.resolve(f))
+        });
         Some(AdminPlan {
             addr,
             token: a.token.clone(),
+            state_file,
         })
     });
     (out, admin)

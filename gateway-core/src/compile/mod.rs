@@ -11,6 +11,8 @@ mod policies;
 mod routes;
 mod upstreams;
 
+pub use upstreams::{endpoint_address, endpoint_weight};
+
 use crate::config::load::{load, EnvLookup};
 use crate::config::spans::SpanIndex;
 use crate::diag::{Diagnostic, Diags, Severity};

@@ -80,3 +80,24 @@ routes: [{ name: r, match: { prefix: / }, upstream: u }]
     );
     assert_eq!(super::upstreams::probe_host(None), "");
 }
+
+#[test]
+fn a_breaker_calls_window_is_bounded_not_clamped() {
+    let text = r#"
+listeners: [{ name: l, address: "127.0.0.1:8080" }]
+upstreams:
+  - name: u
+    endpoints: [{ address: "127.0.0.1:9" }]
+    circuit_breaker:
+      failure_threshold: 5
+      success_threshold: 1
+      open_duration: 10s
+      rate: { calls: 4294967295, min_calls: 10, failure_rate_percent: 50 }
+routes: [{ name: r, match: { prefix: / }, upstream: u }]
+"#;
+    let e = errors(text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].path, "upstreams[0].circuit_breaker.rate.calls");
+    assert!(e[0].message.contains("too large"), "{}", e[0].message);
+    assert!(errors(&text.replace("4294967295", "1000")).is_empty());
+}

@@ -10,6 +10,7 @@ use crate::plan::{
     BreakerPlan, BreakerRatePlan, EndpointPlan, FallbackPlan, HashKey, HealthCheckPlan,
     LoadBalancing, OutlierSpec, Timeouts, UpstreamPlan,
 };
+use crate::policy::breaker::window::MAX_CALLS_WINDOW;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,14 @@ pub(crate) fn probe_host(address: Option<&str>) -> &str {
 
 /// Checks `host:port` syntax (hosts are resolved at start, never here: `gw validate` stays offline).
 pub(crate) fn check_endpoint(cx: &mut Cx, path: &str, a: &str) {
+    if let Err((message, hint)) = endpoint_address(a) {
+        cx.error(path, message, Some(hint));
+    }
+}
+
+/// The endpoint address rule of the compiler (also applied by the admin API): `host:port` with a port
+/// in 1..=65535 and an IP address or a DNS name as host. `Err`: message and hint.
+pub fn endpoint_address(a: &str) -> Result<(), (String, String)> {
     let ok = match a.rsplit_once(':') {
         Some((host, port)) => {
             let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -44,17 +53,26 @@ pub(crate) fn check_endpoint(cx: &mut Cx, path: &str, a: &str) {
         .rsplit_once(':')
         .is_some_and(|(h, _)| crate::config::addr::malformed_ipv4(h));
     if lookalike {
-        cx.error(
-            path,
+        Err((
             format!("invalid endpoint address \"{a}\": the host looks like an IPv4 address but is not one"),
-            Some("an IPv4 address is four numbers 0-255 without leading zeros, e.g. \"10.0.0.7:8080\"".into()),
-        );
-    } else if !ok {
-        cx.error(
-            path,
+            "an IPv4 address is four numbers 0-255 without leading zeros, e.g. \"10.0.0.7:8080\"".into(),
+        ))
+    } else if ok {
+        Ok(())
+    } else {
+        Err((
             format!("invalid endpoint address \"{a}\""),
-            Some("write host:port, e.g. \"127.0.0.1:3001\" or \"users.internal:8080\"".into()),
-        );
+            "write host:port, e.g. \"127.0.0.1:3001\" or \"users.internal:8080\"".into(),
+        ))
+    }
+}
+
+/// The endpoint weight rule of the compiler (also applied by the admin API): 1..=1000.
+pub fn endpoint_weight(w: u32) -> Result<(), String> {
+    if w == 0 || w > 1000 {
+        Err(format!("weight must be between 1 and 1000, not {w}"))
+    } else {
+        Ok(())
     }
 }
 
@@ -215,12 +233,8 @@ fn endpoints(cx: &mut Cx, base: &str, u: &UpstreamConfig) {
     let mut seen: Vec<&str> = Vec::new();
     for (j, e) in u.endpoints.iter().enumerate() {
         check_endpoint(cx, &format!("{base}.endpoints[{j}].address"), &e.address);
-        if e.weight == 0 || e.weight > 1000 {
-            cx.error(
-                &format!("{base}.endpoints[{j}].weight"),
-                format!("weight must be between 1 and 1000, not {}", e.weight),
-                None,
-            );
+        if let Err(m) = endpoint_weight(e.weight) {
+            cx.error(&format!("{base}.endpoints[{j}].weight"), m, None);
         }
         if seen.contains(&e.address.as_str()) {
             cx.error(
@@ -426,6 +440,11 @@ fn breaker_rate(cx: &mut Cx, bp: &str, r: &crate::config::BreakerRateConfig) -> 
             Some("calls: 100 (the last 100 calls) or period: 30s".into()),
         ),
         (Some(0), _) => cx.error(&format!("{rp}.calls"), "must be at least 1", None),
+        (Some(n), _) if n > MAX_CALLS_WINDOW => cx.error(
+            &format!("{rp}.calls"),
+            format!("a window of {n} calls is too large (at most {MAX_CALLS_WINDOW})"),
+            Some("use period: for long windows".into()),
+        ),
         (_, Some(p)) if p.get().is_zero() => {
             cx.error(&format!("{rp}.period"), "must be greater than zero", None)
         }

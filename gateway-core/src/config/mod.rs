@@ -208,6 +208,10 @@ pub struct AdminConfig {
     /// Without a token the admin API is off and only the read-only endpoints are served.
     #[serde(default)]
     pub token: Option<String>,
+    /// File where endpoints registered through the admin API are kept (written atomically on each
+    /// change, re-applied at start). Without it, registrations last until the process exits.
+    #[serde(default)]
+    pub state_file: Option<String>,
 }
 
 fn default_admin_addr() -> String {

@@ -19,13 +19,16 @@ use tokio::sync::watch;
 pub enum Origin {
     Static,
     Discovered(SourceKind),
+    /// Registered through the admin API (`crate::registration`).
+    Admin,
 }
 
 impl Origin {
-    /// `static`, `consul`, `dns` or `file`.
+    /// `static`, `consul`, `dns`, `file` or `admin`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Origin::Static => "static",
+            Origin::Admin => "admin",
             Origin::Discovered(k) => k.as_str(),
         }
     }

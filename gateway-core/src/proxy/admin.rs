@@ -2,7 +2,8 @@
 //! token is configured, and only with `Authorization: Bearer <token>` — the admin API:
 //! `GET /admin/breakers`, `POST /admin/breakers/<upstream>/{open,close,auto}` and `POST /admin/reload`
 //! (reload the configuration file: 200 with the diff, 422 with the diagnostics in the shape of
-//! `gw validate --format json`, 409 when the change needs a restart; see `docs/reload.md`).
+//! `gw validate --format json`, 409 when the change needs a restart; see `docs/reload.md`); the
+//! upstreams, registration and routes endpoints are served by [`crate::registration::api`].
 //! `/metrics` answers 404 `metrics_disabled` when `observability.metrics` is false.
 use super::Engine;
 use crate::policy::breaker::ForcedState;
@@ -43,9 +44,9 @@ fn token_ok(given: &[u8], want: &[u8]) -> bool {
 }
 
 impl AdminApp {
-    /// The refusal (404 admin API off, 401 bad token), or `None` when the request may use the admin
-    /// API.
-    fn refuse(&self, authorization: Option<&[u8]>) -> Option<Response<Vec<u8>>> {
+    /// `None` when `authorization` may use the admin API; else the answer: 404 `admin_api_disabled`
+    /// without a configured token, 401 `unauthorized` without the right bearer token.
+    pub fn refuse(&self, authorization: Option<&[u8]>) -> Option<Response<Vec<u8>>> {
         let Some(token) = &self.token else {
             return Some(json(
                 404,
@@ -55,13 +56,12 @@ impl AdminApp {
         let given = authorization
             .and_then(|a| a.strip_prefix(b"Bearer "))
             .unwrap_or(b"");
-        if !token_ok(given, token.as_bytes()) {
-            return Some(json(
+        (!token_ok(given, token.as_bytes())).then(|| {
+            json(
                 401,
                 serde_json::json!({"error": "unauthorized", "message": "a valid admin bearer token is required"}),
-            ));
-        }
-        None
+            )
+        })
     }
 
     /// `POST /admin/reload`: reloads the file the running configuration was compiled from.
@@ -103,8 +103,8 @@ impl AdminApp {
                 }
             }
             (_, p) if p.starts_with("/admin/") => match self.refuse(authorization) {
-                None => self.admin_api(method, p),
                 Some(r) => r,
+                None => self.admin_api(method, p),
             },
             _ => json(
                 404,
@@ -174,6 +174,9 @@ impl AdminApp {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        if let Some(r) = crate::registration::api::serve(self, session).await {
+            return r;
+        }
         let req = session.req_header();
         let auth = req
             .headers

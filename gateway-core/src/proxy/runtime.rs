@@ -1,7 +1,8 @@
 //! Runtime state built from a [`Plan`]: balancers, health, breakers, outlier detectors, authenticators
 //! and metric handles, all indexed by the plan's handles. One [`Runtime`] is swapped atomically on reload;
 //! a request keeps the one it started with.
-use crate::discovery::backends::combine;
+use crate::discovery::backends::{combine, Endpoint, Origin};
+use crate::discovery::SourceKind;
 use crate::observability::{
     AuthMetrics, BreakerMetrics, BreakerState, EndpointMetrics, Metrics, RateLimitMetrics,
     RouteMetrics,
@@ -12,6 +13,7 @@ use crate::policy::breaker::{
     BreakerObserver, BreakerSettings, CircuitBreaker, FailurePolicy, OutlierDetector,
     OutlierSettings, RateTrip, RateWindow, State,
 };
+use crate::registration::with_registered;
 use crate::state::{BreakerId, EndpointSetId, OutlierId, Registry};
 use crate::upstream::Balancer;
 use http::HeaderName;
@@ -38,6 +40,8 @@ pub enum StartError {
     Metrics(String),
     #[error("access log: {0}")]
     AccessLog(String),
+    #[error("admin.state_file: {0}")]
+    StateFile(String),
     #[error("TLS for listener {listener}: {reason}")]
     Tls { listener: String, reason: String },
 }
@@ -45,6 +49,10 @@ pub enum StartError {
 /// An upstream's runtime: state shared through the [`Registry`] (balancer, breaker, outlier detector)
 /// and per-runtime settings.
 pub struct UpstreamRt {
+    /// Every endpoint with its weight and where it comes from, sorted by address.
+    pub sources: Vec<Endpoint>,
+    /// Whether this runtime built the balancer (a new endpoint set, not yet health-checked).
+    pub fresh: bool,
     pub balancer: Arc<Balancer>,
     pub endpoint_metrics: Vec<EndpointMetrics>,
     pub breaker: Option<CircuitBreaker>,
@@ -196,14 +204,30 @@ fn upstream_rt(
     metrics
         .upstream_endpoints(&u.name, "static")
         .set(i64::try_from(eps.len()).unwrap_or(i64::MAX));
-    if let Some(spec) = &u.discovery {
-        // static endpoints plus the source's last good set (docs/discovery.md)
-        let found = registry.discovery.current(&u.name);
-        eps = combine(&eps, found.as_deref(), spec.kind())
-            .into_iter()
-            .map(|e| (e.addr, e.weight))
-            .collect();
+    // static endpoints plus the source's last good set plus the registrations (docs/discovery.md)
+    let registered = registry.registrations.get(&u.name);
+    if !registered.is_empty() || registry.registrations.knows(&u.name) {
+        metrics
+            .upstream_endpoints(&u.name, "admin")
+            .set(i64::try_from(registered.len()).unwrap_or(i64::MAX));
     }
+    let sources = match &u.discovery {
+        // only static endpoints: in configuration order, as ever
+        None if registered.is_empty() => eps
+            .iter()
+            .map(|&(addr, weight)| Endpoint {
+                addr,
+                weight,
+                origin: Origin::Static,
+            })
+            .collect(),
+        None => with_registered(combine(&eps, None, SourceKind::File), &registered),
+        Some(spec) => {
+            let found = registry.discovery.current(&u.name);
+            with_registered(combine(&eps, found.as_deref(), spec.kind()), &registered)
+        }
+    };
+    eps = sources.iter().map(|e| (e.addr, e.weight)).collect();
     let set = EndpointSetId {
         upstream: u.name.clone(),
         endpoints: eps.clone(),
@@ -211,12 +235,11 @@ fn upstream_rt(
         health_check: u.health_check.clone(),
     };
     // built outside `registry.balancer`, which holds the registry's lock while it builds
-    let fresh = registry.balancer_if_same(&set);
-    let balancer = match fresh {
-        Some(b) => b,
+    let (balancer, fresh) = match registry.balancer_if_same(&set) {
+        Some(b) => (b, false),
         None => {
             let b = new_balancer(u, &eps, metrics, registry);
-            registry.balancer(set.clone(), || Ok::<_, StartError>(b))?.0
+            registry.balancer(set.clone(), || Ok::<_, StartError>(b))?
         }
     };
     let endpoint_metrics: Vec<EndpointMetrics> = balancer
@@ -256,6 +279,8 @@ fn upstream_rt(
         })
     });
     Ok(UpstreamRt {
+        sources,
+        fresh,
         balancer,
         endpoint_metrics,
         breaker,
@@ -333,11 +358,12 @@ impl Runtime {
         })
     }
 
-    /// First health checks of the upstreams whose endpoints come from discovery (after their set
-    /// changed, before the runtime is swapped in: a new endpoint is checked before it gets traffic).
+    /// First health checks of the upstreams whose endpoints come from discovery or whose endpoint
+    /// set is new (after their set changed, e.g. by a registration, before the runtime is swapped
+    /// in: a new endpoint is checked before it gets traffic).
     pub async fn check_discovered(&self) {
         for (u, plan) in self.upstreams.iter().zip(&self.plan.upstreams) {
-            if plan.discovery.is_some() {
+            if plan.discovery.is_some() || u.fresh {
                 u.balancer.run_health_check().await;
             }
         }

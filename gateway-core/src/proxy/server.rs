@@ -42,6 +42,8 @@ pub fn build_engine(plan: Plan) -> Result<Arc<Engine>, StartError> {
     .map_err(|e| StartError::AccessLog(e.to_string()))?;
     let registry = Registry::new();
     let reloader = crate::reload::Reloader::new(&metrics, &plan);
+    crate::registration::load_at_start(&registry.registrations, &plan)
+        .map_err(StartError::StateFile)?;
     let rt = Runtime::build(Arc::new(plan), &metrics, &registry)?;
     Ok(Arc::new(Engine {
         current: ArcSwap::from_pointee(rt),

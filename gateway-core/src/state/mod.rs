@@ -110,6 +110,8 @@ pub struct Registry {
     /// The running discovery sources, by upstream name + source spec (their last good sets are part
     /// of the upstreams' endpoint sets; see `crate::discovery::registry`).
     pub discovery: crate::discovery::Discoveries,
+    /// Endpoints registered through the admin API, by upstream name (see `crate::registration`).
+    pub registrations: crate::registration::Registrations,
 }
 
 /// Looks `key` up: the state when the identity matches, else builds it with `make` and stores it.
@@ -303,6 +305,7 @@ impl Registry {
     /// Forgets every state `plan` does not use (by name and identity). State still held by a running
     /// runtime or an in-flight request lives on until they let go.
     pub fn retain_only(&self, plan: &Plan) {
+        self.registrations.retain(plan);
         let mut inner = self.inner.lock();
         let upstream = |name: &Arc<str>| plan.upstreams.iter().find(|u| u.name == *name);
         inner.balancers.retain(|name, s| {
