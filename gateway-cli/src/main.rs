@@ -1,9 +1,10 @@
-//! `gw`: validate, explain and serve gateway configurations. A thin shell over `gateway_core`.
+//! `gw`: validate, explain, serve and reload gateway configurations. A thin shell over `gateway_core`.
 //!
 //! Exit codes: 0 success; 1 the configuration is invalid (or warnings with `--deny-warnings`);
 //! 2 usage or I/O error; 3 the gateway failed at run time (e.g. an address already in use).
 mod admin_client;
 mod registration;
+mod reload;
 mod serve;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
@@ -64,6 +65,21 @@ enum Cmd {
         after_help = "Examples:\n  gw serve examples/quickstart.yaml\n\nRefuses to start when the configuration has errors (same diagnostics as gw validate)."
     )]
     Serve { file: String },
+    /// Ask a running gateway to reload its configuration file (POST /admin/reload).
+    #[command(
+        after_help = "Examples:\n  GW_ADMIN_TOKEN=... gw reload\n  gw reload --admin http://127.0.0.1:9901 --token \"$TOKEN\"\n\nExit status: 0 applied, 1 rejected (the diagnostics are printed), 2 admin listener unreachable."
+    )]
+    Reload {
+        /// Base URL of the admin listener.
+        #[arg(long, default_value = "http://127.0.0.1:9901")]
+        admin: String,
+        /// Admin bearer token (default: the GW_ADMIN_TOKEN environment variable).
+        #[arg(long)]
+        token: Option<String>,
+        /// How long to wait for the answer (a reload runs first health checks).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// List every upstream of a running gateway with its endpoints (admin API).
     #[command(
         after_help = "Examples:\n  gw upstreams --admin http://127.0.0.1:9901\n  GW_ADMIN_TOKEN=... gw upstreams --config gw.yaml --format json\n\nExit status: 0 ok, 1 rejected by the gateway, 2 unreachable."
@@ -136,6 +152,11 @@ fn main() -> ExitCode {
             format,
         } => dry_run(&file, method, path, headers, client_ip, format),
         Cmd::Serve { file } => serve::serve(&file),
+        Cmd::Reload {
+            admin,
+            token,
+            timeout,
+        } => reload::reload(&admin, token, timeout),
         Cmd::Upstreams { admin, format } => registration::upstreams(&admin, format),
         Cmd::Register {
             upstream,
@@ -186,7 +207,8 @@ fn validate(files: &[String], format: Format, deny_warnings: bool) -> ExitCode {
     match format {
         Format::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&all).unwrap_or_else(|_| "[]".into())
+            serde_json::to_string_pretty(&gateway_core::diag::to_json(&all))
+                .unwrap_or_else(|_| "[]".into())
         ),
         Format::Human => {
             if errors == 0 && warnings == 0 && !io_error {

@@ -60,6 +60,13 @@ impl Diagnostic {
     }
 }
 
+/// Diagnostics as JSON: the output of `gw validate --format json` and the `diagnostics` of a
+/// rejected reload (`POST /admin/reload`), one array of objects with `severity`, `file`, `line`,
+/// `column`, `path`, `message`, `hint`.
+pub fn to_json(diags: &[Diagnostic]) -> serde_json::Value {
+    serde_json::to_value(diags).unwrap_or_else(|_| serde_json::json!([]))
+}
+
 /// Collects diagnostics for one file.
 #[derive(Debug)]
 pub struct Diags {

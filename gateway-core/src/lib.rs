@@ -5,7 +5,7 @@
 //! rate limits, breakers), `proxy` (the Pingora `ProxyHttp` and the server builder), `observability`
 //! (metrics, access log), `discovery` (Consul, DNS and file endpoint sources), `admin` (the admin
 //! listener), `explain` (`gw dry-run`), `state` (long-lived state by identity, carried from one plan's
-//! runtime to the next).
+//! runtime to the next), `reload` (hot reload: triggers, diff, restart-only checks).
 pub mod compile;
 pub mod config;
 pub mod diag;
@@ -19,6 +19,7 @@ pub mod plan;
 pub mod policy;
 pub mod proxy;
 pub mod registration;
+pub mod reload;
 pub mod routing;
 pub mod state;
 pub mod upstream;

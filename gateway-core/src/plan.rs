@@ -38,6 +38,10 @@ pub struct Plan {
     /// The one Redis server every Redis-backed limit uses (`None` when no limit uses Redis).
     pub rate_limit_redis: Option<RedisConfig>,
     pub auths: Vec<AuthPlan>,
+    /// First 12 hex digits of the SHA-256 of the configuration text (`gw_config_hash`).
+    pub config_hash: String,
+    /// Content fingerprints of the named elements, for the diff a reload reports.
+    pub fingerprints: crate::config::load::Fingerprints,
 }
 
 /// Where access-log lines go; a file path is already resolved against the configuration's folder.
@@ -108,11 +112,21 @@ pub struct ServerPlan {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_body_size: Option<u64>,
+    /// `server.reload`.
+    pub reload: ReloadPlan,
     /// Which header trusted proxies report the client in (`server.client_ip_header`).
     pub client_ip_header: crate::proxy::headers::ClientIpHeader,
     /// The request-path policy (`server.path_policy`).
     pub path_policy: crate::routing::PathPolicy,
     pub connections: ConnectionLimits,
+}
+
+/// `server.reload`: watch the configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadPlan {
+    pub watch: bool,
+    /// Quiet time after the last change before the file is read.
+    pub debounce: Duration,
 }
 
 /// Caps on concurrent client connections, applied to each listener separately.

@@ -34,6 +34,7 @@ pub(crate) fn server(s: &ServerConfig, cx: &mut Cx) -> ServerPlan {
         "server.downstream.idle_timeout",
         s.downstream.idle_timeout.get(),
     );
+    cx.positive("server.reload.debounce", s.reload.debounce.get());
     if let Some(m) = s.max_body_size {
         if m.0 == 0 {
             cx.error("server.max_body_size", "must be greater than zero", None);
@@ -46,6 +47,10 @@ pub(crate) fn server(s: &ServerConfig, cx: &mut Cx) -> ServerPlan {
         header_timeout: s.downstream.header_timeout.get(),
         idle_timeout: s.downstream.idle_timeout.get(),
         max_body_size: s.max_body_size.map(|m| m.0),
+        reload: crate::plan::ReloadPlan {
+            watch: s.reload.watch,
+            debounce: s.reload.debounce.get(),
+        },
         client_ip_header: s.client_ip_header,
         path_policy: s.path_policy,
         connections: super::connections::limits(&s.downstream, cx),

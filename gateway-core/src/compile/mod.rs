@@ -56,10 +56,21 @@ pub fn compile(source: &str, text: &str, env: EnvLookup) -> Compiled {
         None => None,
     };
     let has_errors = diags.has_errors();
+    let plan = plan.map(|mut p| {
+        p.config_hash = config_hash(text);
+        p
+    });
     Compiled {
         plan: if has_errors { None } else { plan },
         diagnostics: diags.finish(),
     }
+}
+
+/// The first 12 hex digits of the SHA-256 of a configuration text (`gw_config_hash`).
+pub fn config_hash(text: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(text.as_bytes());
+    d.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Compiles with the process environment.
@@ -150,7 +161,8 @@ pub(crate) fn index_names<'n>(
     map
 }
 
-fn build(cfg: crate::config::Config, cx: &mut Cx, source: &str) -> Option<Plan> {
+fn build(mut cfg: crate::config::Config, cx: &mut Cx, source: &str) -> Option<Plan> {
+    let fingerprints = std::mem::take(&mut cfg.fingerprints);
     let server = listeners::server(&cfg.server, cx);
     let (listeners, admin) = listeners::listeners(&cfg, cx);
     let policy_index = index_names(
@@ -247,6 +259,8 @@ fn build(cfg: crate::config::Config, cx: &mut Cx, source: &str) -> Option<Plan> 
         rate_limits: pols.limits.into_iter().collect::<Option<Vec<_>>>()?,
         rate_limit_redis: pols.redis,
         auths: pols.auths.into_iter().collect::<Option<Vec<_>>>()?,
+        config_hash: String::new(),
+        fingerprints,
     })
 }
 

@@ -98,6 +98,7 @@ pub fn load(text: &str, env: EnvLookup, diags: &mut Diags) -> Option<(Config, Sp
         }
     }
     interpolate(&mut root, "", env, &spans, diags);
+    let fingerprints = Fingerprints::of(&root);
 
     let Value::Mapping(top) = root else {
         return None;
@@ -134,7 +135,10 @@ pub fn load(text: &str, env: EnvLookup, diags: &mut Diags) -> Option<(Config, Sp
         }
     }
 
-    let mut cfg = Config::default();
+    let mut cfg = Config {
+        fingerprints,
+        ..Config::default()
+    };
     if let Some(v) = raw.server {
         if let Some(s) = de::<ServerConfig>(v, "server", &spans, diags) {
             cfg.server = s;
@@ -160,6 +164,55 @@ pub fn load(text: &str, env: EnvLookup, diags: &mut Diags) -> Option<(Config, Sp
             de::<Vec<String>>(v, "global_policies", &spans, diags).unwrap_or_default();
     }
     Some((cfg, spans))
+}
+
+/// Content fingerprints of the named elements of `upstreams`, `routes` and `policies` (name →
+/// hash of the element's YAML after `${ENV}` interpolation; key order does not matter). A reload
+/// compares them by name to report what was added, removed or changed. Stable within a process
+/// (SipHash with fixed keys), not meant to be stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fingerprints {
+    pub upstreams: BTreeMap<String, u64>,
+    pub routes: BTreeMap<String, u64>,
+    pub policies: BTreeMap<String, u64>,
+    /// Every other top-level section (`server`, `listeners`, `global_policies`, ...) as a whole.
+    pub sections: BTreeMap<String, u64>,
+}
+
+impl Fingerprints {
+    fn of(root: &Value) -> Self {
+        use std::hash::{Hash, Hasher};
+        let hash = |v: &Value| {
+            let mut h = std::hash::DefaultHasher::new();
+            v.hash(&mut h);
+            h.finish()
+        };
+        let section = |name: &str| -> BTreeMap<String, u64> {
+            let Some(Value::Sequence(items)) = root.get(name) else {
+                return BTreeMap::new();
+            };
+            items
+                .iter()
+                .filter_map(|item| {
+                    let n = item.get("name")?.as_str()?;
+                    Some((n.to_string(), hash(item)))
+                })
+                .collect()
+        };
+        Fingerprints {
+            upstreams: section("upstreams"),
+            routes: section("routes"),
+            policies: section("policies"),
+            sections: root
+                .as_mapping()
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.as_str()?, v)))
+                .filter(|(k, _)| !matches!(*k, "upstreams" | "routes" | "policies"))
+                .map(|(k, v)| (k.to_string(), hash(v)))
+                .collect(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -47,6 +47,8 @@ pub struct Config {
     pub routes: Vec<Option<RouteConfig>>,
     pub policies: Vec<Option<PolicyConfig>>,
     pub global_policies: Vec<String>,
+    /// Content fingerprints of the named elements (for the diff of a reload).
+    pub fingerprints: load::Fingerprints,
 }
 
 /// Process-wide settings.
@@ -68,6 +70,9 @@ pub struct ServerConfig {
     /// Largest request body accepted (unless a route says otherwise); larger bodies get 413.
     #[serde(default)]
     pub max_body_size: Option<Size>,
+    /// Hot reload of this file (see `docs/reload.md`).
+    #[serde(default)]
+    pub reload: ReloadConfig,
     /// Which header trusted proxies report the client address in: `x_forwarded_for` (default) or
     /// `forwarded` (RFC 7239). Only that one header is ever read.
     #[serde(default)]
@@ -75,6 +80,32 @@ pub struct ServerConfig {
     /// Which request paths are refused as ambiguous, and what encoded slashes mean (secure default).
     #[serde(default)]
     pub path_policy: crate::routing::PathPolicy,
+}
+
+/// `server.reload`: reload the configuration file when it changes on disk.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Watch the configuration file and reload when it changes (default false). A change is applied
+    /// only once the file has been quiet for `debounce` and compiles without errors.
+    #[serde(default)]
+    pub watch: bool,
+    /// How long the file must stay unchanged before it is read (default 300ms).
+    #[serde(default = "default_debounce")]
+    pub debounce: Dur,
+}
+
+fn default_debounce() -> Dur {
+    Dur::from_millis(300)
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: false,
+            debounce: default_debounce(),
+        }
+    }
 }
 
 fn default_threads() -> usize {
@@ -92,6 +123,7 @@ impl Default for ServerConfig {
             trusted_proxies: vec![],
             downstream: DownstreamConfig::default(),
             max_body_size: None,
+            reload: ReloadConfig::default(),
             client_ip_header: Default::default(),
             path_policy: Default::default(),
         }

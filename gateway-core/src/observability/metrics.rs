@@ -162,6 +162,7 @@ struct Families {
     auth_failures: IntCounterVec,
     config_reloads: IntCounterVec,
     config_last_reload_success: Gauge,
+    config_hash: IntGaugeVec,
     access_log_dropped: IntCounter,
     discovery: DiscoveryFamilies,
 }
@@ -286,8 +287,13 @@ impl Metrics {
             )?,
             config_reloads: counter_vec(
                 "gw_config_reloads_total",
-                "Configuration reload attempts, by result (success, failure).",
+                "Configuration reload attempts, by result (applied, rejected).",
                 &["result"],
+            )?,
+            config_hash: gauge_vec(
+                "gw_config_hash",
+                "The configuration in force: always 1, labelled with a short hash of its text.",
+                &["hash"],
             )?,
             config_last_reload_success: reg(
                 &r,
@@ -395,9 +401,10 @@ impl Metrics {
     /// Handle for configuration reload outcomes. Creates both `result` series at 0.
     pub fn reload(&self) -> ReloadMetrics {
         ReloadMetrics {
-            success: self.f.config_reloads.with_label_values(&["success"]),
-            failure: self.f.config_reloads.with_label_values(&["failure"]),
+            success: self.f.config_reloads.with_label_values(&["applied"]),
+            failure: self.f.config_reloads.with_label_values(&["rejected"]),
             last_success: self.f.config_last_reload_success.clone(),
+            hash: self.f.config_hash.clone(),
         }
     }
 
@@ -635,10 +642,23 @@ pub struct ReloadMetrics {
     success: IntCounter,
     failure: IntCounter,
     last_success: Gauge,
+    hash: IntGaugeVec,
 }
 
 impl ReloadMetrics {
-    /// `result="success"` += 1 and sets the last-success timestamp to `now`.
+    /// Sets the configuration in force: `gw_config_hash{hash}` is 1 for `hash` and the series of the
+    /// previous hash is removed. Also sets the last-success timestamp to `now` (the start-up load
+    /// counts as a successful load).
+    pub fn in_force(&self, hash: &str, now: SystemTime) {
+        self.hash.reset();
+        self.hash.with_label_values(&[hash]).set(1);
+        let secs = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_success.set(secs);
+    }
+
+    /// `result="applied"` += 1 and sets the last-success timestamp to `now`.
     pub fn success(&self, now: SystemTime) {
         self.success.inc();
         let secs = now
@@ -647,7 +667,7 @@ impl ReloadMetrics {
         self.last_success.set(secs);
     }
 
-    /// `result="failure"` += 1.
+    /// `result="rejected"` += 1.
     pub fn failure(&self) {
         self.failure.inc();
     }
@@ -1099,11 +1119,11 @@ mod tests {
         assert_eq!(p[&key("gw_requests_in_flight", &[])], 0.0);
         assert_eq!(p[&key("gw_active_connections", &[])], 0.0);
         assert_eq!(
-            p[&key("gw_config_reloads_total", &[("result", "success")])],
+            p[&key("gw_config_reloads_total", &[("result", "applied")])],
             2.0
         );
         assert_eq!(
-            p[&key("gw_config_reloads_total", &[("result", "failure")])],
+            p[&key("gw_config_reloads_total", &[("result", "rejected")])],
             1.0
         );
         assert_eq!(
@@ -1122,7 +1142,7 @@ mod tests {
         m.breaker("u").rejected();
         m.auth("r").failure("expired");
         m.ratelimit_policy("p").store_error("fail_open");
-        m.reload();
+        m.reload().in_force("0123456789ab", UNIX_EPOCH);
         let text = m.render();
         let families = [
             ("gw_requests_total", "counter"),
@@ -1140,6 +1160,7 @@ mod tests {
             ("gw_auth_failures_total", "counter"),
             ("gw_config_reloads_total", "counter"),
             ("gw_config_last_reload_success_timestamp_seconds", "gauge"),
+            ("gw_config_hash", "gauge"),
             ("gw_access_log_dropped_total", "counter"),
         ];
         for (name, ty) in families {

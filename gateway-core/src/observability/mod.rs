@@ -25,8 +25,9 @@
 //! | `gw_breaker_transitions_total` | counter | `upstream`, `from`, `to` | Breaker state changes; `from`/`to` are `closed`, `half_open`, `open` (the six `from != to` series are created at 0). |
 //! | `gw_breaker_rejected_total` | counter | `upstream` | Requests refused by an open (or saturated half-open) breaker. |
 //! | `gw_auth_failures_total` | counter | `route`, `reason` | Authentication/authorization failures; `reason` is `AuthReason::as_str` (`missing`, `malformed`, `expired`, `not_yet_valid`, `bad_signature`, `bad_issuer`, `bad_audience`, `unknown_kid`, `missing_kid`, `disallowed_alg`, `missing_claim`, `keys_unavailable`, `insufficient_scope`). |
-//! | `gw_config_reloads_total` | counter | `result` | Configuration reload attempts; `result` is `success` or `failure`. |
-//! | `gw_config_last_reload_success_timestamp_seconds` | gauge | — | Unix time of the last successful configuration load (0 until the first one). |
+//! | `gw_config_reloads_total` | counter | `result` | Configuration reload attempts (admin API, SIGHUP, file watch, `Engine::reload`); `result` is `applied` or `rejected`. |
+//! | `gw_config_last_reload_success_timestamp_seconds` | gauge | — | Unix time of the last successful configuration load (start-up or reload). |
+//! | `gw_config_hash` | gauge | `hash` | 1 for the configuration in force, labelled with the first 12 hex digits of the SHA-256 of its text. |
 //! | `gw_discovery_updates_total` | counter | `upstream`, `source`, `result` | Discovery fetches; `source` is `consul`, `dns` or `file`, `result` is `success` or `failure` (a failure keeps the last good endpoints). |
 //! | `gw_upstream_endpoints` | gauge | `upstream`, `source` | Endpoints of the upstream from that source (`static`, `consul`, `dns`, `file`): the last good set. |
 //! | `gw_discovery_last_success_timestamp_seconds` | gauge | `upstream` | Unix time of the last successful discovery fetch (0 until the first). |

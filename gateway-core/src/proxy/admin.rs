@@ -1,7 +1,9 @@
 //! The admin listener (loopback by default): `GET /metrics`, `/healthz`, `/readyz`, and — only when a
 //! token is configured, and only with `Authorization: Bearer <token>` — the admin API:
-//! `GET /admin/breakers` and `POST /admin/breakers/<upstream>/{open,close,auto}`; the upstreams,
-//! registration and routes endpoints are served by [`crate::registration::api`].
+//! `GET /admin/breakers`, `POST /admin/breakers/<upstream>/{open,close,auto}` and `POST /admin/reload`
+//! (reload the configuration file: 200 with the diff, 422 with the diagnostics in the shape of
+//! `gw validate --format json`, 409 when the change needs a restart; see `docs/reload.md`); the
+//! upstreams, registration and routes endpoints are served by [`crate::registration::api`].
 //! `/metrics` answers 404 `metrics_disabled` when `observability.metrics` is false.
 use super::Engine;
 use crate::policy::breaker::ForcedState;
@@ -60,6 +62,20 @@ impl AdminApp {
                 serde_json::json!({"error": "unauthorized", "message": "a valid admin bearer token is required"}),
             )
         })
+    }
+
+    /// `POST /admin/reload`: reloads the file the running configuration was compiled from.
+    pub async fn reload(&self, authorization: Option<&[u8]>) -> Response<Vec<u8>> {
+        if let Some(r) = self.refuse(authorization) {
+            return r;
+        }
+        match self.engine.reload_file(None).await {
+            Ok(s) => json(
+                200,
+                serde_json::json!({"result": "applied", "summary": s, "message": s.to_string()}),
+            ),
+            Err(e) => json(e.status(), e.to_json()),
+        }
     }
 
     pub fn handle(
@@ -168,6 +184,9 @@ impl ServeHttp for AdminApp {
             .map(|v| v.as_bytes().to_vec());
         let method = req.method.clone();
         let path = req.uri.path().to_string();
+        if method == http::Method::POST && path == "/admin/reload" {
+            return self.reload(auth.as_deref()).await;
+        }
         self.handle(&method, &path, auth.as_deref())
     }
 }

@@ -62,6 +62,8 @@ pub struct Engine {
     pub access_log: AccessLog,
     /// Set once listeners are bound and the first health checks and key fetches are done.
     pub ready: AtomicBool,
+    /// Hot reload: one at a time, metrics, TLS certificates ([`Engine::reload`]).
+    pub reloader: crate::reload::Reloader,
 }
 
 impl Engine {
@@ -125,6 +127,8 @@ impl Engine {
     }
 
     async fn rebuild_for_discovery(&self) {
+        // not while a reload builds from the registry (see `Reloader::exclusive`)
+        let _one = self.reloader.exclusive().await;
         let old = self.runtime();
         let rt = match Runtime::build(old.plan.clone(), &self.metrics, &self.registry) {
             Ok(rt) => rt,

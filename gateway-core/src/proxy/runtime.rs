@@ -153,37 +153,40 @@ fn resolve(upstream: &str, address: &str) -> Result<SocketAddr, StartError> {
         })
 }
 
-/// Builds an upstream's balancer (with its health check) for resolved endpoints `eps`.
+/// Builds an upstream's balancer for resolved endpoints `eps`, on the upstream's endpoint health
+/// registry and per-endpoint counters from the state registry: endpoints that an earlier set of the
+/// upstream had keep their health and counters; new ones start healthy (until their first check)
+/// with fresh counters.
 fn new_balancer(
     u: &crate::plan::UpstreamPlan,
     eps: &[(SocketAddr, u32)],
     metrics: &Metrics,
+    registry: &Registry,
 ) -> Balancer {
-    let mut balancer = Balancer::new(&u.load_balancing, eps);
-    let endpoint_metrics: Vec<EndpointMetrics> = balancer
-        .endpoints
-        .iter()
-        .map(|e| metrics.endpoint(&u.name, &e.label))
-        .collect();
-    // a new endpoint set starts healthy (until its first health check says otherwise)
-    for m in &endpoint_metrics {
-        m.set_healthy(true);
-    }
-    if let Some(hc) = &u.health_check {
-        let ms: Vec<(SocketAddr, EndpointMetrics)> = balancer
-            .endpoints
-            .iter()
-            .map(|e| e.addr)
-            .zip(endpoint_metrics)
-            .collect();
-        let name = u.name.clone();
+    let (health, fresh) = registry.endpoint_health(&u.name, &u.health_check);
+    if let (true, Some(hc)) = (fresh, &u.health_check) {
+        let (name, m) = (u.name.clone(), metrics.clone());
         let hook: crate::upstream::health::HealthHook = Arc::new(move |addr, healthy| {
-            if let Some((_, m)) = ms.iter().find(|(a, _)| *a == addr) {
-                m.set_healthy(healthy);
-            }
+            m.endpoint(&name, &addr.to_string()).set_healthy(healthy);
             tracing::warn!(upstream = %name, endpoint = %addr, healthy, "endpoint health changed");
         });
-        balancer.set_health_check(crate::upstream::health::http_check(hc, hook));
+        health.set_health_check(crate::upstream::health::http_check(hc, hook));
+    }
+    let stats: Vec<_> = eps
+        .iter()
+        .map(|(a, _)| registry.endpoint_stats(&u.name, *a))
+        .collect();
+    let balancer = Balancer::with_state(&u.load_balancing, eps, &health, &|a| {
+        stats
+            .iter()
+            .find(|s| s.addr == a)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(crate::upstream::lb::EndpointStats::new(a)))
+    });
+    for (i, e) in balancer.endpoints.iter().enumerate() {
+        metrics
+            .endpoint(&u.name, &e.label)
+            .set_healthy(balancer.healthy(i));
     }
     balancer
 }
@@ -231,9 +234,14 @@ fn upstream_rt(
         load_balancing: u.load_balancing.clone(),
         health_check: u.health_check.clone(),
     };
-    let (balancer, fresh) = registry.balancer(set.clone(), || {
-        Ok::<_, StartError>(new_balancer(u, &eps, metrics))
-    })?;
+    // built outside `registry.balancer`, which holds the registry's lock while it builds
+    let (balancer, fresh) = match registry.balancer_if_same(&set) {
+        Some(b) => (b, false),
+        None => {
+            let b = new_balancer(u, &eps, metrics, registry);
+            registry.balancer(set.clone(), || Ok::<_, StartError>(b))?
+        }
+    };
     let endpoint_metrics: Vec<EndpointMetrics> = balancer
         .endpoints
         .iter()

@@ -41,6 +41,7 @@ pub fn build_engine(plan: Plan) -> Result<Arc<Engine>, StartError> {
     })
     .map_err(|e| StartError::AccessLog(e.to_string()))?;
     let registry = Registry::new();
+    let reloader = crate::reload::Reloader::new(&metrics, &plan);
     crate::registration::load_at_start(&registry.registrations, &plan)
         .map_err(StartError::StateFile)?;
     let rt = Runtime::build(Arc::new(plan), &metrics, &registry)?;
@@ -50,6 +51,7 @@ pub fn build_engine(plan: Plan) -> Result<Arc<Engine>, StartError> {
         metrics,
         access_log,
         ready: Default::default(),
+        reloader,
     }))
 }
 
@@ -107,8 +109,10 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
     let admin = plan.admin.clone();
     let limits = plan.server.connections;
     let engine = build_engine(plan)?;
-    // before anything else runs: a SIGHUP must never kill the process (reload hooks in here later)
-    if let Err(e) = handle_sighup(|| tracing::info!("SIGHUP received: ignored (no reload yet)")) {
+    // before anything else runs: a SIGHUP must never kill the process; each one asks for a reload
+    let hangup = Arc::new(tokio::sync::Notify::new());
+    let on_hangup = hangup.clone();
+    if let Err(e) = handle_sighup(move || on_hangup.notify_one()) {
         tracing::warn!("cannot handle SIGHUP: {e}");
     }
     let open = Arc::new(OpenConns::default());
@@ -120,10 +124,14 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
     for l in &listeners {
         let tls = match &l.tls {
             None => None,
-            Some(t) => Some(tls_acceptor(t).map_err(|reason| StartError::Tls {
-                listener: l.name.clone(),
-                reason,
-            })?),
+            Some(t) => {
+                Some(
+                    tls_acceptor(t, &engine, &l.name).map_err(|reason| StartError::Tls {
+                        listener: l.name.clone(),
+                        reason,
+                    })?,
+                )
+            }
         };
         let app = counted(
             guarded(
@@ -158,6 +166,13 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
         "gw-background",
         Background {
             engine: engine.clone(),
+        },
+    ));
+    server.add_service(background_service(
+        "gw-reload",
+        crate::reload::Triggers {
+            engine: engine.clone(),
+            hangup,
         },
     ));
     for l in &listeners {
@@ -246,7 +261,11 @@ fn proxy_app(conf: &Arc<ServerConf>, engine: &Arc<Engine>) -> pingora::proxy::Ht
 }
 
 /// The TLS acceptor for a listener (rustls; HTTP/2 offered through ALPN unless `http2: false`).
-fn tls_acceptor(t: &crate::plan::TlsPlan) -> Result<pingora::listeners::tls::Acceptor, String> {
+fn tls_acceptor(
+    t: &crate::plan::TlsPlan,
+    engine: &Engine,
+    listener: &str,
+) -> Result<pingora::listeners::tls::Acceptor, String> {
     let cert = t.cert.to_string_lossy();
     let key = t.key.to_string_lossy();
     let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
@@ -254,6 +273,10 @@ fn tls_acceptor(t: &crate::plan::TlsPlan) -> Result<pingora::listeners::tls::Acc
     if t.http2 {
         settings.enable_h2();
     }
+    // the certificate comes from a resolver a reload can refresh (crate::reload::tls)
+    let resolver = Arc::new(crate::reload::tls::CertResolver::load(&t.cert, &t.key)?);
+    engine.reloader.register_cert(listener, resolver.clone());
+    settings.set_cert_resolver(resolver);
     // Pingora's build() panics when the files do not load; they were checked at validate, but may have
     // changed since: a clear start-up error instead
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| settings.build()))
@@ -433,6 +456,10 @@ impl Embedded {
         self.engine.ready.store(true, Ordering::Release);
         self.tasks.push(tokio::spawn(
             self.engine.clone().health_loop(self.shutdown.subscribe()),
+        ));
+        self.tasks.extend(crate::reload::watch::spawn(
+            &self.engine,
+            self.shutdown.subscribe(),
         ));
     }
 

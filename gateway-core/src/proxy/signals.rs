@@ -1,5 +1,5 @@
 //! Process signals for `gw serve`: SIGTERM/SIGINT drain gracefully and exit as soon as no client
-//! connection is left; SIGHUP never kills the process (it is logged; the hook is where a reload goes).
+//! connection is left; SIGHUP never kills the process: it reloads the configuration (`crate::reload`).
 use super::conn::OpenConns;
 use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};

@@ -331,6 +331,8 @@ fn change_failure(e: ChangeError, name: &str, addr: SocketAddr) -> Failure {
 /// is live when this returns `Ok`. Callers hold `Registrations::apply`.
 async fn apply(engine: &Engine) -> Result<(), Failure> {
     for _ in 0..16 {
+        // not while a reload builds from the registry (`Reloader::exclusive`)
+        let _one = engine.reloader.exclusive().await;
         let old = engine.runtime();
         let rt = Runtime::build(old.plan.clone(), &engine.metrics, &engine.registry)
             .map_err(|e| Failure(500, "internal_error", e.to_string()))?;

@@ -11,12 +11,14 @@ use crate::plan::{BreakerPlan, HealthCheckPlan, LoadBalancing, OutlierSpec, Plan
 use crate::policy::auth::{AuthSettings, Authenticator};
 use crate::policy::breaker::{CircuitBreaker, OutlierDetector};
 use crate::policy::rate_limit::from_plan::Limits;
-use crate::policy::rate_limit::{RedisClient, RedisConfig};
+use crate::policy::rate_limit::{LocalConfig, LocalCounters, RedisClient, RedisConfig};
+use crate::upstream::lb::EndpointStats;
 use crate::upstream::Balancer;
 use parking_lot::Mutex;
+use pingora::lb::prelude::HealthRegistry;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// Identity of an upstream's endpoint set (balancer, endpoint health, in-flight counts and response-time
 /// averages): the upstream's name, its resolved endpoints with weights, the balancing algorithm and the
@@ -56,9 +58,11 @@ pub struct OutlierId {
     pub settings: OutlierSpec,
 }
 
-/// Identity of the rate limiter (its local counters): every limit's name and counting parameters
-/// (window, max, key, scope, store, mode, store-error policy, headers), in plan order, and the Redis
-/// server. The limiter is one unit: a change to any limit gives every local limit fresh counters.
+/// Identity of the rate limiter (the table of limits and the Redis fallback counters): every limit's
+/// name and counting parameters (window, max, key, scope, store, mode, store-error policy, headers),
+/// in plan order, and the Redis server. The local counters of each limit are kept apart, by the
+/// limit's name and own parameters ([`Registry::limiter`]): a rebuilt limiter takes over the counters
+/// of every unchanged limit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimiterId {
     pub limits: Vec<RateLimitPlan>,
@@ -83,11 +87,18 @@ struct Slot<I, S> {
 #[derive(Default)]
 struct Inner {
     balancers: HashMap<Arc<str>, Slot<EndpointSetId, Arc<Balancer>>>,
+    /// Endpoint health of an upstream, by endpoint address; identity: the upstream's health check.
+    health: HashMap<Arc<str>, Slot<Option<HealthCheckPlan>, Arc<HealthRegistry>>>,
+    /// Per-endpoint counters by (upstream, address): held by the balancers that use them (weak here),
+    /// so an endpoint keeps them while some runtime still has it.
+    endpoint_stats: HashMap<(Arc<str>, SocketAddr), Weak<EndpointStats>>,
     breakers: HashMap<Arc<str>, Slot<BreakerId, CircuitBreaker>>,
     outliers: HashMap<Arc<str>, Slot<OutlierId, Arc<OutlierDetector>>>,
     /// By the authenticator's full settings (key source, algorithms, claims checks, ...).
     auths: Vec<Slot<AuthSettings, Arc<Authenticator>>>,
     limiter: Option<Slot<LimiterId, Arc<Limits>>>,
+    /// Local counters of each limit, by limit name; identity: the limit's counting parameters.
+    local_counters: HashMap<Arc<str>, Slot<RateLimitPlan, LocalCounters>>,
     /// By Redis configuration (URL and timeouts).
     redis: Vec<Slot<RedisConfig, RedisClient>>,
 }
@@ -129,6 +140,16 @@ impl Registry {
         Registry::default()
     }
 
+    /// The balancer of an endpoint set when the registry has one with exactly this identity.
+    pub fn balancer_if_same(&self, id: &EndpointSetId) -> Option<Arc<Balancer>> {
+        self.inner
+            .lock()
+            .balancers
+            .get(&id.upstream)
+            .filter(|s| s.id == *id)
+            .map(|s| s.state.clone())
+    }
+
     /// The balancer of an endpoint set; `bool`: freshly built.
     pub fn balancer<E>(
         &self,
@@ -139,6 +160,36 @@ impl Registry {
         by_name(&mut self.inner.lock().balancers, &name, id, || {
             make().map(Arc::new)
         })
+    }
+
+    /// The endpoint health registry of an upstream (health by endpoint address, shared by every
+    /// endpoint set of the upstream while its health check is unchanged); `bool`: freshly built (its
+    /// health check is still to be set).
+    pub fn endpoint_health(
+        &self,
+        upstream: &Arc<str>,
+        check: &Option<HealthCheckPlan>,
+    ) -> (Arc<HealthRegistry>, bool) {
+        by_name::<_, _, std::convert::Infallible>(
+            &mut self.inner.lock().health,
+            upstream,
+            check.clone(),
+            || Ok(crate::upstream::lb::health_registry()),
+        )
+        .unwrap_or_else(|e| match e {})
+    }
+
+    /// The counters (in flight, response time, failure mark) of endpoint `addr` of `upstream`: the
+    /// ones a live balancer of the upstream already has for that address, else fresh ones.
+    pub fn endpoint_stats(&self, upstream: &Arc<str>, addr: SocketAddr) -> Arc<EndpointStats> {
+        let mut inner = self.inner.lock();
+        let key = (upstream.clone(), addr);
+        if let Some(s) = inner.endpoint_stats.get(&key).and_then(Weak::upgrade) {
+            return s;
+        }
+        let s = Arc::new(EndpointStats::new(addr));
+        inner.endpoint_stats.insert(key, Arc::downgrade(&s));
+        s
     }
 
     /// The breaker of an upstream; `bool`: freshly built.
@@ -219,7 +270,28 @@ impl Registry {
             Some(rc) => Some(self.redis(rc)?),
             None => None,
         };
-        let Some(limits) = crate::policy::rate_limit::from_plan::build_with(plan, redis)? else {
+        // every limit keeps its local counters while its own counting parameters are unchanged
+        let specs = crate::policy::rate_limit::from_plan::specs(plan);
+        let counters: Vec<LocalCounters> = {
+            let mut inner = self.inner.lock();
+            plan.rate_limits
+                .iter()
+                .zip(&specs)
+                .map(|(p, spec)| {
+                    by_name::<_, _, std::convert::Infallible>(
+                        &mut inner.local_counters,
+                        &p.name,
+                        p.clone(),
+                        || Ok(LocalCounters::new(spec, &LocalConfig::default())),
+                    )
+                    .map(|(c, _)| c)
+                    .unwrap_or_else(|e| match e {})
+                })
+                .collect()
+        };
+        let Some(limits) =
+            crate::policy::rate_limit::from_plan::build_with_counters(plan, redis, Some(counters))?
+        else {
             return Ok(None);
         };
         let limits = Arc::new(limits);
@@ -241,6 +313,12 @@ impl Registry {
                 u.load_balancing == s.id.load_balancing && u.health_check == s.id.health_check
             })
         });
+        inner
+            .health
+            .retain(|name, s| upstream(name).is_some_and(|u| u.health_check == s.id));
+        inner
+            .endpoint_stats
+            .retain(|(name, _), s| s.strong_count() > 0 && upstream(name).is_some());
         inner.breakers.retain(|name, s| {
             upstream(name)
                 .and_then(|u| u.breaker.as_ref())
@@ -264,6 +342,11 @@ impl Registry {
         inner
             .redis
             .retain(|s| plan.rate_limit_redis.as_ref() == Some(&s.id));
+        inner.local_counters.retain(|name, s| {
+            plan.rate_limits
+                .iter()
+                .any(|l| l.name == *name && *l == s.id)
+        });
     }
 
     /// How many states of each kind are held (balancers, breakers, outliers, authenticators,

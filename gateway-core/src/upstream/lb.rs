@@ -9,6 +9,7 @@
 use super::ewma::PeakEwma;
 use super::pick::FailMark;
 use crate::plan::LoadBalancing;
+use pingora::lb::prelude::HealthRegistry;
 use pingora::lb::selection::{Consistent, Random, RoundRobin};
 use pingora::lb::{discovery, Backend, Backends, LoadBalancer};
 use std::collections::BTreeSet;
@@ -35,6 +36,17 @@ pub struct EndpointStats {
 }
 
 impl EndpointStats {
+    /// Fresh counters for the endpoint at `addr`.
+    pub fn new(addr: SocketAddr) -> EndpointStats {
+        EndpointStats {
+            addr,
+            label: Arc::from(addr.to_string()),
+            active: AtomicU32::new(0),
+            ewma: PeakEwma::default(),
+            failed: FailMark::default(),
+        }
+    }
+
     /// Records a successful attempt that took `d` (now): feeds the response-time estimate and clears a
     /// recent-failure mark.
     pub fn observe(&self, d: Duration) {
@@ -61,7 +73,9 @@ enum Selector {
 pub struct Balancer {
     selector: Selector,
     backends: Vec<Backend>,
-    pub endpoints: Vec<EndpointStats>,
+    /// Per-endpoint counters; shared with the balancers of later endpoint sets of the same upstream
+    /// that keep the endpoint (see [`Balancer::with_state`]).
+    pub endpoints: Vec<Arc<EndpointStats>>,
     /// Start of the score scan (least-connections, fastest), so ties rotate.
     rr: AtomicUsize,
     /// Rotation over the remaining candidates when the selector's step lands on a filtered-out endpoint.
@@ -75,12 +89,15 @@ pub struct Pick {
     pub addr: SocketAddr,
 }
 
-fn lb_from<S>(set: BTreeSet<Backend>) -> LoadBalancer<S>
+fn lb_from<S>(set: BTreeSet<Backend>, health: &Arc<HealthRegistry>) -> LoadBalancer<S>
 where
     S: pingora::lb::selection::BackendSelection + 'static,
     S::Iter: pingora::lb::selection::BackendIter,
 {
-    let lb = LoadBalancer::from_backends(Backends::new(discovery::Static::new(set)));
+    let lb = LoadBalancer::from_backends(Backends::new_with_health_registry(
+        discovery::Static::new(set),
+        health.clone(),
+    ));
     // Static discovery never blocks; run it once so the selector has the set.
     let _ = futures_now(lb.update());
     lb
@@ -96,12 +113,42 @@ fn futures_now<F: std::future::Future>(f: F) -> Option<F::Output> {
     }
 }
 
+/// A health registry whose endpoints are identified by address alone: balancers built over it share
+/// each endpoint's health (and its consecutive-check counters) by address, whatever its weight or
+/// position. Pingora's `HealthRegistry` checks the union of the endpoints of every live balancer over
+/// it, once per endpoint.
+pub fn health_registry() -> Arc<HealthRegistry> {
+    Arc::new(HealthRegistry::with_equivalence(|b: &Backend| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        b.addr.hash(&mut h);
+        h.finish()
+    }))
+}
+
 impl Balancer {
-    /// Builds a balancer over resolved endpoints `(address, weight)`.
+    /// Builds a balancer over resolved endpoints `(address, weight)` with fresh state (its own health
+    /// registry, fresh counters).
     pub fn new(kind: &LoadBalancing, endpoints: &[(SocketAddr, u32)]) -> Balancer {
+        Balancer::with_state(kind, endpoints, &health_registry(), &|a| {
+            Arc::new(EndpointStats::new(a))
+        })
+    }
+
+    /// Builds a balancer over resolved endpoints `(address, weight)` whose per-endpoint state comes from
+    /// outside: endpoint health from `health` (shared by address with every balancer over the same
+    /// registry; its health check is set on the registry), counters (in flight, response time, failure
+    /// mark) from `stats`. A reload that changes an upstream's endpoint set passes the previous set's
+    /// registry and counters, so the endpoints that remain keep them.
+    pub fn with_state(
+        kind: &LoadBalancing,
+        endpoints: &[(SocketAddr, u32)],
+        health: &Arc<HealthRegistry>,
+        stats: &dyn Fn(SocketAddr) -> Arc<EndpointStats>,
+    ) -> Balancer {
         let mut set = BTreeSet::new();
         let mut backends = Vec::new();
-        let mut stats = Vec::new();
+        let mut per_endpoint = Vec::new();
         for (i, (addr, weight)) in endpoints.iter().enumerate() {
             let mut b = Backend::new_with_weight(&addr.to_string(), (*weight).max(1) as usize)
                 .unwrap_or_else(|_| Backend {
@@ -112,25 +159,19 @@ impl Balancer {
             b.ext.insert(EndpointIdx(i));
             set.insert(b.clone());
             backends.push(b);
-            stats.push(EndpointStats {
-                addr: *addr,
-                label: Arc::from(addr.to_string()),
-                active: AtomicU32::new(0),
-                ewma: PeakEwma::default(),
-                failed: FailMark::default(),
-            });
+            per_endpoint.push(stats(*addr));
         }
         let selector = match kind {
-            LoadBalancing::RoundRobin => Selector::RoundRobin(lb_from(set)),
-            LoadBalancing::Random => Selector::Random(lb_from(set)),
-            LoadBalancing::ConsistentHash(_) => Selector::Consistent(lb_from(set)),
-            LoadBalancing::LeastConnections => Selector::LeastConnections(lb_from(set)),
-            LoadBalancing::Fastest => Selector::Fastest(lb_from(set)),
+            LoadBalancing::RoundRobin => Selector::RoundRobin(lb_from(set, health)),
+            LoadBalancing::Random => Selector::Random(lb_from(set, health)),
+            LoadBalancing::ConsistentHash(_) => Selector::Consistent(lb_from(set, health)),
+            LoadBalancing::LeastConnections => Selector::LeastConnections(lb_from(set, health)),
+            LoadBalancing::Fastest => Selector::Fastest(lb_from(set, health)),
         };
         Balancer {
             selector,
             backends,
-            endpoints: stats,
+            endpoints: per_endpoint,
             rr: AtomicUsize::new(0),
             spill: AtomicUsize::new(0),
         }

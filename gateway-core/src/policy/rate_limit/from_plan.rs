@@ -4,8 +4,8 @@
 //! Key layout: `<scope>|<key>` where scope is `g` (global), `u:<upstream>` or `r:<route>` — names, not
 //! indices, so gateway instances sharing one Redis agree on keys as long as their names agree.
 use super::{
-    KeyFallback, KeySpec, LimitRef, LimitSpec, LocalConfig, RateLimiter, RateLimiterConfig,
-    RedisClient, Scope,
+    KeyFallback, KeySpec, LimitRef, LimitSpec, LocalConfig, LocalCounters, RateLimiter,
+    RateLimiterConfig, RedisClient, Scope,
 };
 use crate::plan::Plan;
 use crate::policy::auth::Identity;
@@ -44,16 +44,27 @@ pub fn build(plan: &Plan) -> Result<Option<Limits>, String> {
 /// [`build`] with a shared Redis client (the state registry's, so a rebuilt limiter keeps its
 /// connection).
 pub fn build_with(plan: &Plan, redis: Option<RedisClient>) -> Result<Option<Limits>, String> {
+    build_with_counters(plan, redis, None)
+}
+
+/// [`build_with`] with the local counters of each limit (plan order; the state registry's, so that
+/// an unchanged limit keeps counting when the limiter is rebuilt).
+pub fn build_with_counters(
+    plan: &Plan,
+    redis: Option<RedisClient>,
+    local: Option<Vec<LocalCounters>>,
+) -> Result<Option<Limits>, String> {
     if plan.rate_limits.is_empty() {
         return Ok(None);
     }
-    let limiter = RateLimiter::with_redis(
+    let limiter = RateLimiter::with_stores(
         specs(plan),
         RateLimiterConfig {
             local: LocalConfig::default(),
             redis: plan.rate_limit_redis.clone(),
         },
         redis,
+        local,
     )
     .map_err(|e| e.to_string())?;
     let refs = plan

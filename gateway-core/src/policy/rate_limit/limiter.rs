@@ -37,8 +37,9 @@ pub struct RateLimiter {
 struct Inner {
     specs: Box<[LimitSpec]>,
     window_ms: Box<[u64]>,
-    /// Counters of `Backend::Local` limits.
-    local: LocalStore,
+    /// Counters of `Backend::Local` limits: one store per limit (by limit id), so that a limit's
+    /// counters can outlive the limiter (see [`LocalCounters`]).
+    local: Box<[LocalCounters]>,
     /// Counters used by Redis-backed limits with `OnStoreError::Local` while Redis fails.
     fallback: LocalStore,
     redis: Option<Arc<RedisStore>>,
@@ -53,6 +54,26 @@ impl RedisClient {
     /// A client for `config`; connects lazily, in the background.
     pub fn new(config: RedisConfig) -> Result<Self, ConfigError> {
         Ok(RedisClient(Arc::new(RedisStore::new(config)?)))
+    }
+}
+
+/// The local counters of one limit (every key's counts), cheap to clone. A limiter built with
+/// [`RateLimiter::with_stores`] uses the counters it is given, so a rebuilt limiter (a reload) keeps
+/// counting for the limits whose counters are passed on; the state registry does that for every
+/// limit whose counting parameters are unchanged.
+#[derive(Clone)]
+pub struct LocalCounters(Arc<LocalStore>);
+
+impl LocalCounters {
+    /// Empty counters for `spec` (its window and max), with `config`'s shards and key cap (the cap
+    /// applies to this limit alone).
+    pub fn new(spec: &LimitSpec, config: &super::LocalConfig) -> Self {
+        let w = u64::try_from(spec.window.as_millis()).unwrap_or(u64::MAX);
+        LocalCounters(Arc::new(LocalStore::new(
+            &[(w, spec.max)],
+            config.shards,
+            config.max_keys,
+        )))
     }
 }
 
@@ -97,6 +118,18 @@ impl RateLimiter {
         config: RateLimiterConfig,
         redis: Option<RedisClient>,
     ) -> Result<Self, ConfigError> {
+        Self::with_stores(specs, config, redis, None)
+    }
+
+    /// Like [`RateLimiter::with_redis`], with the local counters of each limit (same order as
+    /// `specs`) given instead of fresh ones. Counters must have been made for a spec with the same
+    /// window and max; `None` (or a length mismatch) gives fresh counters.
+    pub fn with_stores(
+        specs: Vec<LimitSpec>,
+        config: RateLimiterConfig,
+        redis: Option<RedisClient>,
+        local: Option<Vec<LocalCounters>>,
+    ) -> Result<Self, ConfigError> {
         if specs.len() > u32::MAX as usize {
             return Err(ConfigError::TooMany);
         }
@@ -130,9 +163,16 @@ impl RateLimiter {
             _ => None,
         };
         let fallback_shards = if uses_redis { config.local.shards } else { 1 };
+        let local = match local {
+            Some(l) if l.len() == specs.len() => l,
+            _ => specs
+                .iter()
+                .map(|s| LocalCounters::new(s, &config.local))
+                .collect(),
+        };
         Ok(RateLimiter {
             inner: Arc::new(Inner {
-                local: LocalStore::new(&limits, config.local.shards, config.local.max_keys),
+                local: local.into_boxed_slice(),
                 fallback: LocalStore::new(&limits, fallback_shards, config.local.max_keys),
                 specs: specs.into_boxed_slice(),
                 window_ms: window_ms.into_boxed_slice(),
@@ -175,7 +215,9 @@ impl RateLimiter {
 
     /// Drops idle local entries now (optional; the stores also do it lazily).
     pub fn sweep_expired(&self, now_ms: u64) {
-        self.inner.local.sweep_all(now_ms);
+        for l in self.inner.local.iter() {
+            l.0.sweep_all(now_ms);
+        }
         self.inner.fallback.sweep_all(now_ms);
     }
 
@@ -187,12 +229,13 @@ impl RateLimiter {
         if self.is_redis(limit) {
             return None;
         }
-        self.inner.local.peek(limit.0, key)
+        self.inner.local.get(limit.index())?.0.peek(0, key)
     }
 
-    /// Keys held in the local store and in the Redis fallback store.
+    /// Keys held in the local stores (all limits) and in the Redis fallback store.
     pub fn local_keys(&self) -> (usize, usize) {
-        (self.inner.local.len(), self.inner.fallback.len())
+        let local = self.inner.local.iter().map(|l| l.0.len()).sum();
+        (local, self.inner.fallback.len())
     }
 
     /// `check_all_cost` with cost 1.
@@ -267,10 +310,10 @@ impl RateLimiter {
             if spec.backend != Backend::Local {
                 continue;
             }
-            let c = self
-                .inner
-                .local
-                .check(limit.0, key, cost, now_ms, !rejected);
+            let Some(store) = self.inner.local.get(limit.index()) else {
+                continue;
+            };
+            let c = store.0.check(0, key, cost, now_ms, !rejected);
             let outcome = verdict(spec.mode, c.fits);
             slot.0 = Pending {
                 outcome,
@@ -442,7 +485,11 @@ impl RateLimiter {
     ) {
         for (&(limit, key), slot) in items.iter().zip(slots) {
             match slot.1 {
-                Consumed::Local(idx) => self.inner.local.rollback(limit.0, key, cost, idx),
+                Consumed::Local(idx) => {
+                    if let Some(store) = self.inner.local.get(limit.index()) {
+                        store.0.rollback(0, key, cost, idx)
+                    }
+                }
                 Consumed::Fallback(idx) => self.inner.fallback.rollback(limit.0, key, cost, idx),
                 Consumed::No | Consumed::Redis(_) => {}
             }

@@ -54,8 +54,8 @@
 //! (one limit, 64 shards): 118.8 MB of live heap (~119 bytes/key, counting global allocator,
 //! `cargo run --release --example memory_1m`; the tables had just doubled, at 100k keys it is
 //! 80 bytes/key) and +143 MB RSS including malloc overhead (ignored test `memory_for_1m_keys`).
-//! Idle entries (two windows without access) are swept lazily; a `max_keys` cap (applied to the
-//! local table and, separately, to the Redis fallback table) evicts least-recently-used entries
+//! Idle entries (two windows without access) are swept lazily; a `max_keys` cap (applied to each
+//! local limit's table and, separately, to the Redis fallback table) evicts least-recently-used entries
 //! per shard (see `local.rs`).
 //!
 //! # Redis store
@@ -95,7 +95,7 @@ pub use decision::{
     header_values, render_headers, Decision, HeaderInfo, LimitReport, LimitStats, Outcome,
     StoreErrorKind, StoreErrorReport,
 };
-pub use limiter::{RateLimiter, RedisClient};
+pub use limiter::{LocalCounters, RateLimiter, RedisClient};
 pub use redis_store::redis_key_name;
 pub use spec::{
     Backend, ConfigError, KeyFallback, KeySpec, LimitRef, LimitSpec, LocalConfig, Mode,

@@ -143,7 +143,8 @@ impl LimitRef {
 pub struct LocalConfig {
     /// Number of lock shards (rounded up to a power of two, at least 1).
     pub shards: usize,
-    /// Upper bound on keys held (all limits together); see the module doc for eviction.
+    /// Upper bound on keys held by each local limit (and by the Redis fallback store, all limits
+    /// together); see the module doc for eviction.
     pub max_keys: usize,
 }
 
