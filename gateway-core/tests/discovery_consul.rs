@@ -1,20 +1,15 @@
 //! Consul discovery against gateway-testkit's stateful Consul double, plus a smoke test against
 //! HashiCorp's own `@hashicorp/consul-api-double` served by `@hashicorp/api-double` (skipped, with the
 //! reason printed, when node or the packages are missing; see `docs/discovery.md` for the install).
+mod discovery_common;
+use discovery_common::{ep, until_set, updates};
 use gateway_core::discovery::consul::ConsulSource;
 use gateway_core::discovery::spec::Backoff;
-use gateway_core::discovery::{
-    self, ConsulSpec, DiscoveredEndpoint, EndpointSet, Source, SourceSpec,
-};
+use gateway_core::discovery::{self, ConsulSpec, Source, SourceSpec};
 use gateway_core::observability::Metrics;
 use gateway_testkit::consul::{ConsulDouble, Instance};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
-
-fn ep(a: &str, w: u32) -> DiscoveredEndpoint {
-    DiscoveredEndpoint::new(a.parse().unwrap(), w)
-}
 
 fn spec(url: &str, wait: Duration) -> ConsulSpec {
     ConsulSpec {
@@ -33,40 +28,12 @@ fn spec(url: &str, wait: Duration) -> ConsulSpec {
     }
 }
 
-async fn until_set(
-    rx: &mut watch::Receiver<Option<EndpointSet>>,
-    want: &[DiscoveredEndpoint],
-    within: Duration,
-) -> Duration {
-    let t = Instant::now();
-    let ok = tokio::time::timeout(within, rx.wait_for(|s| s.as_deref() == Some(want)))
-        .await
-        .is_ok();
-    assert!(
-        ok,
-        "set is {:?}, wanted {want:?} within {within:?}",
-        rx.borrow().as_deref()
-    );
-    t.elapsed()
-}
-
 async fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-fn counter(m: &Metrics, result: &str) -> u64 {
-    let needle = format!(
-        "gw_discovery_updates_total{{result=\"{result}\",source=\"consul\",upstream=\"web\"}} "
-    );
-    m.render()
-        .lines()
-        .find_map(|l| l.strip_prefix(needle.as_str()))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -174,12 +141,12 @@ async fn consul_down_or_answering_garbage_keeps_the_last_endpoints() {
             c.blocked_now() == 1
         })
         .await;
-        let failed = counter(&m, "failure");
+        let failed = updates(&m, "web", "consul", "failure");
         c.fail_with(fail);
         c.set_malformed(malformed);
         c.deregister("b"); // wakes the held query, which now answers garbage
         until(what, Duration::from_secs(5), || {
-            counter(&m, "failure") >= failed + 2
+            updates(&m, "web", "consul", "failure") >= failed + 2
         })
         .await;
         assert_eq!(h.current().as_deref(), Some(&good[..]), "after {what}");
@@ -204,10 +171,10 @@ async fn consul_down_or_answering_garbage_keeps_the_last_endpoints() {
     .await;
 
     // Consul goes away: the set stays, failures are counted
-    let failed = counter(&m, "failure");
+    let failed = updates(&m, "web", "consul", "failure");
     c.stop();
     until("failures while down", Duration::from_secs(10), || {
-        counter(&m, "failure") >= failed + 2
+        updates(&m, "web", "consul", "failure") >= failed + 2
     })
     .await;
     assert_eq!(h.current().unwrap().len(), 3);

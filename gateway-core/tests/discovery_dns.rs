@@ -1,44 +1,10 @@
 //! DNS discovery against a real dnsmasq on a loopback port (gateway-testkit's launcher).
-use gateway_core::discovery::{
-    self, DiscoveredEndpoint, DnsRecord, DnsSpec, EndpointSet, SourceSpec,
-};
+mod discovery_common;
+use discovery_common::{ep, until_set, updates};
+use gateway_core::discovery::{self, DnsRecord, DnsSpec, SourceSpec};
 use gateway_core::observability::Metrics;
 use gateway_testkit::dnsmasq::Dnsmasq;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
-
-fn ep(a: &str, w: u32) -> DiscoveredEndpoint {
-    DiscoveredEndpoint::new(a.parse().unwrap(), w)
-}
-
-/// Waits (bounded) until the published set is `want`; returns how long it took.
-async fn until_set(
-    rx: &mut watch::Receiver<Option<EndpointSet>>,
-    want: &[DiscoveredEndpoint],
-    within: Duration,
-) -> Duration {
-    let t = Instant::now();
-    let ok = tokio::time::timeout(within, rx.wait_for(|s| s.as_deref() == Some(want)))
-        .await
-        .is_ok();
-    assert!(
-        ok,
-        "set is {:?}, wanted {want:?} within {within:?}",
-        rx.borrow().as_deref()
-    );
-    t.elapsed()
-}
-
-fn failures(m: &Metrics, up: &str) -> u64 {
-    let needle = format!(
-        "gw_discovery_updates_total{{result=\"failure\",source=\"dns\",upstream=\"{up}\"}} "
-    );
-    m.render()
-        .lines()
-        .find_map(|l| l.strip_prefix(needle.as_str()))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn spec(d: &Dnsmasq, host: &str, record: DnsRecord) -> DnsSpec {
     DnsSpec {
@@ -105,7 +71,7 @@ async fn failures_keep_the_last_good_set_then_recover() {
     // the name disappears (NXDOMAIN): a failure, not an empty set
     d.set_hosts("127.0.0.99 other.test\n");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while failures(&m, "keep") < 2 {
+    while updates(&m, "keep", "dns", "failure") < 2 {
         assert!(
             Instant::now() < deadline,
             "no failure counted: {}",
@@ -117,9 +83,9 @@ async fn failures_keep_the_last_good_set_then_recover() {
 
     // the server is gone
     d.stop();
-    let before = failures(&m, "keep");
+    let before = updates(&m, "keep", "dns", "failure");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while failures(&m, "keep") < before + 2 {
+    while updates(&m, "keep", "dns", "failure") < before + 2 {
         assert!(
             Instant::now() < deadline,
             "no failure counted with dnsmasq down: {}",

@@ -1,17 +1,12 @@
 //! File discovery: a real file rewritten by atomic rename and in place, watched with `notify`.
+mod discovery_common;
+use discovery_common::{ep, until_set, updates};
 use gateway_core::discovery::file::FileSource;
-use gateway_core::discovery::{
-    self, DiscoveredEndpoint, EndpointSet, FileSpec, Source, SourceSpec,
-};
+use gateway_core::discovery::{self, FileSpec, Source, SourceSpec};
 use gateway_core::observability::Metrics;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
-
-fn ep(a: &str, w: u32) -> DiscoveredEndpoint {
-    DiscoveredEndpoint::new(a.parse().unwrap(), w)
-}
 
 /// Polling every 60 s: within the bounds below only a change notification can explain an update.
 fn spec(path: &Path) -> FileSpec {
@@ -20,23 +15,6 @@ fn spec(path: &Path) -> FileSpec {
         interval: Duration::from_secs(60),
         debounce: Duration::from_millis(50),
     }
-}
-
-async fn until_set(
-    rx: &mut watch::Receiver<Option<EndpointSet>>,
-    want: &[DiscoveredEndpoint],
-    within: Duration,
-) -> Duration {
-    let t = Instant::now();
-    let ok = tokio::time::timeout(within, rx.wait_for(|s| s.as_deref() == Some(want)))
-        .await
-        .is_ok();
-    assert!(
-        ok,
-        "set is {:?}, wanted {want:?} within {within:?}",
-        rx.borrow().as_deref()
-    );
-    t.elapsed()
 }
 
 fn atomic_write(path: &Path, text: &str) {
@@ -53,18 +31,6 @@ fn in_place_write(path: &Path, text: &str) {
         .unwrap();
     f.write_all(text.as_bytes()).unwrap();
     f.sync_all().unwrap();
-}
-
-fn failures(m: &Metrics) -> u64 {
-    m.render()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(
-                r#"gw_discovery_updates_total{result="failure",source="file",upstream="f"} "#,
-            )
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -124,7 +90,7 @@ async fn garbage_keeps_the_last_good_set_and_the_error_names_file_and_line() {
     let garbage = "- address: 127.0.0.1:9102\n- address: not-an-ip:80\n";
     atomic_write(&path, garbage);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while failures(&m) < 1 {
+    while updates(&m, "f", "file", "failure") < 1 {
         assert!(
             Instant::now() < deadline,
             "garbage not noticed: {}",
@@ -144,10 +110,10 @@ async fn garbage_keeps_the_last_good_set_and_the_error_names_file_and_line() {
 
     // an emptied file (a reader racing an in-place rewrite) and a removed file: still the last good set
     in_place_write(&path, "");
-    let f = failures(&m);
+    let f = updates(&m, "f", "file", "failure");
     std::fs::remove_file(&path).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while failures(&m) < f + 1 {
+    while updates(&m, "f", "file", "failure") < f + 1 {
         assert!(
             Instant::now() < deadline,
             "removal not noticed: {}",
