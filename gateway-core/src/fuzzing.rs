@@ -64,6 +64,8 @@ pub const PATH_VARIANTS: &[(&str, &str)] = &[
     ("/public/%25u002e%25u002e/admin", "400 DoubleEncoding"),
     // overlong and surrogate UTF-8
     ("/public/..%c0%afadmin", "400 BadUtf8"),
+    ("/public/...%e0@/./admin", "400 BadUtf8"),
+    ("/public/%ff", "400 BadUtf8"),
     ("/public/%c0%ae%c0%ae/admin", "400 BadUtf8"),
     ("/public/..%e0%80%afadmin", "400 BadUtf8"),
     ("/public/..%c1%9cadmin", "400 BadUtf8"),

@@ -207,7 +207,9 @@ fn is_hidden_dot_piece(piece: &[u8]) -> bool {
 /// for everything an upstream could decode into another path. See the module docs.
 pub(crate) fn check_unambiguous(normalised: &str) -> Result<(), PathError> {
     let full = decode_all(normalised.as_bytes());
-    if has_overlong_or_surrogate(&full) {
+    // escaped bytes must decode to UTF-8: a lone lead byte (`%E0@`) or an overlong form is read by
+    // lenient decoders as whatever they like, `/` included
+    if has_overlong_or_surrogate(&full) || std::str::from_utf8(&full).is_err() {
         return Err(PathError::BadUtf8);
     }
     if full.windows(3).any(|w| LOOK_ALIKES.iter().any(|l| l == w)) {
@@ -274,6 +276,12 @@ mod tests {
             Err(PathError::DoubleEncoding)
         );
         assert_eq!(check_unambiguous("/a/%C0%AF"), Err(PathError::BadUtf8));
+        // found by the path_normalize fuzz target: a lone lead byte before a raw character
+        assert_eq!(
+            check_unambiguous("/public/...%E0@/admiN/"),
+            Err(PathError::BadUtf8)
+        );
+        assert_eq!(check_unambiguous("/caf%C3%A9"), Ok(()));
         assert_eq!(check_unambiguous("/a/\u{ff0e}"), Err(PathError::LookAlike));
         assert_eq!(check_unambiguous("/a/%EF%BC%8F"), Err(PathError::LookAlike));
         // a literal percent sign followed by letters is fine
