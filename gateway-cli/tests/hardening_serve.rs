@@ -10,6 +10,20 @@ use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(10);
 
+/// Starts `gw serve CFG` quietly. `GW_TEST_BIN` runs these tests against another build (e.g. the one
+/// before a fix).
+fn spawn_serve(cfg: &std::path::Path) -> Child {
+    let bin = std::env::var("GW_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gw").into());
+    Command::new(bin)
+        .arg("serve")
+        .arg(cfg)
+        .env("GW_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gw serve")
+}
+
 struct Gw {
     child: Child,
     addr: SocketAddr,
@@ -36,16 +50,7 @@ impl Gw {
             .replace("{{UP}}", &up.addr().to_string());
         let cfg = dir.join("gw.yaml");
         std::fs::write(&cfg, &text).expect("config");
-        // GW_TEST_BIN: run these tests against another build (e.g. the one before a fix)
-        let bin = std::env::var("GW_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gw").into());
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg(&cfg)
-            .env("GW_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn gw serve");
+        let child = spawn_serve(&cfg);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let admin = text
             .contains("admin:")
@@ -548,15 +553,7 @@ async fn tls_handshakes_are_bounded_by_header_timeout() {
             .replace("{{UP}}", &up.addr().to_string()),
     )
     .expect("config");
-    let bin = std::env::var("GW_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gw").into());
-    let child = Command::new(bin)
-        .arg("serve")
-        .arg(&cfg)
-        .env("GW_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let child = spawn_serve(&cfg);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let _gw = Gw {
         child,
