@@ -23,6 +23,9 @@ pub fn serve(file: &str) -> ExitCode {
         eprintln!("gw: not starting: {file} has errors");
         return ExitCode::from(1);
     };
+    // the text is only needed to render diagnostics: don't hold it (tens of MB for big configurations)
+    // while serving
+    drop(text);
     match gateway_core::proxy::server::serve_blocking(plan) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -82,15 +82,24 @@ pub fn compile_with_process_env(source: &str, text: &str) -> Compiled {
 /// UTF-8 an `InvalidData` error naming the line and column of its first bad byte.
 pub fn compile_file(path: &str) -> std::io::Result<(String, Compiled)> {
     let bytes = std::fs::read(path)?;
-    let text = crate::config::load::utf8_text(&bytes)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
-        .to_string();
+    // no copy of the text: the bytes become the string once they are known to be UTF-8
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let e = crate::config::load::utf8_text(e.as_bytes())
+                .err()
+                .map_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidData), |e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+                });
+            return Err(e);
+        }
+    };
     let c = compile_with_process_env(path, &text);
     Ok((text, c))
 }
 
 pub(crate) struct Cx<'a> {
-    pub spans: &'a SpanIndex,
+    pub spans: &'a SpanIndex<'a>,
     pub diags: &'a mut Diags,
     pub base_dir: PathBuf,
 }

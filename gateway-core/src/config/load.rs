@@ -25,7 +25,11 @@ const TOP_LEVEL: &[&str] = &[
 
 /// Parses `text` into a [`Config`], recording every problem in `diags`. Elements that fail to deserialize
 /// are kept as `None` so that their index (and the YAML paths of the others) stay stable.
-pub fn load(text: &str, env: EnvLookup, diags: &mut Diags) -> Option<(Config, SpanIndex)> {
+pub fn load<'t>(
+    text: &'t str,
+    env: EnvLookup,
+    diags: &mut Diags,
+) -> Option<(Config, SpanIndex<'t>)> {
     // An integer beyond 64 bits fails the whole YAML document in serde_yaml; each one is reported at
     // its place and blanked (same length, so every position stays put), then parsing goes on.
     let mut work = std::borrow::Cow::Borrowed(text);
@@ -72,8 +76,8 @@ pub fn load(text: &str, env: EnvLookup, diags: &mut Diags) -> Option<(Config, Sp
         );
         return None;
     };
-    let text: &str = &work;
-    let spans = SpanIndex::build(text);
+    // positions are computed only if some diagnostic needs one (see `SpanIndex`)
+    let spans = SpanIndex::build(work);
     match &root {
         Value::Mapping(_) => (),
         Value::Null => {

@@ -4,7 +4,14 @@
 //! serde gives positions only for syntax and type errors; semantic diagnostics (dangling references,
 //! duplicates, conflicts) need them too, so the source is read a second time with `yaml-rust2`'s marked
 //! event parser, which only records positions.
+//!
+//! Memory: the index is built on the first lookup only, i.e. only when some diagnostic needs a
+//! position (a valid configuration never builds it), and it is keyed by a 64-bit hash of each path
+//! (no path strings are kept): about 40 bytes per YAML node instead of ~130.
+use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
@@ -15,28 +22,99 @@ pub struct Pos {
     pub column: usize,
 }
 
+/// A position packed into 8 bytes (lines and columns beyond `u32::MAX` saturate).
+#[derive(Clone, Copy, Debug, Default)]
+struct Packed {
+    line: u32,
+    column: u32,
+}
+
+impl Packed {
+    fn new(p: Pos) -> Packed {
+        let c = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        Packed {
+            line: c(p.line),
+            column: c(p.column),
+        }
+    }
+    fn pos(self) -> Pos {
+        Pos {
+            line: self.line as usize,
+            column: self.column as usize,
+        }
+    }
+}
+
+/// Key position (line 0 = none: a sequence item or the root) and value position.
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
-    key: Option<Pos>,
-    value: Pos,
+    key: Packed,
+    value: Packed,
 }
 
-/// Path → positions. Paths use `.field` for mapping keys and `[i]` for sequence items; the root is `""`.
-#[derive(Debug, Default)]
-pub struct SpanIndex {
-    map: HashMap<String, Entry>,
+/// The key of a path in the map: its hash (SipHash with fixed keys). Two paths of one document
+/// sharing a 64-bit hash would only swap their positions in a message.
+fn path_key(path: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
 }
 
-impl SpanIndex {
-    /// Builds the index. A document that does not parse yields an empty index (the syntax error itself is
-    /// reported from serde_yaml's error, which carries its own position).
-    pub fn build(text: &str) -> SpanIndex {
-        let mut b = Builder::default();
-        let mut parser = Parser::new_from_str(text);
-        if parser.load(&mut b, false).is_err() {
-            return SpanIndex::default();
+/// The keys are already hashes: the map uses them as they are.
+#[derive(Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // only `u64` keys are hashed (through `write_u64`); anything else still spreads
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
-        SpanIndex { map: b.map }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type Map = HashMap<u64, Entry, BuildHasherDefault<Identity>>;
+
+/// Path → positions, built lazily from the source text. Paths use `.field` for mapping keys and `[i]`
+/// for sequence items; the root is `""`.
+#[derive(Debug, Default)]
+pub struct SpanIndex<'t> {
+    text: Cow<'t, str>,
+    map: OnceCell<Map>,
+}
+
+impl<'t> SpanIndex<'t> {
+    /// An index of `text`; nothing is parsed until the first lookup. A document that does not parse
+    /// yields an empty index (the syntax error itself is reported from serde_yaml's error, which
+    /// carries its own position).
+    pub fn build(text: impl Into<Cow<'t, str>>) -> SpanIndex<'t> {
+        SpanIndex {
+            text: text.into(),
+            map: OnceCell::new(),
+        }
+    }
+
+    /// The source text the positions refer to.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    fn map(&self) -> &Map {
+        self.map.get_or_init(|| {
+            let mut b = Builder::default();
+            let mut parser = Parser::new_from_str(&self.text);
+            if parser.load(&mut b, false).is_err() {
+                return Map::default();
+            }
+            b.map.shrink_to_fit();
+            b.map
+        })
     }
 
     /// Position of the value at `path`, or of the closest ancestor that exists.
@@ -50,17 +128,18 @@ impl SpanIndex {
     }
 
     pub fn contains(&self, path: &str) -> bool {
-        self.map.contains_key(path)
+        self.map().contains_key(&path_key(path))
     }
 
     fn lookup(&self, path: &str, want_key: bool) -> Pos {
+        let map = self.map();
         let mut p = path;
         loop {
-            if let Some(e) = self.map.get(p) {
-                return if want_key {
-                    e.key.unwrap_or(e.value)
+            if let Some(e) = map.get(&path_key(p)) {
+                return if want_key && e.key.line != 0 {
+                    e.key.pos()
                 } else {
-                    e.value
+                    e.value.pos()
                 };
             }
             match parent(p) {
@@ -101,8 +180,20 @@ enum Frame {
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
-    map: HashMap<String, Entry>,
+    map: Map,
     root_done: bool,
+}
+
+impl Builder {
+    fn record(&mut self, path: &str, key: Option<Pos>, value: Pos) {
+        self.map.insert(
+            path_key(path),
+            Entry {
+                key: key.map(Packed::new).unwrap_or_default(),
+                value: Packed::new(value),
+            },
+        );
+    }
 }
 
 impl Builder {
@@ -138,15 +229,7 @@ impl MarkedEventReceiver for Builder {
         }
         match ev {
             Event::Scalar(v, ..) => match self.next_path() {
-                Some((p, key)) => {
-                    self.map.insert(
-                        p,
-                        Entry {
-                            key,
-                            value: pos(mark),
-                        },
-                    );
-                }
+                Some((p, key)) => self.record(&p, key, pos(mark)),
                 None => {
                     if let Some(Frame::Map { pending_key, .. }) = self.stack.last_mut() {
                         *pending_key = Some((v, pos(mark)));
@@ -155,13 +238,7 @@ impl MarkedEventReceiver for Builder {
             },
             Event::Alias(_) => {
                 if let Some((p, key)) = self.next_path() {
-                    self.map.insert(
-                        p,
-                        Entry {
-                            key,
-                            value: pos(mark),
-                        },
-                    );
+                    self.record(&p, key, pos(mark));
                 }
             }
             Event::MappingStart(..) | Event::SequenceStart(..) => {
@@ -169,13 +246,7 @@ impl MarkedEventReceiver for Builder {
                 let (p, key) = self
                     .next_path()
                     .unwrap_or_else(|| ("<complex key>".into(), None));
-                self.map.insert(
-                    p.clone(),
-                    Entry {
-                        key,
-                        value: pos(mark),
-                    },
-                );
+                self.record(&p, key, pos(mark));
                 self.stack.push(if matches!(ev, Event::MappingStart(..)) {
                     Frame::Map {
                         path: p,
