@@ -88,9 +88,10 @@ pub fn compile_file(path: &str) -> std::io::Result<(String, Compiled)> {
         Err(e) => {
             let e = crate::config::load::utf8_text(e.as_bytes())
                 .err()
-                .map_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidData), |e| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
-                });
+                .map_or_else(
+                    || std::io::Error::from(std::io::ErrorKind::InvalidData),
+                    |e| std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                );
             return Err(e);
         }
     };

@@ -4,6 +4,7 @@
 //! This is the only place that knows about `serde_yaml` (archived upstream): swapping the YAML crate
 //! touches this file and [`super::spans`] only.
 use super::spans::{Pos, SpanIndex};
+use super::split::{Body, Slice};
 use super::*;
 use crate::diag::{did_you_mean, Diags, Severity};
 use serde::de::DeserializeOwned;
@@ -30,6 +31,17 @@ pub fn load<'t>(
     env: EnvLookup,
     diags: &mut Diags,
 ) -> Option<(Config, SpanIndex<'t>)> {
+    if let Some(sections) = super::split::sections(text) {
+        // element by element; any doubt (a slice that does not parse alone) falls back to the whole
+        // document below, which reports every problem exactly as before
+        let mut local = Diags::new(&diags.file);
+        let spans = SpanIndex::build(text);
+        if let Some(cfg) = load_sections(text, sections, env, &spans, &mut local) {
+            diags.list.append(&mut local.list);
+            diags.settled.extend(local.settled);
+            return Some((cfg, spans));
+        }
+    }
     // An integer beyond 64 bits fails the whole YAML document in serde_yaml; each one is reported at
     // its place and blanked (same length, so every position stays put), then parsing goes on.
     let mut work = std::borrow::Cow::Borrowed(text);
@@ -185,12 +197,7 @@ pub struct Fingerprints {
 
 impl Fingerprints {
     fn of(root: &Value) -> Self {
-        use std::hash::{Hash, Hasher};
-        let hash = |v: &Value| {
-            let mut h = std::hash::DefaultHasher::new();
-            v.hash(&mut h);
-            h.finish()
-        };
+        let hash = fingerprint;
         let section = |name: &str| -> BTreeMap<String, u64> {
             let Some(Value::Sequence(items)) = root.get(name) else {
                 return BTreeMap::new();
@@ -217,6 +224,128 @@ impl Fingerprints {
                 .collect(),
         }
     }
+}
+
+/// The content hash of one element or section.
+fn fingerprint(v: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+/// The element-by-element path of [`load`]: each slice of [`super::split`] is parsed, interpolated,
+/// fingerprinted and deserialized on its own, then dropped, so at most one element exists as a YAML
+/// tree at a time. `None` when a slice does not parse on its own: the caller then parses the whole
+/// document, which reports the problem with its position.
+fn load_sections(
+    text: &str,
+    sections: Vec<(String, Body)>,
+    env: EnvLookup,
+    spans: &SpanIndex,
+    diags: &mut Diags,
+) -> Option<Config> {
+    let parse = |s: &Slice| serde_yaml::from_str::<Value>(&s.document(text)).ok();
+    let mut cfg = Config::default();
+    let mut fp = Fingerprints::default();
+    let mut raw = RawConfig::default();
+    for (key, body) in sections {
+        match body {
+            Body::Items(items) => {
+                for (i, slice) in items.iter().enumerate() {
+                    let mut v = parse(slice)?;
+                    let path = format!("{key}[{i}]");
+                    interpolate(&mut v, &path, env, spans, diags);
+                    let name = v.get("name").and_then(Value::as_str).map(str::to_string);
+                    let hash = fingerprint(&v);
+                    let prints = match key.as_str() {
+                        "upstreams" => {
+                            cfg.upstreams.push(de(v, &path, spans, diags));
+                            &mut fp.upstreams
+                        }
+                        "routes" => {
+                            cfg.routes.push(de(v, &path, spans, diags));
+                            &mut fp.routes
+                        }
+                        _ => {
+                            cfg.policies.push(policy(v, i, spans, diags));
+                            &mut fp.policies
+                        }
+                    };
+                    if let Some(n) = name {
+                        prints.insert(n, hash);
+                    }
+                }
+            }
+            Body::Whole(slice) => {
+                let mut v = parse(&slice)?;
+                interpolate(&mut v, &key, env, spans, diags);
+                let prints = match key.as_str() {
+                    "upstreams" => Some(&mut fp.upstreams),
+                    "routes" => Some(&mut fp.routes),
+                    "policies" => Some(&mut fp.policies),
+                    _ => None,
+                };
+                match prints {
+                    Some(prints) => {
+                        for item in v.as_sequence().into_iter().flatten() {
+                            if let Some(n) = item.get("name").and_then(Value::as_str) {
+                                prints.insert(n.to_string(), fingerprint(item));
+                            }
+                        }
+                    }
+                    None => {
+                        fp.sections.insert(key.clone(), fingerprint(&v));
+                    }
+                }
+                let field = match key.as_str() {
+                    "server" => &mut raw.server,
+                    "listeners" => &mut raw.listeners,
+                    "admin" => &mut raw.admin,
+                    "observability" => &mut raw.observability,
+                    "upstreams" => &mut raw.upstreams,
+                    "routes" => &mut raw.routes,
+                    "policies" => &mut raw.policies,
+                    "global_policies" => &mut raw.global_policies,
+                    // the splitter only passes known sections
+                    _ => return None,
+                };
+                *field = Some(v);
+            }
+        }
+    }
+    cfg.fingerprints = fp;
+    if let Some(v) = raw.server {
+        if let Some(s) = de::<ServerConfig>(v, "server", spans, diags) {
+            cfg.server = s;
+        }
+    }
+    if let Some(v) = raw.admin {
+        cfg.admin = de::<AdminConfig>(v, "admin", spans, diags);
+    }
+    if let Some(v) = raw.observability {
+        if let Some(o) = de::<ObservabilityConfig>(v, "observability", spans, diags) {
+            cfg.observability = o;
+        }
+    }
+    cfg.listeners = list::<ListenerConfig>(raw.listeners, "listeners", spans, diags)
+        .into_iter()
+        .flatten()
+        .collect();
+    if raw.upstreams.is_some() {
+        cfg.upstreams = list(raw.upstreams, "upstreams", spans, diags);
+    }
+    if raw.routes.is_some() {
+        cfg.routes = list(raw.routes, "routes", spans, diags);
+    }
+    if raw.policies.is_some() {
+        cfg.policies = policies(raw.policies, spans, diags);
+    }
+    if let Some(v) = raw.global_policies {
+        cfg.global_policies =
+            de::<Vec<String>>(v, "global_policies", spans, diags).unwrap_or_default();
+    }
+    Some(cfg)
 }
 
 #[cfg(test)]
@@ -344,56 +473,59 @@ pub fn utf8_text(bytes: &[u8]) -> Result<&str, InvalidUtf8> {
 /// Policies are `type`-tagged; serde's tagged enums hide the path inside them, so the tag is read here
 /// and the variant's own struct is deserialized directly (errors keep their exact path).
 fn policies(v: Option<Value>, spans: &SpanIndex, diags: &mut Diags) -> Vec<Option<PolicyConfig>> {
-    const KINDS: &[&str] = &["rate_limit", "jwt"];
     let Some(Value::Sequence(items)) = v else {
         return list(v, "policies", spans, diags);
     };
-    let mut out = Vec::new();
-    for (i, item) in items.into_iter().enumerate() {
-        let base = format!("policies[{i}]");
-        let Value::Mapping(mut m) = item else {
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| policy(item, i, spans, diags))
+        .collect()
+}
+
+/// One element of `policies`.
+fn policy(item: Value, i: usize, spans: &SpanIndex, diags: &mut Diags) -> Option<PolicyConfig> {
+    const KINDS: &[&str] = &["rate_limit", "jwt"];
+    let base = format!("policies[{i}]");
+    let Value::Mapping(mut m) = item else {
+        diags.push(
+            Severity::Error,
+            spans.value(&base),
+            &base,
+            "a policy must be a mapping".into(),
+            None,
+        );
+        return None;
+    };
+    let kind = m.remove("type");
+    match kind.as_ref().and_then(Value::as_str) {
+        Some("rate_limit") => de::<RateLimitConfig>(Value::Mapping(m), &base, spans, diags)
+            .map(PolicyConfig::RateLimit),
+        Some("jwt") => de::<JwtConfig>(Value::Mapping(m), &base, spans, diags)
+            .map(|j| PolicyConfig::Jwt(Box::new(j))),
+        Some(other) => {
+            let p = format!("{base}.type");
+            diags.push(
+                Severity::Error,
+                spans.value(&p),
+                &p,
+                format!("unknown policy type \"{other}\""),
+                did_you_mean(other, KINDS.iter().copied())
+                    .or_else(|| Some(format!("expected one of: {}", KINDS.join(", ")))),
+            );
+            None
+        }
+        None => {
             diags.push(
                 Severity::Error,
                 spans.value(&base),
                 &base,
-                "a policy must be a mapping".into(),
-                None,
+                "missing required field \"type\"".into(),
+                Some(format!("one of: {}", KINDS.join(", "))),
             );
-            out.push(None);
-            continue;
-        };
-        let kind = m.remove("type");
-        let p = match kind.as_ref().and_then(Value::as_str) {
-            Some("rate_limit") => de::<RateLimitConfig>(Value::Mapping(m), &base, spans, diags)
-                .map(PolicyConfig::RateLimit),
-            Some("jwt") => de::<JwtConfig>(Value::Mapping(m), &base, spans, diags)
-                .map(|j| PolicyConfig::Jwt(Box::new(j))),
-            Some(other) => {
-                let p = format!("{base}.type");
-                diags.push(
-                    Severity::Error,
-                    spans.value(&p),
-                    &p,
-                    format!("unknown policy type \"{other}\""),
-                    did_you_mean(other, KINDS.iter().copied())
-                        .or_else(|| Some(format!("expected one of: {}", KINDS.join(", ")))),
-                );
-                None
-            }
-            None => {
-                diags.push(
-                    Severity::Error,
-                    spans.value(&base),
-                    &base,
-                    "missing required field \"type\"".into(),
-                    Some(format!("one of: {}", KINDS.join(", "))),
-                );
-                None
-            }
-        };
-        out.push(p);
+            None
+        }
     }
-    out
 }
 
 fn list<T: DeserializeOwned>(

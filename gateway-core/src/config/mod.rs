@@ -7,6 +7,7 @@
 pub mod addr;
 pub mod load;
 pub mod spans;
+pub(crate) mod split;
 pub mod units;
 
 use serde::Deserialize;
