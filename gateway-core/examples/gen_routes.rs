@@ -46,9 +46,21 @@ pub fn config(n: usize) -> String {
 /// One route; `i` picks its shape and makes its name and paths unique.
 fn route(s: &mut String, i: usize) {
     let tenant = i / 8;
-    let area = ["orders", "billing", "catalog", "users", "search", "inventory", "reports", "events"][i % 8];
+    let area = [
+        "orders",
+        "billing",
+        "catalog",
+        "users",
+        "search",
+        "inventory",
+        "reports",
+        "events",
+    ][i % 8];
     let up = i % UPSTREAMS;
-    let _ = write!(s, "  - name: tenant-{tenant:06}-{area}-route-{i:07}\n    match:\n");
+    let _ = write!(
+        s,
+        "  - name: tenant-{tenant:06}-{area}-route-{i:07}\n    match:\n"
+    );
     match i % 3 {
         0 => {
             let _ = writeln!(s, "      prefix: /api/v1/tenants/t{tenant:06}/{area}");
@@ -71,7 +83,10 @@ fn route(s: &mut String, i: usize) {
     if i % 3 == 0 {
         s.push_str("    rewrite:\n      strip_prefix: true\n");
     } else if i % 3 == 1 {
-        let _ = writeln!(s, "    rewrite:\n      path: /internal/{area}/{{id}}/{{item}}");
+        let _ = writeln!(
+            s,
+            "    rewrite:\n      path: /internal/{area}/{{id}}/{{item}}"
+        );
     }
     let _ = write!(
         s,

@@ -42,6 +42,15 @@ pub fn load<'t>(
             return Some((cfg, spans));
         }
     }
+    load_whole(text, env, diags)
+}
+
+/// [`load`] by parsing the whole document into one YAML tree (any document the splitter is unsure of).
+fn load_whole<'t>(
+    text: &'t str,
+    env: EnvLookup,
+    diags: &mut Diags,
+) -> Option<(Config, SpanIndex<'t>)> {
     // An integer beyond 64 bits fails the whole YAML document in serde_yaml; each one is reported at
     // its place and blanked (same length, so every position stays put), then parsing goes on.
     let mut work = std::borrow::Cow::Borrowed(text);
@@ -359,6 +368,59 @@ mod tests {
             .iter()
             .map(|d| format!("{}:{} {} {}", d.line, d.column, d.path, d.message))
             .collect()
+    }
+
+    /// The element-by-element path and the whole-document path read every example and fixture
+    /// (valid and invalid ones) into the same configuration with the same diagnostics.
+    #[test]
+    fn split_and_whole_loads_agree() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        for dir in [
+            "examples",
+            "examples/bench",
+            "tests/fixtures",
+            "tests/fixtures/invalid",
+        ] {
+            let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "yaml") {
+                    files.push(p);
+                }
+            }
+        }
+        assert!(files.len() > 10, "{files:?}");
+        let mut split = 0;
+        for f in &files {
+            let text = std::fs::read_to_string(f).expect("read");
+            let env = |k: &str| (k != "UNSET_VAR").then(|| format!("v-{k}"));
+            let run = |whole: bool| {
+                let mut d = Diags::new("t.yaml");
+                let out = if whole {
+                    load_whole(&text, &env, &mut d)
+                } else {
+                    load(&text, &env, &mut d)
+                };
+                let cfg = out.map(|(c, _)| format!("{c:?}"));
+                let diags: Vec<String> = d
+                    .finish()
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            "{}:{} {} {} {:?}",
+                            d.line, d.column, d.path, d.message, d.hint
+                        )
+                    })
+                    .collect();
+                (cfg, diags)
+            };
+            assert_eq!(run(false), run(true), "{}", f.display());
+            split += usize::from(super::super::split::sections(&text).is_some());
+        }
+        assert!(split > 10, "most files take the element-by-element path");
     }
 
     /// Issue 11 item 13: an integer beyond u64 is a located field error and hides nothing else.
