@@ -90,8 +90,10 @@ pub(crate) fn routes(cfg: &Config, inp: &RouteInputs<'_>, cx: &mut Cx) -> (Vec<R
             fallback: fb,
         });
     }
-    conflicts(cx, &rules, &plans, &origin);
-    (plans, Router::new(rules))
+    // one router, used for the precedence checks and then kept by the plan
+    let router = Router::new(rules);
+    conflicts(cx, &router, &plans, &origin);
+    (plans, router)
 }
 
 /// `match:`: exactly one of path, prefix or pattern, plus hosts, methods and headers.
@@ -407,8 +409,8 @@ fn check_clean(cx: &mut Cx, path: &str, p: &str) -> Option<String> {
 }
 
 /// Identical routes are errors; routes that another route always beats are warnings.
-fn conflicts(cx: &mut Cx, rules: &[RouteRule], plans: &[RoutePlan], origin: &[usize]) {
-    let router = Router::new(rules.to_vec());
+fn conflicts(cx: &mut Cx, router: &Router, plans: &[RoutePlan], origin: &[usize]) {
+    let rules = router.rules();
     let mut buckets: HashMap<&PathRule, Vec<usize>> = HashMap::new();
     for (i, r) in rules.iter().enumerate() {
         buckets.entry(&r.path).or_default().push(i);
