@@ -75,16 +75,18 @@ pub(crate) fn sections(text: &str) -> Option<Vec<(String, Body)>> {
     Some(b.sections)
 }
 
-/// Char index (what `yaml-rust2` markers count) → byte index, walking forward.
+/// Char index (what `yaml-rust2` markers count) → byte index, walking from the last one.
 #[derive(Default)]
 struct Cursor {
+    /// Whether the text is ASCII (then both indices agree), once known.
+    ascii: Option<bool>,
     chars: usize,
     bytes: usize,
 }
 
 impl Cursor {
     fn byte(&mut self, text: &str, char_index: usize) -> usize {
-        if text.is_ascii() {
+        if *self.ascii.get_or_insert_with(|| text.is_ascii()) {
             return char_index.min(text.len());
         }
         // markers move forward, except to a block mapping's first key just behind its `:`
