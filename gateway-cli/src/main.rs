@@ -6,6 +6,7 @@ mod admin_client;
 mod registration;
 mod reload;
 mod serve;
+mod trim;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use gateway_core::diag::Diagnostic;

@@ -26,6 +26,7 @@ pub fn serve(file: &str) -> ExitCode {
     // the text is only needed to render diagnostics: don't hold it (tens of MB for big configurations)
     // while serving
     drop(text);
+    crate::trim::release_free_memory();
     match gateway_core::proxy::server::serve_blocking(plan) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
