@@ -83,7 +83,10 @@ fn route(s: &mut String, i: usize) {
     match i % 3 {
         0 => s.push_str("    rewrite:\n      strip_prefix: true\n"),
         1 => {
-            let _ = writeln!(s, "    rewrite:\n      path: /internal/{area}/{{id}}/{{item}}");
+            let _ = writeln!(
+                s,
+                "    rewrite:\n      path: /internal/{area}/{{id}}/{{item}}"
+            );
         }
         _ => {}
     }
