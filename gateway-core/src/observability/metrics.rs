@@ -686,7 +686,8 @@ impl ReloadMetrics {
 
 /// Seconds since the Unix epoch (0 for a time before it).
 fn unix_secs(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Increments a gauge on creation and decrements it on drop (in-flight / connections).
