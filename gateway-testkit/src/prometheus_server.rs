@@ -94,9 +94,8 @@ impl PrometheusServer {
         Self::start_with_config(&config)
     }
 
-    /// Starts Prometheus with a complete `prometheus.yml` text (written to the server's temp dir, so
-    /// relative `rule_files` resolve there: see [`PrometheusServer::dir`] — copy them in first with
-    /// [`PrometheusServer::start_in`]).
+    /// Starts Prometheus with a complete `prometheus.yml` text, written to a fresh temp dir (use
+    /// [`PrometheusServer::start_in`] when the config names `rule_files` to put there first).
     pub fn start_with_config(config: &str) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir for prometheus: {e}"))?;
         Self::start_in(dir, config)
