@@ -19,7 +19,7 @@
 //! use std::time::Duration;
 //! let prom = PrometheusServer::start(&[admin], Duration::from_millis(500)).expect("prometheus");
 //! let v = prom.query("sum(gw_requests_total)").await.expect("query");
-//! println!("{v}");
+//! println!("{v:?}");
 //! # }
 //! ```
 
