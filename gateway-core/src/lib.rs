@@ -16,6 +16,7 @@ pub mod explain;
 pub mod fuzzing;
 pub mod observability;
 pub mod plan;
+pub mod policies;
 pub mod policy;
 pub mod proxy;
 pub mod registration;
