@@ -31,7 +31,7 @@
 //!
 //! # Stability
 //!
-//! The documented modules are the public API: [`compile`], [`diag`], [`explain`], [`plan`],
+//! The documented modules are the public API: [`mod@compile`], [`diag`], [`explain`], [`plan`],
 //! [`policies`], [`proxy`] (the entry points above, [`proxy::Engine`], [`proxy::admin::AdminApp`]) and
 //! [`observability::Metrics`]. Modules hidden from these docs are internals that the workspace's own
 //! tests, benches and fuzz targets reach into; they change without notice.
@@ -42,23 +42,38 @@
 //! `observability` (metrics, access log), `discovery` (Consul, DNS and file endpoint sources),
 //! `explain` (`gw dry-run`), `state` (long-lived state by identity, carried from one plan's runtime to
 //! the next), `reload` (hot reload: triggers, diff, restart-only checks).
+#![warn(missing_docs)]
+
 pub mod compile;
-pub mod config;
 pub mod diag;
-pub mod discovery;
-pub mod error;
 pub mod explain;
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod observability;
 pub mod plan;
 pub mod policies;
-pub mod policy;
 pub mod proxy;
-pub mod registration;
-pub mod reload;
+
+// Internals. `pub` only because the workspace's integration tests (gateway-core/tests, tests/), benches
+// and fuzz targets reach into them, or because a public type carries one of their types; hidden from
+// the docs and not a stable API.
+#[doc(hidden)]
+pub mod config;
+#[doc(hidden)]
+pub mod discovery;
+pub(crate) mod error;
+#[doc(hidden)]
+pub mod fuzzing;
+#[doc(hidden)]
+pub mod observability;
+#[doc(hidden)]
+pub mod policy;
+pub(crate) mod registration;
+pub(crate) mod reload;
+#[doc(hidden)]
 pub mod routing;
+#[doc(hidden)]
 pub mod state;
+#[doc(hidden)]
 pub mod upstream;
 
 pub use compile::{compile, compile_file, Compiled};
+pub use config::load::EnvLookup;
+pub use observability::Metrics;

@@ -23,14 +23,18 @@ use std::path::{Path, PathBuf};
 /// The result of compiling: a plan when there is no error, and every diagnostic (warnings included).
 #[derive(Debug)]
 pub struct Compiled {
+    /// The plan, `Some` exactly when there is no error.
     pub plan: Option<Plan>,
+    /// Errors and warnings, sorted by position.
     pub diagnostics: Vec<Diagnostic>,
 }
 
 impl Compiled {
+    /// The error diagnostics.
     pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
         self.diagnostics.iter().filter(|d| d.is_error())
     }
+    /// The warning diagnostics.
     pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
         self.diagnostics.iter().filter(|d| !d.is_error())
     }

@@ -19,7 +19,7 @@ pub mod signal;
 pub mod tls;
 pub mod watch;
 
-pub use diff::{Changes, ReloadSummary};
+pub use diff::ReloadSummary;
 
 use crate::diag::Diagnostic;
 use crate::observability::{Metrics, ReloadMetrics};
