@@ -32,9 +32,10 @@
 //! # Stability
 //!
 //! The documented modules are the public API: [`mod@compile`], [`diag`], [`explain`], [`plan`],
-//! [`policies`], [`proxy`] (the entry points above, [`proxy::Engine`], [`proxy::admin::AdminApp`]) and
-//! [`observability::Metrics`]. Modules hidden from these docs are internals that the workspace's own
-//! tests, benches and fuzz targets reach into; they change without notice.
+//! [`policies`], [`proxy`] (the entry points above, [`proxy::Engine`], [`proxy::admin::AdminApp`]),
+//! [`reload`] (`Engine::reload`, its summary and errors) and [`Metrics`]. Modules hidden from these
+//! docs are internals that the workspace's own tests, benches and fuzz targets reach into; they change
+//! without notice.
 //!
 //! Where things live inside: `config` (the YAML data model), `compile` (config → plan, all
 //! diagnostics), `routing` (normalisation, matcher, rewrites), `upstream` (load balancing, health),
@@ -43,6 +44,8 @@
 //! `explain` (`gw dry-run`), `state` (long-lived state by identity, carried from one plan's runtime to
 //! the next), `reload` (hot reload: triggers, diff, restart-only checks).
 #![warn(missing_docs)]
+// every type the public API hands out can be named by its users
+#![warn(unnameable_types)]
 
 pub mod compile;
 pub mod diag;
@@ -50,6 +53,7 @@ pub mod explain;
 pub mod plan;
 pub mod policies;
 pub mod proxy;
+pub mod reload;
 
 // Internals. `pub` only because the workspace's integration tests (gateway-core/tests, tests/), benches
 // and fuzz targets reach into them, or because a public type carries one of their types; hidden from
@@ -65,8 +69,8 @@ pub mod fuzzing;
 pub mod observability;
 #[doc(hidden)]
 pub mod policy;
-pub(crate) mod registration;
-pub(crate) mod reload;
+#[doc(hidden)]
+pub mod registration;
 #[doc(hidden)]
 pub mod routing;
 #[doc(hidden)]
