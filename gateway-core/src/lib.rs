@@ -8,6 +8,7 @@
 //! runtime to the next), `reload` (hot reload: triggers, diff, restart-only checks).
 pub mod compile;
 pub mod config;
+pub mod conftest;
 pub mod diag;
 pub mod discovery;
 pub mod error;
