@@ -54,6 +54,9 @@ pub fn run(config: &str, tests: &[String], json: bool) -> ExitCode {
         );
     } else {
         println!("{}", report::summary(&results));
+        if invalid {
+            eprintln!("some files are unreadable or invalid: their cases did not run");
+        }
     }
     if invalid {
         ExitCode::from(2)

@@ -60,8 +60,9 @@ pub struct TestCase {
     pub line: usize,
 }
 
-/// Parses a test file. `Err` holds every diagnostic (at least one error).
-pub fn parse(file: &str, text: &str) -> Result<TestFile, Vec<Diagnostic>> {
+/// Parses a test file: the file (with the cases that could be read) and the diagnostics of the others.
+/// `Err` when nothing usable could be read (YAML syntax, not a mapping), with its diagnostics.
+pub fn parse(file: &str, text: &str) -> Result<(TestFile, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut diags = Diags::new(file);
     let root: Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
@@ -179,11 +180,8 @@ pub fn parse(file: &str, text: &str) -> Result<TestFile, Vec<Diagnostic>> {
             Some("add `cases:` with at least one `- name: ...`".into()),
         );
     }
-    if diags.has_errors() {
-        return Err(diags.finish());
-    }
     out.spans = spans;
-    Ok(out)
+    Ok((out, diags.finish()))
 }
 
 /// The items of a list section, each deserialized on its own (`None` for a bad one).
@@ -291,7 +289,11 @@ pub fn check(t: &TestFile, plan: &Plan) -> Vec<Diagnostic> {
             Severity::Error,
             sp.value(path),
             path,
-            format!("unknown {what} \"{got}\" (not in the configuration)"),
+            if what == "test key" {
+                format!("unknown {what} \"{got}\" (not declared under `keys`)")
+            } else {
+                format!("unknown {what} \"{got}\" (not in the configuration)")
+            },
             did_you_mean(got, known.iter().copied()).or_else(|| {
                 (!known.is_empty()).then(|| format!("known: {}", known.join(", ")))
             }),

@@ -36,8 +36,8 @@ pub fn run_file(config_path: &str, config_text: &str, test_path: &str, test_text
     let with = |ds: Vec<Diagnostic>, text: &str| -> Vec<(Diagnostic, String)> {
         ds.into_iter().map(|d| (d, text.to_string())).collect()
     };
-    let t = match load::parse(test_path, test_text) {
-        Ok(t) => t,
+    let (t, mut shape) = match load::parse(test_path, test_text) {
+        Ok(x) => x,
         Err(ds) => return FileOutcome::Invalid(with(ds, test_text)),
     };
     let env = |k: &str| t.env.get(k).cloned().or_else(|| std::env::var(k).ok());
@@ -46,9 +46,10 @@ pub fn run_file(config_path: &str, config_text: &str, test_path: &str, test_text
         let errors = compiled.diagnostics.into_iter().filter(|d| d.is_error()).collect();
         return FileOutcome::Invalid(with(errors, config_text));
     };
-    let ds = load::check(&t, &plan);
-    if ds.iter().any(Diagnostic::is_error) {
-        return FileOutcome::Invalid(with(ds, test_text));
+    shape.extend(load::check(&t, &plan));
+    if shape.iter().any(Diagnostic::is_error) {
+        shape.sort_by_key(|d| (d.line, d.column));
+        return FileOutcome::Invalid(with(shape, test_text));
     }
     let h = match harness::Harness::new(&plan, &t) {
         Ok(h) => h,
