@@ -49,8 +49,7 @@ pub fn run(config: &str, tests: &[String], json: bool) -> ExitCode {
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&report::json(&results, &diagnostics))
-                .unwrap_or_default()
+            serde_json::to_string_pretty(&report::json(&results, &diagnostics)).unwrap_or_default()
         );
     } else {
         println!("{}", report::summary(&results));

@@ -40,7 +40,10 @@ fn seed_tests() -> String {
 /// The number of cases of a test file (list items under `cases:`).
 fn case_count(text: &str) -> usize {
     let cases = text.split("\ncases:\n").nth(1).expect("a cases section");
-    cases.lines().filter(|l| l.starts_with("  - name: ")).count()
+    cases
+        .lines()
+        .filter(|l| l.starts_with("  - name: "))
+        .count()
 }
 
 /// The 1-based line of the first line of `text` containing `needle`.
@@ -58,10 +61,15 @@ fn seed_expectations_pass() {
     assert_eq!(o.status.code(), Some(0), "{s}{}", err(&o));
     let cases = case_count(&seed_tests());
     assert!(cases >= 25, "{cases} cases");
-    assert_eq!(s.lines().filter(|l| l.starts_with("ok   ")).count(), cases, "{s}");
+    assert_eq!(
+        s.lines().filter(|l| l.starts_with("ok   ")).count(),
+        cases,
+        "{s}"
+    );
     assert!(s.ends_with(&format!("{cases} passed, 0 failed\n")), "{s}");
     assert!(
-        s.contains("ok   examples/seed.test.yaml:") && s.contains(" login allows 5 per minute per IP"),
+        s.contains("ok   examples/seed.test.yaml:")
+            && s.contains(" login allows 5 per minute per IP"),
         "{s}"
     );
 }
@@ -71,7 +79,11 @@ fn a_wrong_expectation_fails_with_expected_got_and_line() {
     let dir = scratch("wrong");
     // the login limit is 5: claim 4, and a wrong upstream for the payment route
     let text = seed_tests()
-        .replacen("    repeat: 6\n    expect:\n      admitted: 5", "    repeat: 6\n    expect:\n      admitted: 4", 1)
+        .replacen(
+            "    repeat: 6\n    expect:\n      admitted: 5",
+            "    repeat: 6\n    expect:\n      admitted: 4",
+            1,
+        )
         .replacen(
             "      route: payment\n      upstream: order-service",
             "      route: payment\n      upstream: user-service",
@@ -96,7 +108,10 @@ fn a_wrong_expectation_fails_with_expected_got_and_line() {
         "{s}"
     );
     let cases = case_count(&text);
-    assert!(s.ends_with(&format!("{} passed, 2 failed\n", cases - 2)), "{s}");
+    assert!(
+        s.ends_with(&format!("{} passed, 2 failed\n", cases - 2)),
+        "{s}"
+    );
 
     // the same as JSON, for CI annotations
     let o = gw(&["test", "examples/seed.yaml", &f, "--format", "json"]);
@@ -145,13 +160,18 @@ fn a_malformed_test_file_gets_positioned_diagnostics() {
         "hint: did you mean \"method\"?".to_string(),
         format!("error: unknown route \"usr\" (not in the configuration)\n  --> {f}:8:22"),
         "hint: did you mean \"user\"?".to_string(),
-        format!("error: unknown upstream \"user-servce\" (not in the configuration)\n  --> {f}:8:37"),
+        format!(
+            "error: unknown upstream \"user-servce\" (not in the configuration)\n  --> {f}:8:37"
+        ),
         format!("error: unknown auth outcome \"expird\"\n  --> {f}:8:56"),
         format!("--> {f}:11:23 (cases[2].expect.status)"),
     ] {
         assert!(e.contains(&want), "missing {want:?} in\n{e}");
     }
-    assert!(!out(&o).contains("ok "), "no case runs from an invalid file");
+    assert!(
+        !out(&o).contains("ok "),
+        "no case runs from an invalid file"
+    );
 
     let syntax = dir.join("syntax.test.yaml");
     std::fs::write(&syntax, "cases: [\n").expect("write");
@@ -161,7 +181,11 @@ fn a_malformed_test_file_gets_positioned_diagnostics() {
 
     let o = gw(&["test", "examples/seed.yaml", "no/such.test.yaml"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(err(&o).contains("cannot read no/such.test.yaml"), "{}", err(&o));
+    assert!(
+        err(&o).contains("cannot read no/such.test.yaml"),
+        "{}",
+        err(&o)
+    );
 }
 
 /// A configuration whose jwt policy fetches a JWKS over https is tested offline: the test file's key

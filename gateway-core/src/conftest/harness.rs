@@ -43,6 +43,8 @@ pub struct Observed {
     pub headers: Vec<(String, String)>,
     /// `accept`, `anonymous`, `none`, or the rejection reason.
     pub auth: String,
+    /// When no route matched: the nearest routes and why each fails (from `gw dry-run`'s explanation).
+    pub nearest: Vec<String>,
 }
 
 /// One rate limit as checked for a request.
@@ -95,8 +97,8 @@ impl<'p> Harness<'p> {
                     ));
                 }
             }
-            let auth = Authenticator::new(&settings)
-                .map_err(|e| format!("jwt policy {}: {e}", a.name))?;
+            let auth =
+                Authenticator::new(&settings).map_err(|e| format!("jwt policy {}: {e}", a.name))?;
             if let KeySource::Jwks(_) = &settings.keys {
                 rt.block_on(auth.refresh_keys())
                     .map_err(|e| format!("jwt policy {}: {e}", a.name))?;
@@ -170,8 +172,12 @@ impl<'p> Harness<'p> {
         now_ms: u64,
     ) -> Result<(RequestHeader, IpAddr), String> {
         let method = r.method.as_deref().or(d.method.as_deref()).unwrap_or("GET");
-        let mut req = RequestHeader::build(method.to_ascii_uppercase().as_str(), r.path.as_bytes(), None)
-            .map_err(|e| format!("invalid request: {e}"))?;
+        let mut req = RequestHeader::build(
+            method.to_ascii_uppercase().as_str(),
+            r.path.as_bytes(),
+            None,
+        )
+        .map_err(|e| format!("invalid request: {e}"))?;
         let mut headers = d.headers.clone();
         headers.extend(r.headers.clone());
         for (k, v) in headers {
@@ -236,7 +242,14 @@ impl<'p> Harness<'p> {
         let mut upstream_path = String::new();
         let route_id = match steps::route::route(plan, req, &mut upstream_path) {
             Ok(r) => r,
-            Err(e) => return answer(o, e, Vec::new()),
+            Err(e) => {
+                o.nearest = explain(plan, req, peer)
+                    .candidates
+                    .into_iter()
+                    .map(|c| format!("{} ({})", c.route, c.reasons.join("; ")))
+                    .collect();
+                return answer(o, e, Vec::new());
+            }
         };
         let route = &plan.routes[route_id as usize];
         let up_name = &plan.upstreams[route.upstream as usize].name;
@@ -384,6 +397,23 @@ impl<'p> Harness<'p> {
             .unwrap_or_default();
         Err((GwError::rate_limited(&name), headers))
     }
+}
+
+/// `gw dry-run`'s explanation of the same request.
+pub fn explain(plan: &Plan, req: &RequestHeader, peer: IpAddr) -> crate::explain::Explanation {
+    let target = req
+        .uri
+        .path_and_query()
+        .map_or_else(|| req.uri.path().to_string(), |p| p.as_str().to_string());
+    crate::explain::explain(
+        plan,
+        &crate::explain::DryRunRequest {
+            method: req.method.as_str().to_string(),
+            target,
+            headers: header_list(&req.headers),
+            client_ip: peer,
+        },
+    )
 }
 
 /// The configured key source, or the test keys that `verify` this policy.

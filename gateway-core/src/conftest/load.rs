@@ -73,7 +73,13 @@ pub fn parse(file: &str, text: &str) -> Result<(TestFile, Vec<Diagnostic>), Vec<
             });
             let msg = e.to_string();
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            diags.push(Severity::Error, pos, "", format!("invalid YAML: {msg}"), None);
+            diags.push(
+                Severity::Error,
+                pos,
+                "",
+                format!("invalid YAML: {msg}"),
+                None,
+            );
             return Err(diags.finish());
         }
     };
@@ -145,9 +151,7 @@ pub fn parse(file: &str, text: &str) -> Result<(TestFile, Vec<Diagnostic>), Vec<
                     .flatten()
                     .collect()
             }
-            "defaults" => {
-                out.defaults = de(v, "defaults", &spans, &mut diags).unwrap_or_default()
-            }
+            "defaults" => out.defaults = de(v, "defaults", &spans, &mut diags).unwrap_or_default(),
             "cases" => {
                 saw_cases = true;
                 for (i, c) in items::<Case>(v, "cases", &spans, &mut diags)
@@ -294,9 +298,8 @@ pub fn check(t: &TestFile, plan: &Plan) -> Vec<Diagnostic> {
             } else {
                 format!("unknown {what} \"{got}\" (not in the configuration)")
             },
-            did_you_mean(got, known.iter().copied()).or_else(|| {
-                (!known.is_empty()).then(|| format!("known: {}", known.join(", ")))
-            }),
+            did_you_mean(got, known.iter().copied())
+                .or_else(|| (!known.is_empty()).then(|| format!("known: {}", known.join(", ")))),
         )
     };
     for (i, k) in t.keys.iter().enumerate() {
@@ -341,7 +344,13 @@ pub fn check(t: &TestFile, plan: &Plan) -> Vec<Diagnostic> {
         }
         for (j, v) in k.verifies.iter().enumerate() {
             if !names.jwt.contains(&v.as_str()) {
-                unknown(&mut diags, &format!("{base}.verifies[{j}]"), "jwt policy", v, &names.jwt);
+                unknown(
+                    &mut diags,
+                    &format!("{base}.verifies[{j}]"),
+                    "jwt policy",
+                    v,
+                    &names.jwt,
+                );
             }
         }
     }
@@ -437,7 +446,13 @@ fn check_request(
     if let Some(j) = &r.jwt {
         if !t.keys.iter().any(|k| k.name == j.key) {
             let known: Vec<&str> = t.keys.iter().map(|k| k.name.as_str()).collect();
-            unknown(diags, &format!("{base}.request.jwt.key"), "test key", &j.key, &known);
+            unknown(
+                diags,
+                &format!("{base}.request.jwt.key"),
+                "test key",
+                &j.key,
+                &known,
+            );
         }
         if let Some(a) = &j.algorithm {
             if a.parse::<jsonwebtoken::Algorithm>().is_err() {
@@ -475,7 +490,13 @@ fn check_expect(
     }
     if let Some(u) = &e.upstream {
         if !names.upstreams.contains(&u.as_str()) {
-            unknown(diags, &format!("{base}.upstream"), "upstream", u, &names.upstreams);
+            unknown(
+                diags,
+                &format!("{base}.upstream"),
+                "upstream",
+                u,
+                &names.upstreams,
+            );
         }
     }
     let all: Vec<&str> = names.jwt.iter().chain(&names.limits).copied().collect();

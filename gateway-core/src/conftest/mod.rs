@@ -32,7 +32,12 @@ pub enum FileOutcome {
 
 /// Runs one test file against a configuration (both given as text with their paths). Never touches the
 /// network; reads only the key files the configuration and the test file name.
-pub fn run_file(config_path: &str, config_text: &str, test_path: &str, test_text: &str) -> FileOutcome {
+pub fn run_file(
+    config_path: &str,
+    config_text: &str,
+    test_path: &str,
+    test_text: &str,
+) -> FileOutcome {
     let with = |ds: Vec<Diagnostic>, text: &str| -> Vec<(Diagnostic, String)> {
         ds.into_iter().map(|d| (d, text.to_string())).collect()
     };
@@ -43,7 +48,11 @@ pub fn run_file(config_path: &str, config_text: &str, test_path: &str, test_text
     let env = |k: &str| t.env.get(k).cloned().or_else(|| std::env::var(k).ok());
     let compiled = crate::compile(config_path, config_text, &env);
     let Some(plan) = compiled.plan else {
-        let errors = compiled.diagnostics.into_iter().filter(|d| d.is_error()).collect();
+        let errors = compiled
+            .diagnostics
+            .into_iter()
+            .filter(|d| d.is_error())
+            .collect();
         return FileOutcome::Invalid(with(errors, config_text));
     };
     shape.extend(load::check(&t, &plan));
@@ -68,3 +77,6 @@ pub fn run_file(config_path: &str, config_text: &str, test_path: &str, test_text
     };
     FileOutcome::Ran(runner::run(&t, &h))
 }
+
+#[cfg(test)]
+mod tests;

@@ -101,11 +101,7 @@ pub fn run(t: &TestFile, h: &Harness<'_>) -> Vec<CaseResult> {
                             let got_k = rejected.iter().take_while(|r| !**r).count() as u32;
                             let clean = rejected[got_k as usize..].iter().all(|r| *r);
                             if got_k != k || !clean {
-                                push(
-                                    "admitted",
-                                    format!("{k} then 429"),
-                                    admission(&rejected),
-                                );
+                                push("admitted", format!("{k} then 429"), admission(&rejected));
                             }
                         }
                         compare(&step.expect, &o, &mut push);
@@ -151,8 +147,11 @@ fn opt(s: &Option<String>) -> String {
 /// Compares the stated fields of `e` with `o`.
 fn compare(e: &Expect, o: &Observed, push: &mut dyn FnMut(&str, String, String)) {
     if let Some(r) = &e.route {
-        let got = opt(&o.route);
+        let mut got = opt(&o.route);
         if *r != got {
+            if !o.nearest.is_empty() {
+                got.push_str(&format!(" (nearest: {})", o.nearest.join(", ")));
+            }
             push("route", r.clone(), got);
         }
     }
@@ -203,17 +202,29 @@ fn compare(e: &Expect, o: &Observed, push: &mut dyn FnMut(&str, String, String))
         let names: Vec<&str> = ls.iter().map(|l| l.policy.as_str()).collect();
         let got_names: Vec<&str> = o.limits.iter().map(|l| l.policy.as_str()).collect();
         if names != got_names {
-            push("limits", format!("[{}]", names.join(", ")), format!("[{}]", got_names.join(", ")));
+            push(
+                "limits",
+                format!("[{}]", names.join(", ")),
+                format!("[{}]", got_names.join(", ")),
+            );
         } else {
             for (l, g) in ls.iter().zip(&o.limits) {
                 if let Some(k) = &l.key {
                     if *k != g.key {
-                        push(&format!("limits.{}.key", l.policy), k.clone(), g.key.clone());
+                        push(
+                            &format!("limits.{}.key", l.policy),
+                            k.clone(),
+                            g.key.clone(),
+                        );
                     }
                 }
                 if let Some(m) = l.max {
                     if m != g.max {
-                        push(&format!("limits.{}.max", l.policy), m.to_string(), g.max.to_string());
+                        push(
+                            &format!("limits.{}.max", l.policy),
+                            m.to_string(),
+                            g.max.to_string(),
+                        );
                     }
                 }
                 if let Some(w) = l.window {

@@ -19,13 +19,17 @@ enum Material {
 
 impl SigningKey {
     /// Loads `decl` (file paths resolved by `resolve`).
-    pub fn load(decl: &KeyDecl, resolve: impl Fn(&Path) -> std::path::PathBuf) -> Result<Self, String> {
+    pub fn load(
+        decl: &KeyDecl,
+        resolve: impl Fn(&Path) -> std::path::PathBuf,
+    ) -> Result<Self, String> {
         let material = match (&decl.hmac, &decl.private_key) {
             (Some(s), None) => Material::Hmac(s.as_bytes().to_vec()),
             (None, Some(p)) => {
                 let full = resolve(p);
                 Material::Pem(
-                    std::fs::read(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))?,
+                    std::fs::read(&full)
+                        .map_err(|e| format!("cannot read {}: {e}", full.display()))?,
                 )
             }
             _ => return Err("a key is either hmac or private_key".into()),
