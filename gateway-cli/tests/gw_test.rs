@@ -74,6 +74,21 @@ fn seed_expectations_pass() {
     );
 }
 
+/// 401 vs 403, issuer and audience on examples/jwt.yaml (seed.yaml has no role requirement).
+#[test]
+fn jwt_example_expectations_pass() {
+    let o = gw(&["test", "examples/jwt.yaml", "examples/jwt.test.yaml"]);
+    let s = out(&o);
+    assert_eq!(o.status.code(), Some(0), "{s}{}", err(&o));
+    let cases =
+        case_count(&std::fs::read_to_string(root().join("examples/jwt.test.yaml")).expect("read"));
+    assert!(s.ends_with(&format!("{cases} passed, 0 failed\n")), "{s}");
+    assert!(
+        s.contains(" a valid token without the admin role is 403\n"),
+        "{s}"
+    );
+}
+
 #[test]
 fn a_wrong_expectation_fails_with_expected_got_and_line() {
     let dir = scratch("wrong");
