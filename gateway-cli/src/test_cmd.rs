@@ -1,7 +1,7 @@
 //! `gw test CONFIG TESTS.yaml...`: runs offline expectation files (see `gateway_core::conftest`).
 //!
 //! Exit status: 0 every case passed, 1 some case failed, 2 a file is unreadable or invalid.
-use gateway_core::conftest::{report, run_file, CaseResult, FileOutcome};
+use gateway_core::conftest::{read_text as read, report, run_file, CaseResult, FileOutcome};
 use gateway_core::diag::Diagnostic;
 use std::process::ExitCode;
 
@@ -64,11 +64,4 @@ pub fn run(config: &str, tests: &[String], json: bool) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
-}
-
-fn read(path: &str) -> std::io::Result<String> {
-    let bytes = std::fs::read(path)?;
-    gateway_core::config::load::utf8_text(&bytes)
-        .map(str::to_string)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }

@@ -354,6 +354,31 @@ pub fn check(t: &TestFile, plan: &Plan) -> Vec<Diagnostic> {
             }
         }
     }
+    for (k, v) in &t.defaults.headers {
+        let p = format!("defaults.headers.{k}");
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+            || http::HeaderValue::from_str(v).is_err()
+        {
+            diags.push(
+                Severity::Error,
+                sp.value(&p),
+                &p,
+                format!("invalid header {k:?}"),
+                None,
+            );
+        }
+    }
+    if let Some(m) = &t.defaults.method {
+        if http::Method::from_bytes(m.as_bytes()).is_err() {
+            diags.push(
+                Severity::Error,
+                sp.value("defaults.method"),
+                "defaults.method",
+                format!("invalid method {m:?}"),
+                None,
+            );
+        }
+    }
     for c in &t.cases {
         let base = format!("cases[{}]", c.index);
         check_request(t, c, &base, &names, &mut diags, &mut unknown);

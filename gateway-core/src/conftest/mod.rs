@@ -10,12 +10,12 @@
 //! Pipeline: [`load::parse`] (shape, positioned diagnostics) → compile the configuration with the
 //! file's `env` → [`load::check`] (names against the plan) → [`harness::Harness`] (the proxy's own
 //! request steps, offline) → [`runner::run`] → [`report`].
-pub mod harness;
-pub mod load;
-pub mod model;
+mod harness;
+mod load;
+mod model;
 pub mod report;
-pub mod runner;
-pub mod token;
+mod runner;
+mod token;
 
 use crate::diag::Diagnostic;
 pub use runner::{CaseResult, Mismatch};
@@ -28,6 +28,15 @@ pub enum FileOutcome {
     /// The test file (or the configuration, compiled with the file's `env`) is invalid: nothing ran.
     /// Each diagnostic comes with the text of the file it points into, for rendering.
     Invalid(Vec<(Diagnostic, String)>),
+}
+
+/// The text of a file (configuration or test file): an `InvalidData` error names the line and column of
+/// its first byte that is not UTF-8.
+pub fn read_text(path: &str) -> std::io::Result<String> {
+    let bytes = std::fs::read(path)?;
+    crate::config::load::utf8_text(&bytes)
+        .map(str::to_string)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// Runs one test file against a configuration (both given as text with their paths). Never touches the

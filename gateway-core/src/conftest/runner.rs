@@ -8,11 +8,15 @@ use serde::Serialize;
 /// The result of one case.
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseResult {
+    /// The test file.
     pub file: String,
     /// Line of the case.
     pub line: usize,
+    /// The case's `name`.
     pub name: String,
+    /// Whether every expectation held.
     pub passed: bool,
+    /// The expectations that did not hold.
     pub failures: Vec<Mismatch>,
 }
 
@@ -27,8 +31,11 @@ pub struct Mismatch {
     /// 1-based request within a repeated step.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request: Option<u32>,
+    /// The expectation, e.g. `status`, `limits.login-limit.key`, `headers.RateLimit`.
     pub field: String,
+    /// What the case expects.
     pub expected: String,
+    /// What happened.
     pub got: String,
 }
 

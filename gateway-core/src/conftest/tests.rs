@@ -95,3 +95,49 @@ fn dry_run_uses_the_configured_path_policy() {
     };
     assert!(rs[0].passed, "{:?}", rs[0].failures);
 }
+
+/// Local answers other than auth and limits (413 by Content-Length, 405 with Allow, 400 for a bad
+/// path), the route's Host override, and failures reported with the field, expected and got.
+#[test]
+fn local_answers_host_override_and_mismatches() {
+    let yaml = "listeners: [{ name: l, address: \"127.0.0.1:0\" }]\n\
+                upstreams: [{ name: u, endpoints: [{ address: \"127.0.0.1:9\" }] }]\n\
+                routes:\n\
+                \x20 - { name: up, match: { path: /upload, methods: [PUT] }, upstream: u, max_body_size: 1KiB, rewrite: { host: files.internal } }\n";
+    let tests = "cases:\n\
+        \x20 - name: too big\n\
+        \x20   request: { method: PUT, path: /upload, headers: { Content-Length: \"1025\" } }\n\
+        \x20   expect: { route: up, status: 413, error: payload_too_large }\n\
+        \x20 - name: fits, host overridden\n\
+        \x20   request: { method: PUT, path: /upload, headers: { Content-Length: \"1024\", Host: api.example.com } }\n\
+        \x20   expect: { status: proxy, upstream_host: files.internal, upstream_headers: { X-Forwarded-Host: api.example.com } }\n\
+        \x20 - name: wrong method\n\
+        \x20   request: { path: /upload }\n\
+        \x20   expect: { status: 405, headers: { Allow: PUT } }\n\
+        \x20 - name: deliberately wrong\n\
+        \x20   request: { method: PUT, path: /upload }\n\
+        \x20   expect: { status: 404, route: none, upstream_path: /x, headers: { RateLimit: ~ } }\n";
+    let rs = match super::run_file("t.yaml", yaml, "t.test.yaml", tests) {
+        FileOutcome::Ran(rs) => rs,
+        FileOutcome::Invalid(ds) => panic!("{:#?}", ds.iter().map(|d| &d.0).collect::<Vec<_>>()),
+    };
+    for r in &rs[..3] {
+        assert!(r.passed, "{}", super::report::case_line(r));
+    }
+    let bad = &rs[3];
+    assert_eq!(bad.line, 11);
+    let got: Vec<(&str, &str, &str)> = bad
+        .failures
+        .iter()
+        .map(|m| (m.field.as_str(), m.expected.as_str(), m.got.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("route", "none", "up"),
+            ("upstream_path", "/x", "/upload"),
+            ("status", "404", "proxy"),
+        ]
+    );
+    assert_eq!(super::report::summary(&rs), "3 passed, 1 failed");
+}
