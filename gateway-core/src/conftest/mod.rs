@@ -8,8 +8,9 @@
 //! real local rate limiter. See `docs/testing-config.md` for the format.
 //!
 //! Pipeline: [`load::parse`] (shape, positioned diagnostics) → compile the configuration with the
-//! file's `env` → [`load::check`] (names against the plan) → [`harness::Harness`] (the proxy's own
+//! file's `env` → [`check::check`] (names against the plan) → [`harness::Harness`] (the proxy's own
 //! request steps, offline) → [`runner::run`] → [`report`].
+mod check;
 mod harness;
 mod load;
 mod model;
@@ -64,7 +65,7 @@ pub fn run_file(
             .collect();
         return FileOutcome::Invalid(with(errors, config_text));
     };
-    shape.extend(load::check(&t, &plan));
+    shape.extend(check::check(&t, &plan));
     if shape.iter().any(Diagnostic::is_error) {
         shape.sort_by_key(|d| (d.line, d.column));
         return FileOutcome::Invalid(with(shape, test_text));
