@@ -6,6 +6,7 @@ mod admin_client;
 mod registration;
 mod reload;
 mod serve;
+mod test_cmd;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use gateway_core::diag::Diagnostic;
@@ -57,6 +58,19 @@ enum Cmd {
         headers: Vec<String>,
         #[arg(long, default_value = "127.0.0.1")]
         client_ip: std::net::IpAddr,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Run offline expectation files (routes, auth, rate limits) against a configuration.
+    #[command(
+        after_help = "Examples:\n  gw test examples/seed.yaml examples/seed.test.yaml\n  gw test gw.yaml tests/*.test.yaml --format json\n\nExit status: 0 all cases pass, 1 a case failed, 2 a file is unreadable or invalid. Never opens a network connection."
+    )]
+    Test {
+        /// The configuration under test.
+        config: String,
+        /// Test files (YAML; see docs/testing-config.md).
+        #[arg(required = true)]
+        tests: Vec<String>,
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
     },
@@ -151,6 +165,11 @@ fn main() -> ExitCode {
             client_ip,
             format,
         } => dry_run(&file, method, path, headers, client_ip, format),
+        Cmd::Test {
+            config,
+            tests,
+            format,
+        } => test_cmd::run(&config, &tests, format == Format::Json),
         Cmd::Serve { file } => serve::serve(&file),
         Cmd::Reload {
             admin,

@@ -6,7 +6,7 @@ use crate::plan::{
     RoutePlan, UpstreamPlan,
 };
 use crate::policy::auth::{AuthMode, MatchMode};
-use crate::routing::{normalize_path, MatchOutcome, PathRule, RequestView, RouteRule};
+use crate::routing::{normalize_with, MatchOutcome, PathRule, RequestView, RouteRule};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Serialize;
 
@@ -132,7 +132,8 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
         .and_then(|h| h.to_str().ok())
         // the same host extraction as serving (`[::1]:8080` → `::1`)
         .map(|h| crate::proxy::steps::route::strip_port(h).to_ascii_lowercase());
-    let normalized = normalize_path(&path).map(|p| p.into_owned());
+    // the server's path policy, as serving applies it
+    let normalized = normalize_with(&plan.server.path_policy, &path).map(|p| p.into_owned());
     let mut ex = Explanation {
         request: RequestSummary {
             method: req.method.clone(),

@@ -60,6 +60,9 @@ pub mod reload;
 // the docs and not a stable API.
 #[doc(hidden)]
 pub mod config;
+/// The engine of `gw test` (expectation files run offline); the CLI is its only user.
+#[doc(hidden)]
+pub mod conftest;
 #[doc(hidden)]
 pub mod discovery;
 pub(crate) mod error;

@@ -418,8 +418,9 @@ fn list<T: DeserializeOwned>(
     }
 }
 
-/// Deserializes one element, turning a serde error into a positioned diagnostic with a hint.
-fn de<T: DeserializeOwned>(
+/// Deserializes one element, turning a serde error into a positioned diagnostic with a hint
+/// (also used for `gw test` files, see [`crate::conftest`]).
+pub(crate) fn de<T: DeserializeOwned>(
     v: Value,
     base: &str,
     spans: &SpanIndex,
