@@ -24,7 +24,9 @@
 use serde::Deserialize;
 
 /// What to do with `%2F` and `%5C` (an encoded `/` or `\`) in a request path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema, serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum EscapedSlashes {
     /// Refuse the request with 400 (default).
@@ -38,7 +40,9 @@ pub enum EscapedSlashes {
 }
 
 /// What to do with `;` (raw or `%3B`) in a request path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema, serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Semicolons {
     /// Refuse the request with 400 (default): servers that strip `;` path parameters (Tomcat,
@@ -50,7 +54,9 @@ pub enum Semicolons {
 }
 
 /// The request-path policy (`server.path_policy` in the configuration). Applies to every listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema, serde::Serialize,
+)]
 #[serde(deny_unknown_fields)]
 pub struct PathPolicy {
     #[serde(default)]

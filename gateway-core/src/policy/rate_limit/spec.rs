@@ -5,7 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Whether a limit may reject requests (also the DSL's `mode:`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    schemars::JsonSchema,
+    serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Requests over the limit are rejected.
@@ -21,7 +31,17 @@ pub enum Mode {
 
 /// What a Redis-backed limit does when Redis fails, times out or is in back-off (also the DSL's
 /// `on_store_error:`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    schemars::JsonSchema,
+    serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OnStoreError {
     /// Admit (fail open).
@@ -55,7 +75,18 @@ impl OnStoreError {
 }
 
 /// Which requests share a counter (also the DSL's `scope:`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    serde::Deserialize,
+    schemars::JsonSchema,
+    serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// One counter per key, whatever route or upstream the request goes to.
@@ -89,7 +120,17 @@ pub enum KeySpec {
 }
 
 /// What a key part falls back to when its source is missing (also the DSL's `fallback:`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Deserialize,
+    schemars::JsonSchema,
+    serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyFallback {
     ClientIp,
