@@ -154,10 +154,15 @@ const SEMANTIC: &[&str] = &["absurd_values", "env", "jwt_keys", "references"];
 /// The invalid fixtures with shape errors, and where the schema must report them (JSON pointers;
 /// nothing else may be reported, so a fixture cannot pass on an unrelated error).
 const SHAPE: &[(&str, &[&str])] = &[
-    // "localhost:80" and "nohost" are bad address strings; "get" is a semantic error (method list)
+    // bad address strings ("localhost:80", "nohost") and an unknown method ("get"); the conflicts,
+    // the duplicate and the shadowed route, the bad pattern and path are semantic
     (
         "conflicts",
-        &["/listeners/2/address", "/upstreams/0/endpoints/1/address"],
+        &[
+            "/listeners/2/address",
+            "/routes/4/match/methods/0",
+            "/upstreams/0/endpoints/1/address",
+        ],
     ),
     // the integer beyond 64 bits and the unknown `retry` field
     (
@@ -243,4 +248,65 @@ fn shape_fixtures_are_rejected_and_semantic_ones_accepted() {
         );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The schema and the loader agree on small documents around the edges of the language (empty
+/// values, environment references, addresses, methods); above all, the schema never refuses a file
+/// that `gw validate` accepts.
+#[test]
+fn schema_agrees_with_the_loader_at_the_edges() {
+    let v = validator();
+    let base = "listeners: [{ name: p, address: \"127.0.0.1:8080\" }]\n\
+                upstreams: [{ name: u, endpoints: [{ address: \"127.0.0.1:1\" }] }]\n";
+    let route = "routes: [{ name: r, match: { prefix: / }, upstream: u }]\n";
+    // (extra YAML, environment, whether both accept it)
+    let cases: &[(&str, &[(&str, &str)], bool)] = &[
+        // an empty value is an empty list or mapping for the loader
+        (
+            "routes: [{ name: r, match: { prefix: /, hosts: ~, methods: }, upstream: u, policies: }]\n\
+             global_policies:\nadmin:\nserver: { trusted_proxies: ~, downstream: ~, path_policy: }\n",
+            &[],
+            true,
+        ),
+        ("server: { grace_period: \"${G}\" }\n", &[("G", "5s")], true),
+        ("server: { max_body_size: \"${B:-1MiB}\" }\n", &[], true),
+        ("server: { threads: \"${T}\" }\n", &[("T", "2")], false),
+        ("server: { threads: 2, grace_period: 5 }\n", &[], false),
+        ("admin: { address: \"[::1]:9901\", token: \"${TOKEN}\" }\n", &[("TOKEN", "0123456789abcdef0123")], true),
+        ("admin: { address: \"localhost:9901\" }\n", &[], false),
+        ("observability: { access_log: { type: stdout }, metrics: false }\n", &[], true),
+        ("observability: { access_log: { type: stdout, path: x } }\n", &[], false),
+        ("server: { max_body_size: 10 MB }\n", &[], true),
+        ("server: { max_body_size: 10 mb }\n", &[], false),
+    ];
+    let mut wrong = Vec::new();
+    for (extra, env, ok) in cases {
+        let with_route = if extra.starts_with("routes:") {
+            ""
+        } else {
+            route
+        };
+        let text = format!("{base}{with_route}{extra}");
+        let lookup = |k: &str| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        let compiled = gateway_core::compile("edge.yaml", &text, &lookup);
+        let by_loader = compiled.errors().count() == 0;
+        let doc = json_of_text(&text).expect("YAML");
+        let (_, msgs) = errors(&v, &doc);
+        let by_schema = msgs.is_empty();
+        if by_loader != *ok || by_schema != *ok {
+            let diags: Vec<String> = compiled
+                .diagnostics
+                .iter()
+                .map(|d| d.message.clone())
+                .collect();
+            wrong.push(format!(
+                "{extra}  expected {ok}, loader {by_loader} {diags:?}, schema {by_schema} {msgs:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

@@ -563,6 +563,7 @@ pub struct MatchConfig {
     pub hosts: Vec<String>,
     /// Methods (upper case). Empty means any.
     #[serde(default)]
+    #[schemars(schema_with = "schema::methods_schema")]
     pub methods: Vec<String>,
     /// Required headers: name → exact value (`"*"` means present with any value).
     #[serde(default)]

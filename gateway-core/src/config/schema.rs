@@ -12,8 +12,11 @@ use schemars::Schema;
 /// The command that regenerates the committed schema (named by the staleness test).
 pub const REGENERATE: &str = "cargo run -q -p gateway-cli -- schema > schema/gw.schema.json";
 
-/// A whole configuration file, as the loader reads it section by section (see [`load`]). Schema
-/// only: the loader deserializes each section and each list element on its own.
+// Schema only: the loader reads the file section by section and each list element on its own
+// (`load::load`), so no type of its own has this shape. `sections_are_the_loaders` keeps the two in step.
+/// A gw configuration file: listeners, upstreams, routes and policies. Field by field reference:
+/// `docs/config.md`. The schema checks the shape of a file; `gw validate` also checks references,
+/// conflicts and ranges.
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "gw configuration")]
@@ -47,6 +50,15 @@ struct Document {
     global_policies: Vec<String>,
 }
 
+/// Schema of `match.methods`: the methods the compiler knows (upper case).
+pub(crate) fn methods_schema(_: &mut schemars::SchemaGenerator) -> Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": { "enum": crate::compile::METHODS },
+        "default": []
+    })
+}
+
 /// Adds the `maximum` that an integer's `format` implies (`uint32` → 4294967295), so a value that
 /// does not fit the field is a schema error as it is a load error.
 #[derive(Clone)]
@@ -68,13 +80,38 @@ impl Transform for IntegerBounds {
     }
 }
 
+/// Lets an empty value (`hosts:` or `hosts: ~`, YAML null) stand for an empty list or mapping, as
+/// the loader reads it (serde_yaml deserializes null as an empty sequence or map): lists, maps and
+/// objects without required fields also accept null.
+#[derive(Clone)]
+struct NullAsEmpty;
+
+impl Transform for NullAsEmpty {
+    fn transform(&mut self, schema: &mut Schema) {
+        let no_required = schema
+            .get("required")
+            .and_then(|r| r.as_array())
+            .is_none_or(|r| r.is_empty());
+        let ty = schema.get("type").and_then(|t| t.as_str());
+        if ty == Some("array") || (ty == Some("object") && no_required) {
+            let ty = ty.unwrap_or_default().to_string();
+            schema.insert("type".into(), serde_json::json!([ty, "null"]));
+        }
+        transform_subschemas(self, schema);
+    }
+}
+
 /// The schema as a JSON value.
 pub fn json_schema() -> serde_json::Value {
     let generator = SchemaSettings::draft2020_12()
         .for_deserialize()
         .with_transform(IntegerBounds)
+        .with_transform(NullAsEmpty)
         .into_generator();
-    generator.into_root_schema_for::<Document>().to_value()
+    let mut root = generator.into_root_schema_for::<Document>().to_value();
+    // the document itself must be a mapping: an empty file is an error
+    root["type"] = "object".into();
+    root
 }
 
 /// The schema as pretty-printed JSON with a final newline: the text of `schema/gw.schema.json`.
