@@ -250,6 +250,9 @@ fn shape_fixtures_are_rejected_and_semantic_ones_accepted() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// Environment variables of one case.
+type Env<'a> = &'a [(&'a str, &'a str)];
+
 /// The schema and the loader agree on small documents around the edges of the language (empty
 /// values, environment references, addresses, methods); above all, the schema never refuses a file
 /// that `gw validate` accepts.
@@ -260,7 +263,7 @@ fn schema_agrees_with_the_loader_at_the_edges() {
                 upstreams: [{ name: u, endpoints: [{ address: \"127.0.0.1:1\" }] }]\n";
     let route = "routes: [{ name: r, match: { prefix: / }, upstream: u }]\n";
     // (extra YAML, environment, whether both accept it)
-    let cases: &[(&str, &[(&str, &str)], bool)] = &[
+    let cases: &[(&str, Env, bool)] = &[
         // an empty value is an empty list or mapping for the loader
         (
             "routes: [{ name: r, match: { prefix: /, hosts: ~, methods: }, upstream: u, policies: }]\n\
