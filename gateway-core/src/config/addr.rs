@@ -124,6 +124,7 @@ pub fn socket_address_schema(_: &mut schemars::SchemaGenerator) -> schemars::Sch
     schemars::json_schema!({
         "type": "string",
         "pattern": socket_address_pattern(),
+        "patternErrorMessage": "an IP address and a port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"",
         "examples": ["127.0.0.1:8080", "0.0.0.0:8443", "[::1]:8080"]
     })
 }
@@ -133,6 +134,7 @@ pub fn socket_address_or_null_schema(_: &mut schemars::SchemaGenerator) -> schem
     schemars::json_schema!({
         "type": ["string", "null"],
         "pattern": socket_address_pattern(),
+        "patternErrorMessage": "an IP address and a port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"",
         "examples": ["127.0.0.1:53", "[::1]:53"]
     })
 }
@@ -142,6 +144,7 @@ pub fn endpoint_address_schema(_: &mut schemars::SchemaGenerator) -> schemars::S
     schemars::json_schema!({
         "type": "string",
         "pattern": endpoint_address_pattern(),
+        "patternErrorMessage": "host:port (port 1-65535), e.g. \"127.0.0.1:3001\" or \"users.internal:8080\"",
         "examples": ["127.0.0.1:3001", "users.internal:8080", "[2001:db8::7]:8080"]
     })
 }

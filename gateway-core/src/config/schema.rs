@@ -82,7 +82,7 @@ impl Transform for IntegerBounds {
 
 /// Lets an empty value (`hosts:` or `hosts: ~`, YAML null) stand for an empty list or mapping, as
 /// the loader reads it (serde_yaml deserializes null as an empty sequence or map): lists, maps and
-/// objects without required fields also accept null.
+/// objects without required fields also accept null. Drops `"default": null` (an unset option).
 #[derive(Clone)]
 struct NullAsEmpty;
 
@@ -92,6 +92,10 @@ impl Transform for NullAsEmpty {
             .get("required")
             .and_then(|r| r.as_array())
             .is_none_or(|r| r.is_empty());
+        // `None` of an optional field is its absence, not a value to suggest
+        if schema.get("default").is_some_and(|d| d.is_null()) {
+            schema.remove("default");
+        }
         let ty = schema.get("type").and_then(|t| t.as_str());
         if ty == Some("array") || (ty == Some("object") && no_required) {
             let ty = ty.unwrap_or_default().to_string();

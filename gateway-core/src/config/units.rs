@@ -184,7 +184,7 @@ pub fn duration_pattern() -> String {
     let span = format!(
         "[0-9](?:[0-9]|{WS})*(?:\\.{WS}*[0-9](?:[0-9]|{WS})*(?:{DURATION_UNITS})|(?:nanos|nsec|ns|{DURATION_UNITS}))"
     );
-    format!("^(?:{WS}*{span}(?:{WS}*{span})*{WS}*|{ENV_REF_PATTERN})$")
+    format!("^(?:(?:{WS}*{span})+{WS}*|{ENV_REF_PATTERN})$")
 }
 
 /// The ECMA-262 pattern of a size string: exactly the syntax [`parse_size`] accepts, or a string with
@@ -217,6 +217,7 @@ impl schemars::JsonSchema for Dur {
         schemars::json_schema!({
             "type": "string",
             "pattern": duration_pattern(),
+            "patternErrorMessage": "a duration with a unit, e.g. \"60s\", \"500ms\" or \"1m30s\"",
             "description": "A duration with a unit: `500ms`, `60s`, `5m`, `1h`, `1m30s` (ns, us, ms, s, m, h, d, w, M, y and their long forms). A bare number is an error. At most 365 days.",
             "examples": ["500ms", "60s", "5m", "1h"]
         })
@@ -231,6 +232,7 @@ impl schemars::JsonSchema for Size {
         schemars::json_schema!({
             "type": "string",
             "pattern": size_pattern(),
+            "patternErrorMessage": "a size with a unit, e.g. \"512KiB\", \"1MiB\" or \"10MB\"",
             "description": "A size with a unit: `B`, `KB`/`MB`/`GB` (powers of 1000) or `KiB`/`MiB`/`GiB` (powers of 1024), e.g. `512KiB`, `10MB`. A bare number is an error. At most 1 TiB.",
             "examples": ["512KiB", "1MiB", "10MB"]
         })
