@@ -5,18 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Whether a limit may reject requests (also the DSL's `mode:`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Deserialize,
-    schemars::JsonSchema,
-    serde::Serialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 pub enum Mode {
     /// Requests over the limit are rejected.
     #[default]
@@ -31,18 +22,9 @@ pub enum Mode {
 
 /// What a Redis-backed limit does when Redis fails, times out or is in back-off (also the DSL's
 /// `on_store_error:`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Deserialize,
-    schemars::JsonSchema,
-    serde::Serialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 pub enum OnStoreError {
     /// Admit (fail open).
     Allow,
@@ -75,19 +57,9 @@ impl OnStoreError {
 }
 
 /// Which requests share a counter (also the DSL's `scope:`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    serde::Deserialize,
-    schemars::JsonSchema,
-    serde::Serialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 pub enum Scope {
     /// One counter per key, whatever route or upstream the request goes to.
     #[default]
@@ -120,18 +92,9 @@ pub enum KeySpec {
 }
 
 /// What a key part falls back to when its source is missing (also the DSL's `fallback:`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Deserialize,
-    schemars::JsonSchema,
-    serde::Serialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 pub enum KeyFallback {
     ClientIp,
 }
