@@ -5,6 +5,7 @@
 mod admin_client;
 mod registration;
 mod reload;
+mod schema;
 mod serve;
 mod test_cmd;
 
@@ -135,6 +136,11 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "human")]
         format: registration::Output,
     },
+    /// Print the JSON Schema (draft 2020-12) of the configuration language, for editors and CI.
+    #[command(
+        after_help = "Examples:\n  gw schema > schema/gw.schema.json\n\nIn a YAML file: # yaml-language-server: $schema=../schema/gw.schema.json\nThe schema checks the shape of a file; gw validate also checks references and conflicts."
+    )]
+    Schema,
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  gw completions bash > /etc/bash_completion.d/gw\n  gw completions zsh > ~/.zfunc/_gw"
@@ -190,6 +196,7 @@ fn main() -> ExitCode {
             admin,
             format,
         } => registration::deregister(&admin, &upstream, &address, format),
+        Cmd::Schema => schema::print(),
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "gw", &mut std::io::stdout());
             ExitCode::SUCCESS

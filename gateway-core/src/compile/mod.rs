@@ -11,6 +11,7 @@ mod policies;
 mod routes;
 mod upstreams;
 
+pub(crate) use routes::METHODS;
 pub use upstreams::{endpoint_address, endpoint_weight};
 
 use crate::config::load::{load, EnvLookup};

@@ -12,7 +12,7 @@ use serde_yaml::Value;
 /// Looks up an environment variable (injected so the compiler stays a pure function of its inputs).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-const TOP_LEVEL: &[&str] = &[
+pub(crate) const TOP_LEVEL: &[&str] = &[
     "server",
     "listeners",
     "admin",

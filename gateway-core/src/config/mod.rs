@@ -6,10 +6,12 @@
 //! lives in `docs/config.md`.
 pub mod addr;
 pub mod load;
+pub mod schema;
 pub mod spans;
 pub mod units;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 pub use units::{Dur, Size};
 
@@ -52,7 +54,7 @@ pub struct Config {
 }
 
 /// Process-wide settings.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Worker threads per listener service (Pingora's `threads`).
@@ -83,7 +85,7 @@ pub struct ServerConfig {
 }
 
 /// `server.reload`: reload the configuration file when it changes on disk.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadConfig {
     /// Watch the configuration file and reload when it changes (default false). A change is applied
@@ -130,7 +132,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DownstreamConfig {
     /// Time a client has to send a complete request header.
@@ -171,17 +173,18 @@ impl Default for DownstreamConfig {
 }
 
 /// A public listener.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     pub name: String,
     /// `host:port`, e.g. `0.0.0.0:8080` or `127.0.0.1:8443`.
+    #[schemars(schema_with = "addr::socket_address_schema")]
     pub address: String,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain.
@@ -198,11 +201,12 @@ fn yes() -> bool {
 }
 
 /// The admin listener serves `/metrics`, `/healthz`, `/readyz` and the admin API.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Defaults to loopback: `127.0.0.1:9901`.
     #[serde(default = "default_admin_addr")]
+    #[schemars(schema_with = "addr::socket_address_schema")]
     pub address: String,
     /// Bearer token required by the admin API (not by `/metrics`, `/healthz`, `/readyz`). Use `${ENV}`.
     /// Without a token the admin API is off and only the read-only endpoints are served.
@@ -218,7 +222,7 @@ fn default_admin_addr() -> String {
     "127.0.0.1:9901".into()
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObservabilityConfig {
     #[serde(default)]
@@ -240,7 +244,7 @@ impl Default for ObservabilityConfig {
 
 // Variants without settings are written `Name {}`: serde ignores unknown fields on unit variants of
 // tagged enums, and a typo must never be accepted silently.
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AccessLogConfig {
     Off {},
@@ -254,7 +258,7 @@ pub use crate::policy::rate_limit::{
 };
 
 /// An upstream service: where its instances are and how traffic is spread over them.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub name: String,
@@ -280,10 +284,11 @@ pub struct UpstreamConfig {
     pub policies: Vec<String>,
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     /// `host:port`.
+    #[schemars(schema_with = "addr::endpoint_address_schema")]
     pub address: String,
     #[serde(default = "default_weight")]
     pub weight: u32,
@@ -295,7 +300,7 @@ fn default_weight() -> u32 {
 
 /// Where an upstream's dynamic endpoints come from (`docs/discovery.md`). Every duration has a unit;
 /// defaults are applied by the compiler (`compile/discovery.rs`), which also checks every field.
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DiscoveryConfig {
     /// Only the `endpoints` listed.
@@ -311,6 +316,7 @@ pub enum DiscoveryConfig {
         record: DnsRecordConfig,
         /// `IP:port` of the DNS server to ask; the system resolver (`/etc/resolv.conf`) when absent.
         #[serde(default)]
+        #[schemars(schema_with = "addr::socket_address_or_null_schema")]
         resolver: Option<String>,
         /// Shortest time between two resolutions (default `1s`).
         #[serde(default)]
@@ -353,7 +359,7 @@ pub enum DiscoveryConfig {
 }
 
 /// DNS record type of `discovery: {type: dns}`.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DnsRecordConfig {
     /// A and AAAA: every address on the configured `port`.
@@ -363,7 +369,7 @@ pub enum DnsRecordConfig {
     Srv,
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LoadBalancingConfig {
     RoundRobin {},
@@ -376,7 +382,7 @@ pub enum LoadBalancingConfig {
     },
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum HashKeyConfig {
     Header { name: String },
@@ -384,7 +390,7 @@ pub enum HashKeyConfig {
     Path {},
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     /// HTTP path probed with GET.
@@ -412,7 +418,7 @@ fn default_expected() -> Vec<u16> {
 }
 
 /// Timeouts toward the upstream. Unset fields inherit (route → upstream → built-in default).
-#[derive(Debug, Deserialize, Clone, Default, PartialEq)]
+#[derive(Debug, Deserialize, Clone, Default, PartialEq, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsConfig {
     /// TCP (and TLS) connect.
@@ -432,7 +438,7 @@ pub struct TimeoutsConfig {
     pub idle: Option<Dur>,
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Extra attempts after the first one (0 disables).
@@ -442,7 +448,7 @@ pub struct RetryConfig {
     pub idempotent_on_error: bool,
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerConfig {
     pub failure_threshold: u32,
@@ -458,7 +464,7 @@ pub struct CircuitBreakerConfig {
     pub fallback: Option<FallbackConfig>,
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerRateConfig {
     /// Either `calls: N` (the last N calls) or `period: 30s` (the last T).
@@ -475,7 +481,7 @@ pub struct BreakerRateConfig {
     pub slow_call_threshold: Option<Dur>,
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailureOnConfig {
     #[serde(default = "yes")]
@@ -487,7 +493,7 @@ pub struct FailureOnConfig {
     pub statuses: Option<Vec<u16>>,
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FallbackConfig {
     /// A static degraded answer.
@@ -502,7 +508,7 @@ pub enum FallbackConfig {
     Upstream { upstream: String },
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierConfig {
     pub consecutive_failures: u32,
@@ -518,7 +524,7 @@ fn default_max_ejected() -> u32 {
 }
 
 /// A route: which requests it takes, how it rewrites them, where they go and which policies apply.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub name: String,
@@ -539,7 +545,7 @@ pub struct RouteConfig {
     pub fallback: Option<FallbackConfig>,
 }
 
-#[derive(Debug, Deserialize, Clone, Default)]
+#[derive(Debug, Deserialize, Clone, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// Exactly this path.
@@ -557,13 +563,14 @@ pub struct MatchConfig {
     pub hosts: Vec<String>,
     /// Methods (upper case). Empty means any.
     #[serde(default)]
+    #[schemars(schema_with = "schema::methods_schema")]
     pub methods: Vec<String>,
     /// Required headers: name → exact value (`"*"` means present with any value).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Deserialize, Clone, Default)]
+#[derive(Debug, Deserialize, Clone, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RewriteConfig {
     /// Remove the matched prefix (prefix routes only); `/api/user/42` → `/42`.
@@ -578,7 +585,7 @@ pub struct RewriteConfig {
 }
 
 /// A named policy; `type` says which kind.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PolicyConfig {
     RateLimit(RateLimitConfig),
@@ -594,7 +601,7 @@ impl PolicyConfig {
     }
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     pub name: String,
@@ -614,7 +621,7 @@ pub struct RateLimitConfig {
     pub headers: bool,
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RateKeyConfig {
     /// The client IP (from `X-Forwarded-For` only when the peer is a trusted proxy).
@@ -637,7 +644,7 @@ pub enum RateKeyConfig {
     Composite { parts: Vec<RateKeyConfig> },
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RateStoreConfig {
     Local {},
@@ -648,7 +655,7 @@ pub enum RateStoreConfig {
     },
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     pub name: String,
@@ -683,7 +690,7 @@ fn default_leeway() -> Dur {
     Dur::from_secs(30)
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JwtMode {
     #[default]
@@ -691,7 +698,7 @@ pub enum JwtMode {
     Optional,
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum JwtKeysConfig {
     /// A shared secret for HS256/384/512.
@@ -729,7 +736,7 @@ fn default_jwks_ready() -> Dur {
     Dur::from_secs(5)
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PemKeyConfig {
     pub path: String,
@@ -737,7 +744,7 @@ pub struct PemKeyConfig {
     pub kid: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Clone, Default, PartialEq)]
+#[derive(Debug, Deserialize, Clone, Default, PartialEq, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenSourceConfig {
     #[serde(default)]
@@ -746,7 +753,7 @@ pub struct TokenSourceConfig {
     pub query: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequireConfig {
     /// Dotted claim path: `roles`, `realm_access.roles`, `scope` (space-separated string or array).
@@ -757,7 +764,7 @@ pub struct RequireConfig {
     pub all_of: Vec<String>,
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardClaimConfig {
     pub claim: String,

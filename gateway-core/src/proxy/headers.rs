@@ -16,6 +16,7 @@ use std::net::IpAddr;
 /// Which header carries the client address from trusted proxies (`server.client_ip_header`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 pub enum ClientIpHeader {
     /// `X-Forwarded-For: client, proxy1, proxy2` (default; what nginx, HAProxy and cloud LBs send).
     #[default]

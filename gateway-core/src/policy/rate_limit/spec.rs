@@ -7,6 +7,7 @@ use std::time::Duration;
 /// Whether a limit may reject requests (also the DSL's `mode:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 pub enum Mode {
     /// Requests over the limit are rejected.
     #[default]
@@ -23,6 +24,7 @@ pub enum Mode {
 /// `on_store_error:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 pub enum OnStoreError {
     /// Admit (fail open).
     Allow,
@@ -57,6 +59,7 @@ impl OnStoreError {
 /// Which requests share a counter (also the DSL's `scope:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 pub enum Scope {
     /// One counter per key, whatever route or upstream the request goes to.
     #[default]
@@ -91,6 +94,7 @@ pub enum KeySpec {
 /// What a key part falls back to when its source is missing (also the DSL's `fallback:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 pub enum KeyFallback {
     ClientIp,
 }
