@@ -51,6 +51,8 @@
 //! - [`jwt`]: mint HS256/RS256/ES256/EdDSA tokens, fixture keys, JWKs and JWKS bodies.
 //! - [`jwks`]: a real HTTP JWKS server on port 0 that can swap keys, fail and go down.
 //! - [`redis`]: launch a real `redis-server` on a free port.
+//! - [`redis_cluster`]: a real local Redis Cluster (3 primaries + 3 replicas); reshard, kill, failover.
+//! - [`redis_sentinel`]: a real Sentinel setup (primary, replica, 3 sentinels); kill the primary.
 
 mod body;
 mod client;
@@ -62,6 +64,8 @@ pub mod jwt;
 pub mod prom;
 pub mod raw;
 pub mod redis;
+pub mod redis_cluster;
+pub mod redis_sentinel;
 mod upstream;
 pub mod wait;
 mod ws;

@@ -82,12 +82,17 @@ mod decision;
 pub mod from_plan;
 mod limiter;
 mod local;
+mod redis_conn;
 mod redis_store;
 mod spec;
 mod window;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cluster;
+#[cfg(test)]
+mod tests_outage;
 #[cfg(test)]
 mod tests_redis;
 
@@ -99,7 +104,7 @@ pub use limiter::{LocalCounters, RateLimiter, RedisClient};
 pub use redis_store::redis_key_name;
 pub use spec::{
     Backend, ConfigError, KeyFallback, KeySpec, LimitRef, LimitSpec, LocalConfig, Mode,
-    OnStoreError, RateLimiterConfig, RedisConfig, Scope,
+    OnStoreError, RateLimiterConfig, RedisConfig, RedisTopology, Scope,
 };
 
 /// Current unix time in milliseconds (the `now_ms` argument of `check_all` in production).

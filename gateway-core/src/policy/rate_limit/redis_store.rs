@@ -32,10 +32,12 @@
 //! failing fast) and success closes the back-off. `ConnectionManager` reconnects by itself.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use parking_lot::RwLock;
 use redis::{ErrorKind, Script, ScriptInvocation, Value};
+
+use super::redis_conn::{Conn, Target};
 
 use super::decision::StoreErrorKind;
 use super::spec::{ConfigError, RedisConfig};
@@ -47,13 +49,23 @@ local n = #KEYS / 2
 local out = {0}
 local all = 1
 for i = 1, n do
-  local b = 1 + 5 * (i - 1)
+  local b = 1 + 7 * (i - 1)
   local w = tonumber(ARGV[b + 1])
   local e = tonumber(ARGV[b + 2])
   local m = tonumber(ARGV[b + 3])
   local shadow = ARGV[b + 5] == '1'
   local q = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+  local hq = tonumber(ARGV[b + 7])
+  if hq > q then
+    redis.call('SET', KEYS[2 * i - 1], hq, 'PX', ARGV[b + 4])
+    q = hq
+  end
   local p = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+  local hp = tonumber(ARGV[b + 6])
+  if hp > p then
+    redis.call('SET', KEYS[2 * i], hp, 'PX', w)
+    p = hp
+  end
   local fits = 0
   if p * (w - e) + (q + cost) * w <= m * w then
     fits = 1
@@ -69,12 +81,29 @@ if all == 1 and cost > 0 then
   for i = 1, n do
     if out[1 + 3 * i] == 1 then
       redis.call('INCRBY', KEYS[2 * i - 1], cost)
-      redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[1 + 5 * (i - 1) + 4])
+      redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[1 + 7 * (i - 1) + 4])
     end
   end
 end
 return out
 "#;
+
+/// Heartbeat of live instances: `KEYS[1]` a sorted set of instance ids scored by their last
+/// beat (unix ms, `ARGV[1]`); entries older than `ARGV[3]` ms are dropped; returns how many remain.
+const HEARTBEAT_LUA: &str = r#"
+local now = tonumber(ARGV[1])
+local live = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - live)
+redis.call('PEXPIRE', KEYS[1], live)
+return redis.call('ZCARD', KEYS[1])
+"#;
+
+/// The heartbeat key (its own slot in a cluster).
+const HEARTBEAT_KEY: &str = "gw:rl:{hb}:instances";
+/// How often each instance beats, and after how long without a beat it no longer counts.
+const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
+const HEARTBEAT_LIVE_MS: u64 = 3500;
 
 const ROLLBACK_LUA: &str = r#"
 for i = 1, #KEYS do
@@ -94,6 +123,9 @@ pub(crate) struct GroupItem<'a> {
     pub window_ms: u64,
     pub max: u64,
     pub shadow: bool,
+    /// Lower bounds `(prev, curr)` for this window's counters, from what this instance counted
+    /// while Redis was failing (raises a counter Redis lost; `(0, 0)` normally).
+    pub hint: (u64, u64),
 }
 
 /// Per-limit script result: counts before this request and whether the limit fits.
@@ -106,9 +138,9 @@ pub(crate) struct RemoteCount {
 }
 
 pub(crate) struct RedisStore {
-    client: redis::Client,
+    target: Target,
     cfg: RedisConfig,
-    conn: OnceLock<ConnectionManager>,
+    conn: RwLock<Option<Conn>>,
     connecting: AtomicBool,
     /// Set when the first connection attempt has finished (either way).
     first_attempt_done: AtomicBool,
@@ -118,6 +150,15 @@ pub(crate) struct RedisStore {
     suppressed: AtomicU64,
     check: Script,
     rollback: Script,
+    heartbeat: Script,
+    /// Random id of this instance in the heartbeat set.
+    instance: String,
+    /// Live instances seen by the last successful heartbeat (>= 1); kept while Redis fails.
+    live: AtomicU64,
+    /// Whether some limit relies on the learned outage share (then the heartbeat runs).
+    heartbeat_wanted: AtomicBool,
+    /// 0 = Redis never failed; `u64::MAX` = failing now; else unix ms when it answered again.
+    recovered_at_ms: AtomicU64,
 }
 
 /// The hash tag of a request key in Redis key names: 32 lowercase hex digits (see the module docs).
@@ -171,7 +212,7 @@ pub(crate) fn counter_key(out: &mut Vec<u8>, key: &[u8], name: &str, idx: u64) {
 /// retried once in a second pipeline led by `SCRIPT LOAD`; a NOSCRIPT reply means that
 /// script did not run, so no group is ever applied twice.
 async fn eval_pipelined(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     script: &Script,
     invs: &[ScriptInvocation<'_>],
 ) -> redis::RedisResult<Vec<Value>> {
@@ -181,7 +222,7 @@ async fn eval_pipelined(
     for inv in invs {
         pipe.invoke_script(inv);
     }
-    let mut replies = conn.req_packed_commands(&pipe, 0, invs.len()).await?;
+    let mut replies = conn.pipeline(&pipe, 0, invs.len()).await?;
     if replies.len() != invs.len() {
         return Err(bad_reply());
     }
@@ -198,7 +239,7 @@ async fn eval_pipelined(
             retry.invoke_script(&invs[i]);
         }
         // Skip the SCRIPT LOAD reply (an error there shows up as NOSCRIPT below).
-        let again = conn.req_packed_commands(&retry, 1, missing.len()).await?;
+        let again = conn.pipeline(&retry, 1, missing.len()).await?;
         if again.len() != missing.len() {
             return Err(bad_reply());
         }
@@ -209,14 +250,83 @@ async fn eval_pipelined(
     Ok(replies)
 }
 
+/// Runs `invs` of `script` as one pipeline, or on a cluster as one pipeline per invocation
+/// (each invocation is one hash tag, i.e. one slot; a cluster pipeline must not cross slots),
+/// all sent at once so the round trips overlap. Replies in `invs` order.
+async fn eval_all(
+    conn: &Conn,
+    script: &Script,
+    invs: &[ScriptInvocation<'_>],
+) -> redis::RedisResult<Vec<Value>> {
+    if !conn.one_slot_per_pipeline() || invs.len() < 2 {
+        return eval_pipelined(&mut conn.clone(), script, invs).await;
+    }
+    let calls = invs.iter().map(|inv| async move {
+        eval_pipelined(&mut conn.clone(), script, std::slice::from_ref(inv)).await
+    });
+    let mut out = Vec::with_capacity(invs.len());
+    for r in futures_util::future::join_all(calls).await {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
+/// A random id for this instance in the heartbeat set (no two processes share one).
+fn instance_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u64(super::unix_millis_now());
+    let a = h.finish();
+    h.write_u64(a);
+    format!("{a:016x}{:016x}", h.finish())
+}
+
+/// Beats the heartbeat every [`HEARTBEAT_EVERY`] while the store exists and is connected, and
+/// keeps the number of live instances it sees (unchanged while Redis fails).
+async fn heartbeat_loop(weak: Weak<RedisStore>) {
+    loop {
+        let Some(this) = weak.upgrade() else { return };
+        let Some(conn) = this.current() else { return };
+        if !this.heartbeat_wanted.load(Ordering::Relaxed) {
+            drop(this);
+            tokio::time::sleep(HEARTBEAT_EVERY).await;
+            continue;
+        }
+        let now = super::unix_millis_now();
+        let mut inv = this.heartbeat.prepare_invoke();
+        inv.key(HEARTBEAT_KEY)
+            .arg(now)
+            .arg(this.instance.as_str())
+            .arg(HEARTBEAT_LIVE_MS);
+        let res = tokio::time::timeout(
+            this.cfg.timeout.max(std::time::Duration::from_millis(200)),
+            eval_all(&conn, &this.heartbeat, std::slice::from_ref(&inv)),
+        )
+        .await;
+        if let Ok(Ok(v)) = res {
+            if let Some(n) = v
+                .into_iter()
+                .next()
+                .and_then(|v| redis::from_owned_redis_value::<u64>(v).ok())
+            {
+                this.live.store(n.max(1), Ordering::Relaxed);
+            }
+        }
+        drop(this);
+        tokio::time::sleep(HEARTBEAT_EVERY).await;
+    }
+}
+
 impl RedisStore {
     pub fn new(cfg: RedisConfig) -> Result<Self, ConfigError> {
-        let client = redis::Client::open(cfg.url.as_str())
-            .map_err(|e| ConfigError::RedisUrl(e.to_string()))?;
+        if cfg.outage_share_ppm == Some(0) {
+            return Err(ConfigError::RedisUrl("outage share must be above 0".into()));
+        }
         Ok(RedisStore {
-            client,
+            target: Target::new(&cfg)?,
             cfg,
-            conn: OnceLock::new(),
+            conn: RwLock::new(None),
             connecting: AtomicBool::new(false),
             first_attempt_done: AtomicBool::new(false),
             skip_until_ms: AtomicU64::new(0),
@@ -224,13 +334,22 @@ impl RedisStore {
             suppressed: AtomicU64::new(0),
             check: Script::new(CHECK_LUA),
             rollback: Script::new(ROLLBACK_LUA),
+            heartbeat: Script::new(HEARTBEAT_LUA),
+            instance: instance_id(),
+            live: AtomicU64::new(1),
+            heartbeat_wanted: AtomicBool::new(false),
+            recovered_at_ms: AtomicU64::new(0),
         })
     }
 
+    fn current(&self) -> Option<Conn> {
+        self.conn.read().clone()
+    }
+
     /// Starts the background connect task once (no-op without a tokio runtime; the next call
-    /// from inside one retries).
+    /// from inside one retries). Once connected the task keeps beating the heartbeat.
     pub fn ensure_connecting(self: &Arc<Self>) {
-        if self.conn.get().is_some() {
+        if self.conn.read().is_some() {
             return;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
@@ -243,20 +362,18 @@ impl RedisStore {
         rt.spawn(async move {
             loop {
                 let Some(this) = weak.upgrade() else { return };
-                let cfg = ConnectionManagerConfig::new()
-                    .set_connection_timeout(this.cfg.connect_timeout)
-                    .set_number_of_retries(1)
-                    .set_factor(10)
-                    .set_max_delay(100);
                 let attempt = tokio::time::timeout(
                     this.cfg.connect_timeout * 3,
-                    ConnectionManager::new_with_config(this.client.clone(), cfg),
+                    this.target.connect(&this.cfg),
                 )
                 .await;
                 this.first_attempt_done.store(true, Ordering::Release);
                 match attempt {
-                    Ok(Ok(cm)) => {
-                        let _ = this.conn.set(cm);
+                    Ok(Ok(conn)) => {
+                        *this.conn.write() = Some(conn);
+                        this.connecting.store(false, Ordering::Release);
+                        drop(this);
+                        heartbeat_loop(weak).await;
                         return;
                     }
                     Ok(Err(e)) => {
@@ -269,6 +386,52 @@ impl RedisStore {
                 tokio::time::sleep(backoff).await;
             }
         });
+    }
+
+    /// After an error on a connection that must be looked up again (Sentinel), drops it and
+    /// starts reconnecting through the sentinels.
+    fn reresolve(self: &Arc<Self>, used: &Conn) {
+        if !used.reresolve_on_error() {
+            return;
+        }
+        if self.conn.write().take().is_some() {
+            self.ensure_connecting();
+        }
+    }
+
+    /// Cost units a fallback (`on_store_error: local`) admission of `cost` counts: the local
+    /// counters hold an estimate of the shared count, and this instance owns only its share of
+    /// the quota, so each of its admissions counts `1 / share` times (rounded up).
+    pub fn fallback_cost(&self, cost: u64) -> u64 {
+        match self.cfg.outage_share_ppm {
+            Some(ppm) => {
+                let ppm = u128::from(ppm.clamp(1, 1_000_000));
+                let c = (u128::from(cost) * 1_000_000).div_ceil(ppm);
+                u64::try_from(c).unwrap_or(u64::MAX)
+            }
+            None => cost.saturating_mul(self.live_instances()),
+        }
+    }
+
+    /// Turns the heartbeat on (a limit with `on_store_error: local` and a learned share uses it).
+    pub fn want_heartbeat(&self) {
+        if self.cfg.outage_share_ppm.is_none() {
+            self.heartbeat_wanted.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Live instances seen in the heartbeat before Redis failed (>= 1).
+    pub fn live_instances(&self) -> u64 {
+        self.live.load(Ordering::Relaxed).max(1)
+    }
+
+    /// Whether counters may have missed admissions made while Redis failed (it is failing, or
+    /// answered again less than `span_ms` ago): then callers send hints from the local counters.
+    pub fn needs_hints(&self, now_ms: u64, span_ms: u64) -> bool {
+        match self.recovered_at_ms.load(Ordering::Relaxed) {
+            0 => false,
+            t => now_ms < t.saturating_add(span_ms),
+        }
     }
 
     /// Whether this call may use Redis (healthy, or the single probe after a back-off).
@@ -293,10 +456,14 @@ impl RedisStore {
     fn failed(&self, now_ms: u64, kind: StoreErrorKind, detail: &dyn std::fmt::Display) {
         let until = now_ms.saturating_add(self.backoff_ms()).max(1);
         self.skip_until_ms.store(until, Ordering::Release);
+        self.recovered_at_ms.store(u64::MAX, Ordering::Relaxed);
         self.warn(now_ms, &format!("{kind:?}: {detail}"));
     }
 
-    fn succeeded(&self) {
+    fn succeeded(&self, now_ms: u64) {
+        if self.recovered_at_ms.load(Ordering::Relaxed) == u64::MAX {
+            self.recovered_at_ms.store(now_ms.max(1), Ordering::Relaxed);
+        }
         if self.skip_until_ms.load(Ordering::Relaxed) != 0 {
             self.skip_until_ms.store(0, Ordering::Release);
             tracing::info!("rate limiter: Redis reachable again, enforcing through Redis");
@@ -334,15 +501,15 @@ impl RedisStore {
         cost: u64,
         now_ms: u64,
     ) -> Result<(Vec<bool>, Vec<RemoteCount>), StoreErrorKind> {
-        let Some(conn) = self.conn.get() else {
+        let Some(conn) = self.current() else {
             self.ensure_connecting();
+            self.recovered_at_ms.store(u64::MAX, Ordering::Relaxed);
             self.warn(now_ms, "not connected yet");
             return Err(StoreErrorKind::Unavailable);
         };
         if !self.may_try(now_ms) {
             return Err(StoreErrorKind::Unavailable);
         }
-        let mut conn = conn.clone();
         let n_items: usize = groups.iter().map(|(_, g)| g.len()).sum();
         let mut wins = Vec::with_capacity(n_items);
         let mut invs = Vec::with_capacity(groups.len());
@@ -363,15 +530,16 @@ impl RedisStore {
                     .arg(win.e)
                     .arg(it.max)
                     .arg(win.w.saturating_mul(2))
-                    .arg(if it.shadow { 1u8 } else { 0u8 });
+                    .arg(if it.shadow { 1u8 } else { 0u8 })
+                    .arg(it.hint.0)
+                    .arg(it.hint.1);
             }
             invs.push(inv);
         }
-        let res = tokio::time::timeout(
-            self.cfg.timeout,
-            eval_pipelined(&mut conn, &self.check, &invs),
-        )
-        .await;
+        let res = tokio::time::timeout(self.cfg.timeout, eval_all(&conn, &self.check, &invs)).await;
+        if !matches!(res, Ok(Ok(_))) {
+            self.reresolve(&conn);
+        }
         let replies = match res {
             Err(_) => {
                 self.failed(now_ms, StoreErrorKind::Timeout, &"script call timed out");
@@ -390,6 +558,7 @@ impl RedisStore {
             let vals = match reply {
                 Value::ServerError(e) => {
                     let e = redis::RedisError::from(e);
+                    self.reresolve(&conn);
                     self.failed(now_ms, StoreErrorKind::Redis, &e);
                     return Err(StoreErrorKind::Redis);
                 }
@@ -410,7 +579,7 @@ impl RedisStore {
                 });
             }
         }
-        self.succeeded();
+        self.succeeded(now_ms);
         Ok((all_ok, counts))
     }
 
@@ -422,8 +591,7 @@ impl RedisStore {
         cost: u64,
         now_ms: u64,
     ) {
-        let Some(conn) = self.conn.get() else { return };
-        let mut conn = conn.clone();
+        let Some(conn) = self.current() else { return };
         let mut buf = Vec::with_capacity(64);
         let invs: Vec<_> = groups
             .iter()
@@ -438,11 +606,8 @@ impl RedisStore {
                 inv
             })
             .collect();
-        let res = tokio::time::timeout(
-            self.cfg.timeout,
-            eval_pipelined(&mut conn, &self.rollback, &invs),
-        )
-        .await;
+        let res =
+            tokio::time::timeout(self.cfg.timeout, eval_all(&conn, &self.rollback, &invs)).await;
         match res {
             Ok(Ok(replies)) => {
                 if let Some(Value::ServerError(e)) =
@@ -458,7 +623,7 @@ impl RedisStore {
     }
 
     pub fn is_connected(&self) -> bool {
-        self.conn.get().is_some()
+        self.conn.read().is_some()
     }
 
     /// Starts connecting and waits until connected, the first attempt failed, or `timeout`.
