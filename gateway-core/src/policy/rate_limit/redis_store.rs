@@ -222,16 +222,26 @@ async fn eval_pipelined(
     for inv in invs {
         pipe.invoke_script(inv);
     }
-    let mut replies = conn.pipeline(&pipe, 0, invs.len()).await?;
-    if replies.len() != invs.len() {
-        return Err(bad_reply());
-    }
-    let missing: Vec<usize> = replies
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"))
-        .map(|(i, _)| i)
-        .collect();
+    let (mut replies, missing) = match conn.pipeline(&pipe, 0, invs.len()).await {
+        // The cluster client reports a failed command of a pipeline as the pipeline's error;
+        // with one invocation per pipeline (as `eval_all` sends them) it did not run.
+        Err(e) if e.kind() == ErrorKind::NoScriptError && invs.len() == 1 => {
+            (vec![Value::Nil], vec![0])
+        }
+        r => {
+            let replies = r?;
+            if replies.len() != invs.len() {
+                return Err(bad_reply());
+            }
+            let missing: Vec<usize> = replies
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT"))
+                .map(|(i, _)| i)
+                .collect();
+            (replies, missing)
+        }
+    };
     if !missing.is_empty() {
         let mut retry = redis::pipe();
         retry.load_script(script);

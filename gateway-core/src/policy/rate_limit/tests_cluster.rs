@@ -308,10 +308,12 @@ async fn sentinel_follows_the_promoted_replica() {
     connected(&x).await;
     connected(&y).await;
     let item = x.limit_ref("s").expect("exists");
-    let now = unix_millis_now();
-    let key_name = redis_key_name(b"k", "s", now / 60_000);
+    // a gateway clock 1 s into a minute, advancing in real time (back-off runs on it)
+    let (base, t0) = (unix_millis_now() / 60_000 * 60_000 + 1_000, Instant::now());
+    let now = || base + t0.elapsed().as_millis() as u64;
+    let key_name = redis_key_name(b"k", "s", base / 60_000);
     for l in [&x, &y] {
-        let d = l.check_all(&[(item, b"k")], now).await;
+        let d = l.check_all(&[(item, b"k")], now()).await;
         assert!(d.admitted && !d.has_store_error(), "{d:?}");
     }
     // replicated to the replica before the kill (WAIT for one replica)
@@ -327,7 +329,7 @@ async fn sentinel_follows_the_promoted_replica() {
     let deadline = Instant::now() + Duration::from_secs(20);
     for l in [&x, &y] {
         loop {
-            let d = l.check_all_cost(&[(item, b"probe")], 0, now).await;
+            let d = l.check_all_cost(&[(item, b"probe")], 0, now()).await;
             if !d.has_store_error() {
                 break;
             }
@@ -343,10 +345,14 @@ async fn sentinel_follows_the_promoted_replica() {
         killed.elapsed()
     );
     for (i, l) in [&x, &y, &x].into_iter().enumerate() {
-        let d = l.check_all(&[(item, b"k")], now).await;
+        let d = l.check_all(&[(item, b"k")], now()).await;
         assert!(!d.has_store_error(), "{d:?}");
         assert_eq!(d.admitted, i < 2, "request {i}");
     }
+    assert!(
+        t0.elapsed() < Duration::from_secs(58),
+        "stayed in one window"
+    );
     let got = gateway_testkit::redis::redis_cli(s.replica_port, &["GET", &key_name]);
     assert_eq!(got.trim(), "4", "counted on the promoted replica");
 }
