@@ -23,6 +23,7 @@ use gateway_core::proxy::server::Embedded;
 use gateway_core::proxy::Engine;
 use gateway_testkit::prom::Scrape;
 use gateway_testkit::redis::RedisServer;
+use gateway_testkit::redis_cluster::RedisCluster;
 use gateway_testkit::{http_client, request, HttpClient, HttpResponse, Method, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -656,6 +657,7 @@ fn per_window(samples: &[Sample], w: u64) -> BTreeMap<u64, WindowCount> {
 enum Store {
     Local(Arc<Engine>),
     Redis(u16),
+    Cluster(Arc<RedisCluster>),
 }
 
 /// The admitted count of fixed window `idx`, read from the store shortly after it ended.
@@ -664,6 +666,15 @@ async fn stored_count(store: &Store, idx: u64) -> Option<u64> {
     match store {
         Store::Redis(port) => {
             redis_get(*port, &redis_key_name(KEY.as_bytes(), "acc-limit", idx)).await
+        }
+        Store::Cluster(c) => {
+            let c = c.clone();
+            let name = redis_key_name(KEY.as_bytes(), "acc-limit", idx);
+            tokio::task::spawn_blocking(move || c.get(&name))
+                .await
+                .ok()
+                .flatten()
+                .and_then(|n| u64::try_from(n).ok())
         }
         Store::Local(engine) => {
             let rt = engine.runtime();
@@ -821,6 +832,53 @@ async fn accuracy_two_gateways_share_one_redis_quota() {
     )
     .await;
     // Both instances admitted a share (the quota is one, not one per instance).
+    for gw in [&a, &b] {
+        let n = metric(
+            gw,
+            "gw_ratelimit_decisions_total",
+            &[("policy", "acc-limit"), ("decision", "allowed")],
+        )
+        .await
+        .expect("metric");
+        assert!(n > 0.0);
+        assert_eq!(
+            metric(
+                gw,
+                "gw_ratelimit_store_errors_total",
+                &[("policy", "acc-limit")]
+            )
+            .await,
+            None
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accuracy_two_gateways_share_one_redis_cluster_quota() {
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(RedisCluster::start)
+            .await
+            .expect("cluster"),
+    );
+    let _serial = SERIAL.write().await;
+    let up = Upstream::start("svc").await;
+    let nodes: Vec<String> = cluster.seeds()[..3]
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect();
+    let store = format!(
+        "{{ type: redis, cluster: true, nodes: [{}], timeout: 1s }}",
+        nodes.join(", ")
+    );
+    let vars = [("U", up.addr().to_string()), ("STORE", store)];
+    let a = gw_suite::gateway(ACC_YAML, &vars).await;
+    let b = gw_suite::gateway(ACC_YAML, &vars).await;
+    accuracy(
+        "two gateways, one redis cluster",
+        &[format!("{}/acc", a.url()), format!("{}/acc", b.url())],
+        Store::Cluster(cluster.clone()),
+    )
+    .await;
     for gw in [&a, &b] {
         let n = metric(
             gw,

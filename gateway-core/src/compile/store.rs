@@ -180,3 +180,67 @@ fn sentinel_url(cx: &mut Cx, path: &str, u: &str) -> Option<RedisTopology> {
         master: master.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::policy::rate_limit::RedisTopology;
+
+    fn store_of(store: &str) -> crate::plan::RedisConfig {
+        let text = format!(
+            r#"
+listeners: [{{ name: l, address: "127.0.0.1:8080" }}]
+upstreams: [{{ name: u, endpoints: [{{ address: "127.0.0.1:9" }}] }}]
+policies:
+  - {{ name: a, type: rate_limit, window: 1m, max: 5, key: {{ type: client_ip }}, store: {store} }}
+  - {{ name: b, type: rate_limit, window: 1h, max: 50, key: {{ type: client_ip }}, store: {store} }}
+routes: [{{ name: r, match: {{ prefix: / }}, upstream: u, policies: [a, b] }}]
+"#
+        );
+        let c = crate::compile("t.yaml", &text, &|_| None);
+        let diags: Vec<String> = c.diagnostics.iter().map(|d| d.message.clone()).collect();
+        c.plan
+            .unwrap_or_else(|| panic!("{store}: {diags:?}"))
+            .rate_limit_redis
+            .expect("a Redis store")
+    }
+
+    #[test]
+    fn standalone_cluster_and_sentinel_forms() {
+        let s = store_of(r#"{ type: redis, url: "redis://127.0.0.1:6379/" }"#);
+        assert_eq!(s.topology, RedisTopology::Standalone);
+        assert_eq!(s.outage_share_ppm, None);
+
+        let c = store_of(
+            r#"{ type: redis, nodes: ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"], outage_share: 0.25 }"#,
+        );
+        assert_eq!(
+            c.topology,
+            RedisTopology::Cluster(vec![
+                "redis://10.0.0.1:7000".into(),
+                "redis://10.0.0.2:7000".into()
+            ])
+        );
+        assert_eq!(c.outage_share_ppm, Some(250_000));
+        let one = store_of(r#"{ type: redis, cluster: true, url: "redis://10.0.0.1:7000" }"#);
+        assert_eq!(
+            one.topology,
+            RedisTopology::Cluster(vec!["redis://10.0.0.1:7000".into()])
+        );
+
+        let expect = RedisTopology::Sentinel {
+            sentinels: vec![
+                "redis://10.0.0.1:26379".into(),
+                "redis://10.0.0.2:26379".into(),
+            ],
+            master: "mymaster".into(),
+        };
+        let u = store_of(
+            r#"{ type: redis, url: "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster", outage_share: auto }"#,
+        );
+        assert_eq!(u.topology, expect);
+        let m = store_of(
+            r#"{ type: redis, master: mymaster, nodes: ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"] }"#,
+        );
+        assert_eq!(m.topology, expect);
+    }
+}

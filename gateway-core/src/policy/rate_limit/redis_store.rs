@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::RwLock;
-use redis::{ErrorKind, Script, ScriptInvocation, Value};
+use redis::{Cmd, ErrorKind, Script, Value};
 
 use super::redis_conn::{Conn, Target};
 
@@ -186,8 +186,13 @@ pub fn redis_key_name(key: &[u8], limit: &str, window_idx: u64) -> String {
 
 /// Appends the Redis key of (request key, limit, window index) to `out`.
 pub(crate) fn counter_key(out: &mut Vec<u8>, key: &[u8], name: &str, idx: u64) {
+    counter_key_tagged(out, &key_tag(key), name, idx)
+}
+
+/// [`counter_key`] with the request key's [`key_tag`] computed once by the caller.
+fn counter_key_tagged(out: &mut Vec<u8>, tag: &[u8; 32], name: &str, idx: u64) {
     out.extend_from_slice(b"gw:rl:{");
-    out.extend_from_slice(&key_tag(key));
+    out.extend_from_slice(tag);
     out.push(b'}');
     out.push(b':');
     out.extend_from_slice(name.as_bytes());
@@ -214,13 +219,13 @@ pub(crate) fn counter_key(out: &mut Vec<u8>, key: &[u8], name: &str, idx: u64) {
 async fn eval_pipelined(
     conn: &mut Conn,
     script: &Script,
-    invs: &[ScriptInvocation<'_>],
+    invs: &[Cmd],
 ) -> redis::RedisResult<Vec<Value>> {
     let bad_reply =
         || redis::RedisError::from((ErrorKind::ResponseError, "unexpected pipeline reply"));
     let mut pipe = redis::pipe();
     for inv in invs {
-        pipe.invoke_script(inv);
+        pipe.add_command(inv.clone());
     }
     let (mut replies, missing) = match conn.pipeline(&pipe, 0, invs.len()).await {
         // The cluster client reports a failed command of a pipeline as the pipeline's error;
@@ -246,7 +251,7 @@ async fn eval_pipelined(
         let mut retry = redis::pipe();
         retry.load_script(script);
         for &i in &missing {
-            retry.invoke_script(&invs[i]);
+            retry.add_command(invs[i].clone());
         }
         // Skip the SCRIPT LOAD reply (an error there shows up as NOSCRIPT below).
         let again = conn.pipeline(&retry, 1, missing.len()).await?;
@@ -263,11 +268,7 @@ async fn eval_pipelined(
 /// Runs `invs` of `script` as one pipeline, or on a cluster as one pipeline per invocation
 /// (each invocation is one hash tag, i.e. one slot; a cluster pipeline must not cross slots),
 /// all sent at once so the round trips overlap. Replies in `invs` order.
-async fn eval_all(
-    conn: &Conn,
-    script: &Script,
-    invs: &[ScriptInvocation<'_>],
-) -> redis::RedisResult<Vec<Value>> {
+async fn eval_all(conn: &Conn, script: &Script, invs: &[Cmd]) -> redis::RedisResult<Vec<Value>> {
     if !conn.one_slot_per_pipeline() || invs.len() < 2 {
         return eval_pipelined(&mut conn.clone(), script, invs).await;
     }
@@ -279,6 +280,14 @@ async fn eval_all(
         out.extend(r?);
     }
     Ok(out)
+}
+
+/// `EVALSHA <sha> <n_keys>`; keys, then arguments, are appended by the caller. One `Cmd` keeps
+/// all arguments in one buffer (a `ScriptInvocation` allocates one `Vec` per key and argument).
+fn evalsha(script: &Script, n_keys: usize) -> Cmd {
+    let mut c = redis::cmd("EVALSHA");
+    c.arg(script.get_hash()).arg(n_keys);
+    c
 }
 
 /// A random id for this instance in the heartbeat set (no two processes share one).
@@ -304,8 +313,8 @@ async fn heartbeat_loop(weak: Weak<RedisStore>) {
             continue;
         }
         let now = super::unix_millis_now();
-        let mut inv = this.heartbeat.prepare_invoke();
-        inv.key(HEARTBEAT_KEY)
+        let mut inv = evalsha(&this.heartbeat, 1);
+        inv.arg(HEARTBEAT_KEY)
             .arg(now)
             .arg(this.instance.as_str())
             .arg(HEARTBEAT_LIVE_MS);
@@ -525,17 +534,21 @@ impl RedisStore {
         let mut invs = Vec::with_capacity(groups.len());
         let mut buf = Vec::with_capacity(64);
         for &(key, items) in groups {
-            let mut inv = self.check.prepare_invoke();
-            inv.arg(cost);
+            let tag = key_tag(key);
+            let mut inv = evalsha(&self.check, 2 * items.len());
+            let first = wins.len();
             for it in items {
                 let win = Window::at(now_ms, it.window_ms);
                 wins.push(win);
                 buf.clear();
-                counter_key(&mut buf, key, it.name, win.idx);
-                inv.key(buf.as_slice());
+                counter_key_tagged(&mut buf, &tag, it.name, win.idx);
+                inv.arg(buf.as_slice());
                 buf.clear();
-                counter_key(&mut buf, key, it.name, win.idx.wrapping_sub(1));
-                inv.key(buf.as_slice());
+                counter_key_tagged(&mut buf, &tag, it.name, win.idx.wrapping_sub(1));
+                inv.arg(buf.as_slice());
+            }
+            inv.arg(cost);
+            for (it, win) in items.iter().zip(&wins[first..]) {
                 inv.arg(win.w)
                     .arg(win.e)
                     .arg(it.max)
@@ -606,13 +619,14 @@ impl RedisStore {
         let invs: Vec<_> = groups
             .iter()
             .map(|(key, items)| {
-                let mut inv = self.rollback.prepare_invoke();
-                inv.arg(cost);
+                let tag = key_tag(key);
+                let mut inv = evalsha(&self.rollback, items.len());
                 for &(name, idx) in items {
                     buf.clear();
-                    counter_key(&mut buf, key, name, idx);
-                    inv.key(buf.as_slice());
+                    counter_key_tagged(&mut buf, &tag, name, idx);
+                    inv.arg(buf.as_slice());
                 }
+                inv.arg(cost);
                 inv
             })
             .collect();
