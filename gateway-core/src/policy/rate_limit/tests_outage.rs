@@ -108,7 +108,7 @@ fn check_aggregate(n: u64, (before, during, after): (u64, u64, u64)) {
     // Round-robin: an instance's last view of the shared count misses at most one request of
     // each other instance (its in-flight burst), hence the `n - 1`.
     assert!(
-        total <= QUOTA + n - 1,
+        total < QUOTA + n,
         "aggregate {total} > quota {QUOTA} + {}",
         n - 1
     );
