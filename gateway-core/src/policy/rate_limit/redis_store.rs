@@ -45,45 +45,55 @@ use super::window::Window;
 
 const CHECK_LUA: &str = r#"
 local cost = tonumber(ARGV[1])
-local n = #KEYS / 2
-local out = {0}
-local all = 1
-for i = 1, n do
-  local b = 1 + 7 * (i - 1)
-  local w = tonumber(ARGV[b + 1])
-  local e = tonumber(ARGV[b + 2])
-  local m = tonumber(ARGV[b + 3])
-  local shadow = ARGV[b + 5] == '1'
-  local q = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
-  local hq = tonumber(ARGV[b + 7])
-  if hq > q then
-    redis.call('SET', KEYS[2 * i - 1], hq, 'PX', ARGV[b + 4])
-    q = hq
+local g = tonumber(ARGV[2])
+local a = 2 + g
+local out = {}
+local li = 0
+for gi = 1, g do
+  local n = tonumber(ARGV[2 + gi])
+  local head = #out + 1
+  out[head] = 0
+  local all = 1
+  for j = 1, n do
+    local i = li + j
+    local b = a + 7 * (i - 1)
+    local w = tonumber(ARGV[b + 1])
+    local e = tonumber(ARGV[b + 2])
+    local m = tonumber(ARGV[b + 3])
+    local shadow = ARGV[b + 5] == '1'
+    local q = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+    local hq = tonumber(ARGV[b + 7])
+    if hq > q then
+      redis.call('SET', KEYS[2 * i - 1], hq, 'PX', ARGV[b + 4])
+      q = hq
+    end
+    local p = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+    local hp = tonumber(ARGV[b + 6])
+    if hp > p then
+      redis.call('SET', KEYS[2 * i], hp, 'PX', w)
+      p = hp
+    end
+    local fits = 0
+    if p * (w - e) + (q + cost) * w <= m * w then
+      fits = 1
+    elseif not shadow then
+      all = 0
+    end
+    out[#out + 1] = p
+    out[#out + 1] = q
+    out[#out + 1] = fits
   end
-  local p = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
-  local hp = tonumber(ARGV[b + 6])
-  if hp > p then
-    redis.call('SET', KEYS[2 * i], hp, 'PX', w)
-    p = hp
-  end
-  local fits = 0
-  if p * (w - e) + (q + cost) * w <= m * w then
-    fits = 1
-  elseif not shadow then
-    all = 0
-  end
-  out[#out + 1] = p
-  out[#out + 1] = q
-  out[#out + 1] = fits
-end
-out[1] = all
-if all == 1 and cost > 0 then
-  for i = 1, n do
-    if out[1 + 3 * i] == 1 then
-      redis.call('INCRBY', KEYS[2 * i - 1], cost)
-      redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[1 + 7 * (i - 1) + 4])
+  out[head] = all
+  if all == 1 and cost > 0 then
+    for j = 1, n do
+      local i = li + j
+      if out[head + 3 * j] == 1 then
+        redis.call('INCRBY', KEYS[2 * i - 1], cost)
+        redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[a + 7 * (i - 1) + 4])
+      end
     end
   end
+  li = li + n
 end
 return out
 "#;
@@ -530,25 +540,42 @@ impl RedisStore {
             return Err(StoreErrorKind::Unavailable);
         }
         let n_items: usize = groups.iter().map(|(_, g)| g.len()).sum();
-        let mut wins = Vec::with_capacity(n_items);
-        let mut invs = Vec::with_capacity(groups.len());
+        let wins: Vec<Window> = groups
+            .iter()
+            .flat_map(|(_, items)| items.iter().map(|it| Window::at(now_ms, it.window_ms)))
+            .collect();
+        // One script call for all groups, or on a cluster one per group (one slot each).
+        let per_call = if conn.one_slot_per_pipeline() {
+            1
+        } else {
+            groups.len().max(1)
+        };
+        let mut invs = Vec::with_capacity(groups.len().div_ceil(per_call));
         let mut buf = Vec::with_capacity(64);
-        for &(key, items) in groups {
-            let tag = key_tag(key);
-            let mut inv = evalsha(&self.check, 2 * items.len());
-            let first = wins.len();
-            for it in items {
-                let win = Window::at(now_ms, it.window_ms);
-                wins.push(win);
-                buf.clear();
-                counter_key_tagged(&mut buf, &tag, it.name, win.idx);
-                inv.arg(buf.as_slice());
-                buf.clear();
-                counter_key_tagged(&mut buf, &tag, it.name, win.idx.wrapping_sub(1));
-                inv.arg(buf.as_slice());
+        let mut first = 0;
+        for call in groups.chunks(per_call) {
+            let n: usize = call.iter().map(|(_, g)| g.len()).sum();
+            let wins = &wins[first..first + n];
+            first += n;
+            let mut inv = evalsha(&self.check, 2 * n);
+            let mut w = wins.iter();
+            for &(key, items) in call {
+                let tag = key_tag(key);
+                for (it, win) in items.iter().zip(w.by_ref()) {
+                    buf.clear();
+                    counter_key_tagged(&mut buf, &tag, it.name, win.idx);
+                    inv.arg(buf.as_slice());
+                    buf.clear();
+                    counter_key_tagged(&mut buf, &tag, it.name, win.idx.wrapping_sub(1));
+                    inv.arg(buf.as_slice());
+                }
             }
-            inv.arg(cost);
-            for (it, win) in items.iter().zip(&wins[first..]) {
+            inv.arg(cost).arg(call.len());
+            for (_, items) in call {
+                inv.arg(items.len());
+            }
+            let items = call.iter().flat_map(|(_, items)| items.iter());
+            for (it, win) in items.zip(wins) {
                 inv.arg(win.w)
                     .arg(win.e)
                     .arg(it.max)
@@ -574,26 +601,32 @@ impl RedisStore {
             }
             Ok(Ok(v)) => v,
         };
-        let mut all_ok = Vec::with_capacity(groups.len());
-        let mut counts = Vec::with_capacity(n_items);
-        let mut wins = wins.into_iter();
-        for (&(_, items), reply) in groups.iter().zip(replies) {
-            let vals = match reply {
+        // The replies concatenated are, per group in order: all_ok, then (p, q, fits) per limit.
+        let mut vals: Vec<i64> = Vec::with_capacity(groups.len() + 3 * n_items);
+        for reply in replies {
+            match reply {
                 Value::ServerError(e) => {
                     let e = redis::RedisError::from(e);
                     self.reresolve(&conn);
                     self.failed(now_ms, StoreErrorKind::Redis, &e);
                     return Err(StoreErrorKind::Redis);
                 }
-                v => redis::from_owned_redis_value::<Vec<i64>>(v).unwrap_or_default(),
-            };
-            if vals.len() != 1 + 3 * items.len() {
-                self.failed(now_ms, StoreErrorKind::Redis, &"unexpected script reply");
-                return Err(StoreErrorKind::Redis);
+                v => vals.extend(redis::from_owned_redis_value::<Vec<i64>>(v).unwrap_or_default()),
             }
-            all_ok.push(vals[0] == 1);
+        }
+        if vals.len() != groups.len() + 3 * n_items {
+            self.failed(now_ms, StoreErrorKind::Redis, &"unexpected script reply");
+            return Err(StoreErrorKind::Redis);
+        }
+        let mut all_ok = Vec::with_capacity(groups.len());
+        let mut counts = Vec::with_capacity(n_items);
+        let (mut at, mut wins) = (0, wins.into_iter());
+        for (_, items) in groups {
+            all_ok.push(vals[at] == 1);
+            let chunk = &vals[at + 1..at + 1 + 3 * items.len()];
+            at += 1 + 3 * items.len();
             // `chunks` first: `zip` must not pull a window once the chunks run out.
-            for (c, win) in vals[1..].chunks_exact(3).zip(wins.by_ref()) {
+            for (c, win) in chunk.chunks_exact(3).zip(wins.by_ref()) {
                 counts.push(RemoteCount {
                     win,
                     prev: u64::try_from(c[0]).unwrap_or(0),
