@@ -1,6 +1,6 @@
-//! Redis-backed counters: one atomic Lua script per hash-tag group, all groups of a request
-//! sent in one pipeline (one round trip), lazy background connect, per-call timeout, failure
-//! back-off and rate-limited warnings.
+//! Redis-backed counters: one atomic Lua script run checks the key groups of a request (all of
+//! them on one server; one group per run on a cluster), lazy background connect, per-call
+//! timeout, failure back-off, rate-limited warnings, and the heartbeat of live instances.
 //!
 //! Keys are `gw:rl:{<tag>}:<limit name>:<window index>`; `<tag>` is [`key_tag`] of the request key:
 //! 32 hex digits of SHA-256 (truncated to 128 bits) over a fixed domain prefix and the key, so a key
@@ -9,27 +9,36 @@
 //! no shared secret. The hash is public, but it is collision resistant: making one's own request key
 //! land on another client's counter takes a second preimage of 128-bit SHA-256 (~2^128 work), and a
 //! birthday collision (~2^64) only merges two keys the attacker chose. The hash tag is one request
-//! key: every limit of one request key lands in one Redis Cluster slot and one script covers them. The window index is `now_ms / window_ms` with `now_ms` taken from
-//! the gateway clock (unix ms) and passed as an argument, so all gateways must run NTP-synced
-//! clocks; skew shifts window boundaries by the skew, never more. Counters get a TTL of two
-//! windows (refreshed on every increment), which is exactly as long as they can matter.
+//! key: every limit of one request key lands in one Redis Cluster slot. The window index is
+//! `now_ms / window_ms` with `now_ms` taken from the gateway clock (unix ms) and passed as an
+//! argument, so all gateways must run NTP-synced clocks; skew shifts window boundaries by the
+//! skew, never more. Counters get a TTL of two windows (refreshed on every increment), which is
+//! exactly as long as they can matter.
 //!
-//! The script reads current and previous counters of all limits, decides each limit with the
-//! same integer inequality as the local store (`p*(w-e) + (q+c)*w <= max*w`, exact while
-//! `max * window_ms < 2^53`), increments all fitting limits only if no enforcing limit rejects,
-//! and returns `[all_ok, p1, q1, fits1, p2, q2, fits2, ...]` (counts before the increment) so
-//! the caller computes remaining/reset/retry-after with the same code as for local limits.
-//! `check_groups` sends one EVALSHA per group in a single pipeline (Redis Cluster safe: each
-//! script touches one slot); invocations answered NOSCRIPT (e.g. after a Redis restart or
-//! `SCRIPT FLUSH`) did not run and are retried once in a second pipeline led by SCRIPT LOAD.
-//! The whole pipeline (including that retry) runs under the per-call timeout, and any error
-//! in it fails the call as a whole. The rollback of admitted groups is pipelined the same way.
+//! The script takes G groups (`ARGV`: cost, G, the size of each group, then 7 arguments per
+//! limit; `KEYS`: current and previous counter per limit). Per group it reads current and
+//! previous counters (first raising each to the caller's hint, see below), decides each limit
+//! with the same integer inequality as the local store (`p*(w-e) + (q+c)*w <= max*w`, exact
+//! while `max * window_ms < 2^53`), and increments the group's fitting limits only if no
+//! enforcing limit of the group rejects. It returns, per group, `[all_ok, p1, q1, fits1, ...]`
+//! (counts before the increment) so the caller computes remaining/reset/retry-after with the
+//! same code as for local limits. On a cluster each group is one call (one slot), the calls
+//! sent concurrently. The command is built as one `EVALSHA` `Cmd` (one buffer); replies
+//! answered NOSCRIPT (e.g. after a Redis restart or `SCRIPT FLUSH`) did not run and are retried
+//! once in a second pipeline led by SCRIPT LOAD. The whole call (including that retry) runs
+//! under the per-call timeout, and any error in it fails the call as a whole.
 //!
-//! Failure handling: the connection manager is created in a background task (so a down Redis
-//! neither blocks startup nor fails construction); until it exists every call reports
-//! `Unavailable`. Any error or timeout sets a back-off window (`RedisConfig::backoff`) during
-//! which calls fail fast with `Unavailable`; after it one caller probes Redis (others keep
-//! failing fast) and success closes the back-off. `ConnectionManager` reconnects by itself.
+//! Hints: while Redis fails (and for two of the longest windows after it answers again) the
+//! limiter passes each `on_store_error: local` limit's fallback counts as lower bounds; the
+//! script raises a lower counter to them, so a Redis that restarted empty (or missed the
+//! outage's admissions) does not hand out a fresh quota.
+//!
+//! Failure handling: the connection is made in a background task (so a down Redis neither
+//! blocks startup nor fails construction); until it exists every call reports `Unavailable`.
+//! Any error or timeout sets a back-off window (`RedisConfig::backoff`) during which calls
+//! fail fast with `Unavailable`; after it one caller probes Redis (others keep failing fast)
+//! and success closes the back-off. Standalone and cluster connections reconnect by
+//! themselves; a Sentinel connection is dropped on error and the primary looked up again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
