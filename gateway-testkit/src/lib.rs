@@ -53,6 +53,8 @@
 //! - [`redis`]: launch a real `redis-server` on a free port.
 //! - [`prometheus_server`]: launch a real Prometheus scraping given targets, query its HTTP API; find
 //!   `promtool`.
+//! - [`redis_cluster`]: a real local Redis Cluster (3 primaries + 3 replicas); reshard, kill, failover.
+//! - [`redis_sentinel`]: a real Sentinel setup (primary, replica, 3 sentinels); kill the primary.
 
 mod body;
 mod client;
@@ -65,6 +67,8 @@ pub mod prom;
 pub mod prometheus_server;
 pub mod raw;
 pub mod redis;
+pub mod redis_cluster;
+pub mod redis_sentinel;
 mod upstream;
 pub mod wait;
 mod ws;

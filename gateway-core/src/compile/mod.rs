@@ -9,6 +9,7 @@ mod discovery;
 mod listeners;
 mod policies;
 mod routes;
+mod store;
 mod upstreams;
 
 pub(crate) use routes::METHODS;

@@ -648,11 +648,35 @@ pub enum RateKeyConfig {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RateStoreConfig {
     Local {},
+    /// Shared counters in Redis: one server (`url`), a Redis Cluster (`cluster: true` and/or
+    /// several `nodes` as seeds) or a Sentinel-managed primary (`master` with the sentinels in
+    /// `nodes`/`url`, or `url: redis+sentinel://host:port[,host:port]/master`).
     Redis {
-        url: String,
+        #[serde(default)]
+        url: Option<String>,
+        #[serde(default)]
+        nodes: Vec<String>,
+        #[serde(default)]
+        cluster: bool,
+        #[serde(default)]
+        master: Option<String>,
         #[serde(default)]
         timeout: Option<Dur>,
+        /// Share of each quota one instance enforces while Redis fails (`on_store_error:
+        /// local`): `auto` (default: 1 / live instances, from a heartbeat) or a number in (0, 1].
+        #[serde(default)]
+        outage_share: Option<OutageShareConfig>,
     },
+}
+
+/// `outage_share:` — the word `auto` or a number in (0, 1].
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema, Serialize)]
+#[serde(untagged)]
+pub enum OutageShareConfig {
+    /// This instance's fixed share of each quota while the store is unreachable.
+    Fixed(#[schemars(range(min = 0.0, max = 1.0))] f64),
+    /// `auto`: learned from the live instances' heartbeat.
+    Word(#[schemars(regex(pattern = r"^auto$"))] String),
 }
 
 #[derive(Debug, Deserialize, Clone, JsonSchema)]

@@ -161,11 +161,35 @@ impl Default for LocalConfig {
     }
 }
 
+/// How the Redis store reaches Redis.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RedisTopology {
+    /// One server at [`RedisConfig::url`] (reconnects to the same address).
+    #[default]
+    Standalone,
+    /// A Redis Cluster discovered from these seed node URLs (`redis://host:port`); slots,
+    /// `MOVED`/`ASK` redirections and failovers are handled by the `redis` crate's cluster client.
+    Cluster(Vec<String>),
+    /// A primary managed by Sentinel: the sentinels' URLs and the monitored master's name. The
+    /// primary is looked up through the sentinels on (re)connect, so a promoted replica is
+    /// followed without a restart.
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
+}
+
 /// Settings of the Redis store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// e.g. `redis://127.0.0.1:6379/`.
+    /// e.g. `redis://127.0.0.1:6379/` (for a cluster or Sentinel: the form shown in diagnostics).
     pub url: String,
+    /// Standalone, cluster or Sentinel.
+    pub topology: RedisTopology,
+    /// Share of each limit's quota this instance enforces on its own while Redis fails
+    /// (`on_store_error: local`), in parts per million; `None` = learned: 1 / the number of
+    /// live gateway instances seen in the Redis heartbeat before the failure.
+    pub outage_share_ppm: Option<u32>,
     /// Upper bound for one `check_all` round trip (default 50 ms).
     pub timeout: Duration,
     /// After a failure Redis is not tried again for this long (default 1 s).
@@ -180,6 +204,8 @@ impl RedisConfig {
     pub fn new(url: &str) -> Self {
         RedisConfig {
             url: url.to_owned(),
+            topology: RedisTopology::Standalone,
+            outage_share_ppm: None,
             timeout: Duration::from_millis(50),
             backoff: Duration::from_secs(1),
             warn_interval: Duration::from_secs(5),
