@@ -31,6 +31,8 @@ pub struct Plan {
     pub admin: Option<AdminPlan>,
     pub access_log: AccessLogSpec,
     pub metrics: bool,
+    /// OTLP span export (`observability.tracing.otlp`), `None` when off.
+    pub otlp: Option<OtlpPlan>,
     pub upstreams: Vec<UpstreamPlan>,
     pub routes: Vec<RoutePlan>,
     pub router: Router,
@@ -50,6 +52,19 @@ pub enum AccessLogSpec {
     Off,
     Stdout,
     File(PathBuf),
+}
+
+/// OTLP/HTTP span export, every default applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpPlan {
+    /// The full traces URL (`http://` or `https://`).
+    pub endpoint: String,
+    pub headers: Vec<(String, String)>,
+    pub service_name: String,
+    pub queue_size: usize,
+    pub batch_size: usize,
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 /// How an upstream's endpoints are chosen.

@@ -9,6 +9,7 @@ mod discovery;
 mod listeners;
 mod policies;
 mod routes;
+mod tracing;
 mod upstreams;
 
 pub use upstreams::{endpoint_address, endpoint_weight};
@@ -165,6 +166,7 @@ fn build(mut cfg: crate::config::Config, cx: &mut Cx, source: &str) -> Option<Pl
     let fingerprints = std::mem::take(&mut cfg.fingerprints);
     let server = listeners::server(&cfg.server, cx);
     let (listeners, admin) = listeners::listeners(&cfg, cx);
+    let otlp = tracing::otlp(&cfg.observability.tracing, cx);
     let policy_index = index_names(
         cx,
         "policies",
@@ -250,6 +252,7 @@ fn build(mut cfg: crate::config::Config, cx: &mut Cx, source: &str) -> Option<Pl
             }
         },
         metrics: cfg.observability.metrics,
+        otlp,
         upstreams: ups
             .into_iter()
             .map(|u| u.map(|u| u.plan))

@@ -40,6 +40,8 @@ pub enum StartError {
     Metrics(String),
     #[error("access log: {0}")]
     AccessLog(String),
+    #[error("observability.tracing: {0}")]
+    Tracing(String),
     #[error("admin.state_file: {0}")]
     StateFile(String),
     #[error("TLS for listener {listener}: {reason}")]
