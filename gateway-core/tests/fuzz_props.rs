@@ -198,13 +198,16 @@ fn traceparentish() -> impl Strategy<Value = Vec<u8>> {
     let version = prop::sample::select(vec!["00", "01", "cc", "fe", "ff", "0A", "0", "000"]);
     let id = |n: usize| {
         prop_oneof![
-            proptest::string::string_regex(&format!("[0-9a-f]{{{n}}}")).unwrap(),
-            Just("0".repeat(n)),
-            proptest::string::string_regex(&format!("[0-9a-fA-F]{{{},{}}}", n - 1, n + 1)).unwrap(),
+            4 => proptest::string::string_regex(&format!("[0-9a-f]{{{n}}}")).unwrap(),
+            1 => Just("0".repeat(n)),
+            1 => proptest::string::string_regex(&format!("[0-9a-fA-F]{{{},{}}}", n - 1, n + 1)).unwrap(),
         ]
     };
-    let flags = proptest::string::string_regex("[0-9a-fA-F]{1,3}").unwrap();
-    let tail = prop::sample::select(vec!["", "-", "-x", "x", "-00-more", " "]);
+    let flags = prop_oneof![
+        4 => proptest::string::string_regex("[0-9a-f]{2}").unwrap(),
+        1 => proptest::string::string_regex("[0-9a-fA-F]{1,3}").unwrap(),
+    ];
+    let tail = prop::sample::select(vec!["", "", "", "", "-", "-x", "x", "-00-more", " "]);
     let sep = prop::sample::select(vec!["-", "-", "-", "_"]);
     (version, id(32), id(16), flags, tail, sep)
         .prop_map(|(v, t, s, f, tail, sep)| format!("{v}-{t}{sep}{s}-{f}{tail}").into_bytes())
