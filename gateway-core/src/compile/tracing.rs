@@ -26,7 +26,7 @@ pub(crate) fn otlp(t: &TracingConfig, cx: &mut Cx) -> Option<OtlpPlan> {
         if http::HeaderName::try_from(k.as_str()).is_err()
             || http::HeaderValue::try_from(v.as_str()).is_err()
         {
-            cx.error(
+            cx.error_at_key(
                 &format!("{BASE}.headers.{k}"),
                 format!("header {k:?} is not a valid HTTP header name and value"),
                 None,
