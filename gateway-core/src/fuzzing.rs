@@ -6,6 +6,14 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
+/// The trace-context step (`proxy::steps::trace`), for its criterion bench (`benches/trace.rs`).
+pub mod trace {
+    pub use crate::proxy::steps::trace::{context, parse, Parent, TraceContext, TRACEPARENT_LEN};
+    /// Sets `traceparent` on the upstream head (the step's `apply`); `false` if it could not.
+    pub fn apply(up: &mut pingora::http::RequestHeader, t: &TraceContext) -> bool {
+        crate::proxy::steps::trace::apply(up, t).is_ok()
+    }
+}
 use crate::routing::{normalize_with, EscapedSlashes, PathPolicy, Semicolons};
 
 /// Request paths aimed at `/admin` through `/public`, with their outcome under the default path

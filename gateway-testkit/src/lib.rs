@@ -51,6 +51,8 @@
 //! - [`jwt`]: mint HS256/RS256/ES256/EdDSA tokens, fixture keys, JWKs and JWKS bodies.
 //! - [`jwks`]: a real HTTP JWKS server on port 0 that can swap keys, fail and go down.
 //! - [`redis`]: launch a real `redis-server` on a free port.
+//! - [`prometheus_server`]: launch a real Prometheus scraping given targets, query its HTTP API; find
+//!   `promtool`.
 
 mod body;
 mod client;
@@ -60,6 +62,7 @@ mod handler;
 pub mod jwks;
 pub mod jwt;
 pub mod prom;
+pub mod prometheus_server;
 pub mod raw;
 pub mod redis;
 mod upstream;

@@ -1,7 +1,7 @@
 //! The configuration language: plain data that mirrors the YAML file, field by field.
 //!
 //! Every struct denies unknown fields; every enum with variants that carry settings is tagged by `type`;
-//! durations and sizes carry their unit ([`units`]). Nothing here has behaviour: [`crate::compile`] turns a
+//! durations and sizes carry their unit ([`units`]). Nothing here has behaviour: [`crate::compile()`] turns a
 //! [`Config`] into a [`crate::plan::Plan`] and reports every problem at once. The field-by-field reference
 //! lives in `docs/config.md`.
 pub mod addr;

@@ -1,6 +1,6 @@
 //! The Pingora side: [`Gateway`] implements `ProxyHttp` and only sequences the named steps of
-//! [`steps`]; every decision is made there (or in routing, policy and upstream), every local answer is
-//! written by [`respond`] from one typed error ([`GwError`]).
+//! `steps`; every decision is made there (or in routing, policy and upstream), every local answer is
+//! written by `respond` from one typed error (`GwError`).
 //!
 //! Chain, in order (each step may answer locally and stop the chain):
 //! 1. request id — keep a sane client `X-Request-Id`, else generate one; request heads over 64 KiB → 431;
@@ -15,14 +15,15 @@
 //!
 //! Logging (metrics and the access log) runs for every request, whatever step answered.
 pub mod admin;
-pub mod conn;
-pub mod framing;
+pub(crate) mod conn;
+pub(crate) mod framing;
+#[doc(hidden)] // internals: the client-IP header setting of `config`, the fuzz targets
 pub mod headers;
-pub mod respond;
+pub(crate) mod respond;
 pub mod runtime;
 pub mod server;
-pub mod signals;
-pub mod steps;
+pub(crate) mod signals;
+pub(crate) mod steps;
 
 use crate::error::{GwError, Side};
 use crate::observability::{
@@ -56,23 +57,30 @@ use steps::classify::UpstreamFailure;
 /// Shared by every request and every reload: the current runtime, the state registry it was built
 /// from, metrics, the access log, readiness.
 pub struct Engine {
+    /// The runtime new requests use ([`Engine::runtime`]); swapped by reloads.
     pub current: ArcSwap<Runtime>,
-    /// Long-lived state by identity; every runtime of this engine is built from it.
+    /// Long-lived state by identity; every runtime of this engine is built from it. Internal (the
+    /// discovery tests read it).
+    #[doc(hidden)]
     pub registry: Registry,
+    /// The Prometheus registry (`metrics.render()` is the text format).
     pub metrics: Metrics,
+    /// The access log (call `flush()` before exiting).
     pub access_log: AccessLog,
     /// OTLP span export (`observability.tracing.otlp`), `None` when off.
     pub otlp: Option<crate::observability::otlp::OtlpExport>,
     /// Set once listeners are bound and the first health checks and key fetches are done.
     pub ready: AtomicBool,
     /// Hot reload: one at a time, metrics, TLS certificates ([`Engine::reload`]).
-    pub reloader: crate::reload::Reloader,
+    pub(crate) reloader: crate::reload::Reloader,
 }
 
 impl Engine {
+    /// The current runtime; a request keeps the one it started with.
     pub fn runtime(&self) -> Arc<Runtime> {
         self.current.load_full()
     }
+    /// Whether warm-up is done (`/readyz`).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
@@ -200,6 +208,7 @@ impl Engine {
 
 /// The `ProxyHttp` implementation.
 pub struct Gateway {
+    /// The engine every request of this service uses.
     pub engine: Arc<Engine>,
 }
 
@@ -247,6 +256,7 @@ impl Ctx {
 }
 
 impl Gateway {
+    /// The `ProxyHttp` for `engine` (from [`server::build_engine`]).
     pub fn new(engine: Arc<Engine>) -> Self {
         Gateway { engine }
     }
@@ -358,8 +368,8 @@ impl ProxyHttp for Gateway {
     }
 
     /// Runs first for every request, before modules: sets the downstream keep-alive and body read
-    /// timeouts, tells the connection guard the head has arrived ([`conn::on_request_head`]), and checks
-    /// the request framing ([`framing::enforce`]; `Err` with a 400/501 in `ctx.error` on a violation).
+    /// timeouts, tells the connection guard the head has arrived (`conn::on_request_head`), and checks
+    /// the request framing (`framing::enforce`; `Err` with a 400/501 in `ctx.error` on a violation).
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         let s = &ctx.rt.plan.server;
         session.set_keepalive(Some(s.idle_timeout.as_secs().max(1)));
@@ -373,7 +383,7 @@ impl ProxyHttp for Gateway {
 
     /// Runs once the request head is read: steps 1–7 (request id and client IP, route, body size by
     /// `Content-Length`, auth, rate limits, circuit breaker). `Ok(true)`: a step answered locally (an
-    /// error via [`respond`], or a static breaker fallback) and the request ends here. `Ok(false)`: go
+    /// error via `respond`, or a static breaker fallback) and the request ends here. `Ok(false)`: go
     /// on to the upstream. `Err`: the answer could not be written (Pingora ends the request).
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let rt = ctx.rt.clone();
@@ -598,7 +608,7 @@ impl ProxyHttp for Gateway {
     }
 
     /// Runs before the upstream's response head goes to the client: adds `X-Request-Id` and the
-    /// rate-limit headers; during a drain, the response closes the connection ([`conn::on_response`]).
+    /// rate-limit headers; during a drain, the response closes the connection (`conn::on_response`).
     /// `Err` only when a header cannot be set.
     async fn response_filter(
         &self,
@@ -681,7 +691,7 @@ impl ProxyHttp for Gateway {
 
     /// Runs when the request fails after `request_filter` (a phase returned `Err`, or the upstream
     /// failed for good): step 9 classifies the error (unless a step already typed it) and, if no
-    /// response was sent yet, answers it via [`respond`] with `Connection: close`. Returns the status
+    /// response was sent yet, answers it via `respond` with `Connection: close`. Returns the status
     /// for the log and that the downstream connection is not reused.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let err = match ctx.error.take() {

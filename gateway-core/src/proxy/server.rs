@@ -201,9 +201,11 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
 
 /// A gateway running inside the caller's tokio runtime, on listeners it binds itself (port 0 works).
 pub struct Embedded {
+    /// The engine (metrics, readiness, reload).
     pub engine: Arc<Engine>,
     /// Bound addresses of the plan's listeners, in order.
     pub addrs: Vec<SocketAddr>,
+    /// The bound admin address, when `admin` is set.
     pub admin_addr: Option<SocketAddr>,
     open: Arc<OpenConns>,
     shutdown: tokio::sync::watch::Sender<bool>,
