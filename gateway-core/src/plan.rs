@@ -40,6 +40,8 @@ pub struct Plan {
     pub access_log: AccessLogSpec,
     /// Whether metrics are recorded (`observability.metrics`).
     pub metrics: bool,
+    /// OTLP span export (`observability.tracing.otlp`), `None` when off.
+    pub otlp: Option<OtlpPlan>,
     /// Upstreams, by [`UpstreamId`].
     pub upstreams: Vec<UpstreamPlan>,
     /// Routes, by route id.
@@ -67,6 +69,25 @@ pub enum AccessLogSpec {
     Stdout,
     /// JSON lines appended to this file.
     File(PathBuf),
+}
+
+/// OTLP/HTTP span export, every default applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpPlan {
+    /// The full traces URL (`http://` or `https://`).
+    pub endpoint: String,
+    /// Extra headers sent with every export.
+    pub headers: Vec<(String, String)>,
+    /// The resource's `service.name`.
+    pub service_name: String,
+    /// Spans waiting for export at most (more are dropped and counted).
+    pub queue_size: usize,
+    /// Spans per export request at most.
+    pub batch_size: usize,
+    /// Longest wait of a partial batch.
+    pub interval: Duration,
+    /// Timeout of one export request.
+    pub timeout: Duration,
 }
 
 /// How an upstream's endpoints are chosen.

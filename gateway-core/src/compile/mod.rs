@@ -10,6 +10,7 @@ mod listeners;
 mod policies;
 mod routes;
 mod store;
+mod tracing;
 mod upstreams;
 
 pub(crate) use routes::METHODS;
@@ -205,6 +206,7 @@ fn build(mut cfg: crate::config::Config, cx: &mut Cx, source: &str, kind: Kind) 
             }
         }
     }
+    let otlp = tracing::otlp(&cfg.observability.tracing, cx);
     let policy_index = index_names(
         cx,
         "policies",
@@ -290,6 +292,7 @@ fn build(mut cfg: crate::config::Config, cx: &mut Cx, source: &str, kind: Kind) 
             }
         },
         metrics: cfg.observability.metrics,
+        otlp,
         upstreams: ups
             .into_iter()
             .map(|u| u.map(|u| u.plan))

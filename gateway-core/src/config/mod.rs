@@ -230,6 +230,45 @@ pub struct ObservabilityConfig {
     /// Enable Prometheus metrics (served on the admin listener).
     #[serde(default = "yes")]
     pub metrics: bool,
+    /// W3C trace context is always propagated; this adds the optional span export.
+    #[serde(default)]
+    pub tracing: TracingConfig,
+}
+
+/// `observability.tracing` (`docs/observability.md`, "Tracing").
+#[derive(Debug, Deserialize, Clone, Default, PartialEq, JsonSchema, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Export one span per request over OTLP/HTTP (protobuf); off when absent.
+    #[serde(default)]
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// `observability.tracing.otlp`: where and how spans are exported. Defaults are applied by the
+/// compiler (`compile/tracing.rs`).
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The full OTLP/HTTP traces URL, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub endpoint: String,
+    /// Extra request headers (e.g. an API key for a hosted collector).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `service.name` of the exported resource (default `gw`).
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// Spans waiting for export at most; more are dropped and counted (default 2048).
+    #[serde(default)]
+    pub queue_size: Option<usize>,
+    /// Spans per export request at most (default 512).
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Longest wait before a partial batch is sent (default `1s`).
+    #[serde(default)]
+    pub interval: Option<Dur>,
+    /// Timeout of one export request (default `10s`).
+    #[serde(default)]
+    pub timeout: Option<Dur>,
 }
 
 /// Same as an empty `observability:` section (metrics on), for configs without one.
@@ -238,6 +277,7 @@ impl Default for ObservabilityConfig {
         ObservabilityConfig {
             access_log: AccessLogConfig::default(),
             metrics: true,
+            tracing: TracingConfig::default(),
         }
     }
 }

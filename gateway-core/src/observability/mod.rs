@@ -59,6 +59,7 @@
 
 pub mod access_log;
 pub mod metrics;
+pub mod otlp;
 
 pub use access_log::{
     duration_ms, AccessLog, AccessLogConfig, AccessLogRecord, AccessLogSink, LogOutcome,

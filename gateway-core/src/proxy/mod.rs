@@ -4,6 +4,7 @@
 //!
 //! Chain, in order (each step may answer locally and stop the chain):
 //! 1. request id — keep a sane client `X-Request-Id`, else generate one; request heads over 64 KiB → 431;
+//!    trace context — join a valid W3C `traceparent`, else start a trace ([`steps::trace`]);
 //! 2. client IP — the peer, or `X-Forwarded-For` only from trusted proxies;
 //! 3. path normalisation (400 on malformed paths) and route match (404 / 405);
 //! 4. body size by `Content-Length` (413; streamed bodies are counted as they arrive);
@@ -66,6 +67,8 @@ pub struct Engine {
     pub metrics: Metrics,
     /// The access log (call `flush()` before exiting).
     pub access_log: AccessLog,
+    /// OTLP span export (`observability.tracing.otlp`), `None` when off.
+    pub otlp: Option<crate::observability::otlp::OtlpExport>,
     /// Set once listeners are bound and the first health checks and key fetches are done.
     pub ready: AtomicBool,
     /// Hot reload: one at a time, metrics, TLS certificates ([`Engine::reload`]).
@@ -214,6 +217,10 @@ pub struct Ctx {
     rt: Arc<Runtime>,
     start: Instant,
     request_id: HeaderValue,
+    /// W3C trace context (set in step 1; `None` if the request ended before it).
+    trace: Option<steps::trace::TraceContext>,
+    /// Time gw's own checks took (set when `request_filter` lets the request through).
+    gateway_elapsed: Option<Duration>,
     client_ip: Option<IpAddr>,
     route: Option<u32>,
     /// The upstream actually used (the route's, or a breaker fallback upstream).
@@ -262,6 +269,42 @@ impl Gateway {
         Ok(true)
     }
 
+    /// The request as one exported span (see [`crate::observability::otlp`]).
+    fn span_record(
+        &self,
+        rt: &Runtime,
+        ctx: &Ctx,
+        t: &steps::trace::TraceContext,
+        method: http::Method,
+        status: u16,
+        elapsed: Duration,
+    ) -> crate::observability::otlp::SpanRecord {
+        let end = SystemTime::now();
+        crate::observability::otlp::SpanRecord {
+            trace_id: t.trace_id(),
+            span_id: t.span_id(),
+            parent_span_id: t.parent_span_id(),
+            start: end.checked_sub(elapsed).unwrap_or(end),
+            end,
+            method,
+            route: ctx.route.map(|r| rt.plan.routes[r as usize].name.clone()),
+            upstream: ctx
+                .upstream
+                .map(|u| rt.plan.upstreams[u as usize].name.clone()),
+            endpoint: match (ctx.upstream, ctx.tried.last()) {
+                (Some(u), Some(&i)) => {
+                    Some(rt.upstreams[u as usize].balancer.endpoints[i].label.clone())
+                }
+                _ => None,
+            },
+            status,
+            gateway_elapsed: ctx.gateway_elapsed,
+            upstream_elapsed: ctx.upstream_elapsed,
+            attempts: ctx.tried.len() as u32,
+            request_id: ctx.request_id.clone(),
+        }
+    }
+
     /// Releases the endpoint's in-flight counter and records the attempt for outlier detection.
     fn end_attempt(&self, ctx: &mut Ctx, failed: bool) {
         let (Some(up), Some(i)) = (ctx.upstream, ctx.active.take()) else {
@@ -297,6 +340,8 @@ impl ProxyHttp for Gateway {
             rt: self.engine.runtime(),
             start: Instant::now(),
             request_id: HeaderValue::from_static(""),
+            trace: None,
+            gateway_elapsed: None,
             client_ip: None,
             route: None,
             upstream: None,
@@ -350,6 +395,7 @@ impl ProxyHttp for Gateway {
             .map(|a| a.ip());
         let req = session.req_header();
         ctx.request_id = steps::request_id::request_id(&req.headers);
+        ctx.trace = Some(steps::trace::context(&req.headers));
         ctx.client_ip = steps::request_id::client_ip(
             peer,
             &req.headers,
@@ -416,6 +462,7 @@ impl ProxyHttp for Gateway {
             Ok(Breaker::Static(_)) => {}
             Err(e) => return self.reject(session, ctx, e).await,
         }
+        ctx.gateway_elapsed = Some(ctx.start.elapsed());
         Ok(false)
     }
 
@@ -511,7 +558,11 @@ impl ProxyHttp for Gateway {
             tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
             request_id: &ctx.request_id,
         };
-        if let Err(e) = steps::forward_headers::apply(upstream_request, &f) {
+        let traced = match &ctx.trace {
+            Some(t) => steps::trace::apply(upstream_request, t),
+            None => Ok(()),
+        };
+        if let Err(e) = steps::forward_headers::apply(upstream_request, &f).and(traced) {
             let status = e.status;
             ctx.error = Some(e);
             return Error::e_explain(
@@ -751,6 +802,7 @@ impl ProxyHttp for Gateway {
             log.log(&AccessLogRecord {
                 ts: SystemTime::now(),
                 request_id: ctx.rid(),
+                trace_id: ctx.trace.as_ref().map(|t| t.trace_id_hex()),
                 client_ip: ctx.client_ip,
                 method: req.method.as_str(),
                 path: req.uri.path(),
@@ -765,6 +817,11 @@ impl ProxyHttp for Gateway {
                 limit: ctx.limit_decision,
                 user,
             });
+        }
+        if let (Some(x), Some(t)) = (&self.engine.otlp, &ctx.trace) {
+            if t.sampled() {
+                x.record(self.span_record(&rt, ctx, t, req.method.clone(), status, elapsed));
+            }
         }
     }
 }

@@ -59,6 +59,9 @@ pub enum StartError {
     /// The access log cannot be opened.
     #[error("access log: {0}")]
     AccessLog(String),
+    /// `observability.tracing`: the OTLP exporter cannot start.
+    #[error("observability.tracing: {0}")]
+    Tracing(String),
     /// The admin state file cannot be read.
     #[error("admin.state_file: {0}")]
     StateFile(String),

@@ -40,6 +40,13 @@ pub fn build_engine(plan: Plan) -> Result<Arc<Engine>, StartError> {
         ..Default::default()
     })
     .map_err(|e| StartError::AccessLog(e.to_string()))?;
+    let otlp = match &plan.otlp {
+        Some(o) => Some(
+            crate::observability::otlp::OtlpExport::start(o, &metrics)
+                .map_err(StartError::Tracing)?,
+        ),
+        None => None,
+    };
     let registry = Registry::new();
     let reloader = crate::reload::Reloader::new(&metrics, &plan);
     crate::registration::load_at_start(&registry.registrations, &plan)
@@ -50,6 +57,7 @@ pub fn build_engine(plan: Plan) -> Result<Arc<Engine>, StartError> {
         registry,
         metrics,
         access_log,
+        otlp,
         ready: Default::default(),
         reloader,
     }))

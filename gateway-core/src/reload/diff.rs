@@ -82,6 +82,9 @@ pub fn restart_needed(old: &Plan, new: &Plan) -> Vec<String> {
     if old.access_log != new.access_log {
         need("observability.access_log changed".into());
     }
+    if old.otlp != new.otlp {
+        need("observability.tracing.otlp changed".into());
+    }
     out
 }
 
@@ -332,5 +335,17 @@ policies:
         // limits, routes and upstreams never need a restart
         let routes = plan(&BASE.replace("max: 100", "max: 5").replace("/b", "/bb"));
         assert!(restart_needed(&old, &routes).is_empty());
+    }
+
+    #[test]
+    fn the_span_export_is_built_at_start_only() {
+        let old = plan(BASE);
+        let traced = plan(&format!(
+            "{BASE}observability: {{ tracing: {{ otlp: {{ endpoint: \"http://127.0.0.1:4318/v1/traces\" }} }} }}\n"
+        ));
+        assert_eq!(
+            restart_needed(&old, &traced),
+            ["observability.tracing.otlp changed: restart needed"]
+        );
     }
 }

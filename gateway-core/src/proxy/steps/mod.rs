@@ -5,6 +5,7 @@
 //! | step | module | may answer |
 //! |---|---|---|
 //! | request id, client IP | [`request_id`] | — |
+//! | trace context | [`trace`] | — |
 //! | head size, normalise, match, rewrite | [`route`] | 431, 400, 404, 405 |
 //! | body size | [`body_limit`] | 413 |
 //! | auth | [`auth`] | 401, 403 |
@@ -22,3 +23,4 @@ pub mod limits;
 pub mod pick;
 pub mod request_id;
 pub mod route;
+pub mod trace;
