@@ -12,6 +12,11 @@ use gateway_core::diag::Diagnostic;
 use gateway_core::explain::{explain, DryRunRequest, Explanation};
 use std::process::ExitCode;
 
+/// gw's allocator: mimalloc (feature `mimalloc`, on by default; docs/performance.md has the measurements).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "gw", version, about = "gw: an API gateway engine on Pingora", long_about = None)]
 struct Cli {
