@@ -31,6 +31,7 @@ async fn status(url: &str, token: &str) -> u16 {
     )
     .await
     .status
+    .as_u16()
 }
 
 fn vars(up: &Upstream, secret: &str) -> Vec<(&'static str, String)> {
