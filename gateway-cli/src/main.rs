@@ -12,10 +12,11 @@ use gateway_core::diag::Diagnostic;
 use gateway_core::explain::{explain, DryRunRequest, Explanation};
 use std::process::ExitCode;
 
-/// gw's allocator: mimalloc (feature `mimalloc`, on by default; docs/performance.md has the measurements).
-#[cfg(feature = "mimalloc")]
+/// gw's allocator: jemalloc (feature `jemalloc`, on by default; docs/performance.md#allocator has the
+/// measurements against glibc malloc and mimalloc).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(name = "gw", version, about = "gw: an API gateway engine on Pingora", long_about = None)]
