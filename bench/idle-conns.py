@@ -4,7 +4,8 @@
 usage: bench/idle-conns.py PID URL [N]
 Opens N (default 5000) keep-alive connections to URL (http://127.0.0.1:PORT/path), sends one request on
 each and reads the answer, then holds them idle; prints the gateway's RSS (from /proc/PID/status) before,
-while the N connections are open and idle, and 2 s after they are closed, and the KB per connection.
+while the N connections are open and idle, 2 s and 12 s after they are closed, and the KB per
+connection.
 Needs `ulimit -n` above N.
 """
 import re, socket, sys, time
@@ -34,8 +35,10 @@ def main():
         s.close()
     time.sleep(2)
     after = rss_kb(pid)
-    print(f"rss_before_kb={before} rss_idle_kb={idle} rss_after_close_kb={after} "
-          f"kb_per_conn={(idle - before) / n:.1f} kb_kept_after_close={after - before}")
+    time.sleep(10)
+    later = rss_kb(pid)
+    print(f"rss_before_kb={before} rss_idle_kb={idle} rss_2s_after_close_kb={after} "
+          f"rss_12s_after_close_kb={later} kb_per_conn={(idle - before) / n:.1f}")
 
 if __name__ == "__main__":
     main()
