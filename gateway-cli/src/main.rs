@@ -14,6 +14,28 @@ use gateway_core::diag::Diagnostic;
 use gateway_core::explain::{explain, DryRunRequest, Explanation};
 use std::process::ExitCode;
 
+/// gw's allocator: jemalloc (feature `jemalloc`, on by default; docs/performance.md#allocator has the
+/// measurements against glibc malloc and mimalloc).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read once at start (`_RJEM_MALLOC_CONF` in the environment still overrides): a
+/// background thread returns freed memory to the system after jemalloc's decay time (~10 s) even while
+/// gw is idle, e.g. once thousands of connections have closed (docs/performance.md#idle-connections).
+#[cfg(feature = "jemalloc")]
+#[export_name = "_rjem_malloc_conf"]
+static JEMALLOC_CONF: MallocConf = MallocConf(c"background_thread:true".as_ptr());
+
+/// A C string pointer jemalloc reads as its `malloc_conf` (a `const char *`).
+#[cfg(feature = "jemalloc")]
+#[repr(transparent)]
+struct MallocConf(*const std::ffi::c_char);
+
+// SAFETY: points to a static, immutable, NUL-terminated string.
+#[cfg(feature = "jemalloc")]
+unsafe impl Sync for MallocConf {}
+
 #[derive(Parser)]
 #[command(name = "gw", version, about = "gw: an API gateway engine on Pingora", long_about = None)]
 struct Cli {

@@ -124,6 +124,8 @@ pub struct Runtime {
     pub limits: Option<Arc<crate::policy::rate_limit::from_plan::Limits>>,
     /// Rate-limit metric handles, by limit handle.
     pub limit_metrics: Vec<RateLimitMetrics>,
+    /// Per rate limit (plan order): its header texts rendered once ([`super::steps::limit_headers`]).
+    pub limit_texts: Vec<Option<super::steps::limit_headers::LimitTexts>>,
 }
 
 struct BreakerMetricsObserver {
@@ -393,6 +395,11 @@ impl Runtime {
             .iter()
             .map(|l| metrics.ratelimit_policy(&l.name))
             .collect();
+        let limit_texts = plan
+            .rate_limits
+            .iter()
+            .map(super::steps::limit_headers::LimitTexts::new)
+            .collect();
         Ok(Runtime {
             plan,
             upstreams,
@@ -402,6 +409,7 @@ impl Runtime {
             unrouted: metrics.unrouted(),
             limits,
             limit_metrics,
+            limit_texts,
         })
     }
 

@@ -83,6 +83,16 @@ impl BackgroundService for Background {
     }
 }
 
+/// A client listener without Pingora's 64 KiB read buffer in front of each connection. That buffer is
+/// allocated zeroed per connection (so it is resident, ~46 KB per idle keep-alive connection measured) and
+/// only adds a copy: the HTTP/1 parser reads into its own buffer, and upstream connections are unbuffered
+/// in Pingora anyway (docs/performance.md, "Idle connections"). Writes keep Pingora's small buffer.
+fn client_listener(addr: SocketAddr) -> pingora::listeners::ListenerConfig {
+    use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
+    ListenerConfig::tcp(addr.to_string())
+        .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
+}
+
 /// Fails early, with the address, when a listener cannot be bound (Pingora would otherwise exit deep
 /// inside its start-up).
 fn check_bindable(addr: SocketAddr) -> Result<(), StartError> {
@@ -155,7 +165,7 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
         );
         // TLS is terminated by the app (under the head deadline), so every listener is plain TCP here
         let mut svc = Service::new(format!("gw-{}", l.name), app);
-        svc.add_tcp(&l.addr.to_string());
+        svc.add_listener(client_listener(l.addr));
         server.add_service(svc);
     }
     if let Some(a) = admin {
@@ -167,7 +177,7 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
             "gw-admin".into(),
             guarded(app, "admin", limits, &engine, &open, &conn_metrics, None),
         );
-        svc.add_tcp(&a.addr.to_string());
+        svc.add_listener(client_listener(a.addr));
         server.add_service(svc);
     }
     server.add_service(background_service(

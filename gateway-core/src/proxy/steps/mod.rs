@@ -19,6 +19,7 @@ pub mod body_limit;
 pub mod breaker;
 pub mod classify;
 pub mod forward_headers;
+pub mod limit_headers;
 pub mod limits;
 pub mod pick;
 pub mod request_id;
