@@ -149,7 +149,7 @@ routes: [{ name: r, match: { prefix: / }, upstream: u }]
 
 /// The invalid fixtures whose errors are all semantic: the schema accepts them (their problems are
 /// references, conflicts, ranges, environment, key material, claim paths: `gw validate` finds them).
-const SEMANTIC: &[&str] = &["absurd_values", "env", "jwt_keys", "references"];
+const SEMANTIC: &[&str] = &["absurd_values", "env", "jwt_keys", "references", "tracing"];
 
 /// The invalid fixtures with shape errors, and where the schema must report them (JSON pointers;
 /// nothing else may be reported, so a fixture cannot pass on an unrelated error).
@@ -180,6 +180,8 @@ const SHAPE: &[(&str, &[&str])] = &[
     ),
     // unknown field `decay` in a tagged variant
     ("redis", &["/upstreams/0/load_balancing"]),
+    // outage_share out of (0, 1] and a word other than `auto`; the topology conflicts are semantic
+    ("redis_topology", &["/policies/5", "/policies/6"]),
     // bad enum tag, unknown field, bare number for a duration, bad enum value, unknown section
     (
         "typos",
