@@ -4,8 +4,8 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use gateway_core::plan::{RateBackend, RateKey, RateLimitPlan, RateMode, RateScope};
 use gateway_core::policy::rate_limit::{header_values, Decision, HeaderInfo, OnStoreError};
+use gateway_core::proxy::bench_internals::{render, LimitTexts};
 use gateway_core::proxy::headers::{forwarded_for_value, new_request_id_value};
-use gateway_core::proxy::steps::limit_headers::{render, LimitTexts};
 use http::HeaderValue;
 use std::net::IpAddr;
 use std::sync::Arc;

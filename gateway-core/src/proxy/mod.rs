@@ -24,6 +24,11 @@ pub mod runtime;
 pub mod server;
 pub(crate) mod signals;
 pub(crate) mod steps;
+/// Step internals the criterion benches (`gateway-core/benches`) measure; not a stable API.
+#[doc(hidden)]
+pub mod bench_internals {
+    pub use super::steps::limit_headers::{render, LimitTexts};
+}
 
 use crate::error::{GwError, Side};
 use crate::observability::{

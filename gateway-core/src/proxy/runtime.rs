@@ -124,8 +124,8 @@ pub struct Runtime {
     pub limits: Option<Arc<crate::policy::rate_limit::from_plan::Limits>>,
     /// Rate-limit metric handles, by limit handle.
     pub limit_metrics: Vec<RateLimitMetrics>,
-    /// Per rate limit (plan order): its header texts rendered once ([`super::steps::limit_headers`]).
-    pub limit_texts: Vec<Option<super::steps::limit_headers::LimitTexts>>,
+    /// Per rate limit (plan order): its header texts rendered once (`proxy/steps/limit_headers.rs`).
+    pub(crate) limit_texts: Vec<Option<super::steps::limit_headers::LimitTexts>>,
 }
 
 struct BreakerMetricsObserver {
