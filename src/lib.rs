@@ -60,3 +60,60 @@ pub async fn gateway(yaml: &str, vars: &[(&str, String)]) -> Embedded {
         .await
         .unwrap_or_else(|e| panic!("gateway did not start: {e}"))
 }
+
+/// A Pingora app served on a free loopback port by [`serve_app`]; dropping it stops accepting.
+pub struct ServedApp {
+    /// The bound address (`127.0.0.1:<free port>`).
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServedApp {
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for ServedApp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves a Pingora app — e.g. `pingora::proxy::http_proxy(&conf, your_proxy)` or
+/// `HttpServer::new_app(..)` — on `127.0.0.1:0` from the current Tokio runtime, one task per
+/// connection, with the socket digest Pingora's own listener sets (so `Session::client_addr` works).
+/// This is how the tests run the embedding examples' services: Pingora's `Server` cannot bind port 0
+/// and report it, and owns the process (signals, exit).
+pub async fn serve_app<A: pingora::apps::ServerApp + Send + Sync + 'static>(app: A) -> ServedApp {
+    use pingora::protocols::GetSocketDigest;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address");
+    let app = std::sync::Arc::new(app);
+    let task = tokio::spawn(async move {
+        // never signalled: the connections end with the test's runtime
+        let (_keep, shutdown) = tokio::sync::watch::channel(false);
+        loop {
+            let Ok((tcp, peer)) = listener.accept().await else {
+                continue;
+            };
+            let (app, shutdown) = (app.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let mut l4: pingora::protocols::l4::stream::Stream = tcp.into();
+                let digest = pingora::protocols::SocketDigest::from_raw_fd(
+                    std::os::unix::io::AsRawFd::as_raw_fd(&l4),
+                );
+                let _ = digest.peer_addr.set(Some(peer.into()));
+                l4.set_socket_digest(digest);
+                let mut stream: pingora::protocols::Stream = Box::new(l4);
+                while let Some(s) = app.process_new(stream, &shutdown).await {
+                    stream = s;
+                }
+            });
+        }
+    });
+    ServedApp { addr, task }
+}

@@ -674,9 +674,10 @@ policies:
         })
         .await;
     assert_eq!(lines.len(), sent.len(), "{lines:#?}");
-    const FIELDS: [&str; 15] = [
+    const FIELDS: [&str; 16] = [
         "ts",
         "request_id",
+        "trace_id",
         "client_ip",
         "method",
         "path",
@@ -723,6 +724,14 @@ policies:
             "{ts}"
         );
         assert!(ts.starts_with("20"), "{ts}");
+        let trace = l["trace_id"].as_str().expect("trace_id");
+        assert!(
+            trace.len() == 32
+                && trace
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+            "{trace}"
+        );
         assert_eq!(l["client_ip"], "127.0.0.1");
         assert_eq!(l["method"], s.method);
         assert_eq!(l["path"], s.path);

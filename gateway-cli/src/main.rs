@@ -5,13 +5,37 @@
 mod admin_client;
 mod registration;
 mod reload;
+mod schema;
 mod serve;
+mod test_cmd;
 mod trim;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use gateway_core::diag::Diagnostic;
 use gateway_core::explain::{explain, DryRunRequest, Explanation};
 use std::process::ExitCode;
+
+/// gw's allocator: jemalloc (feature `jemalloc`, on by default; docs/performance.md#allocator has the
+/// measurements against glibc malloc and mimalloc).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read once at start (`_RJEM_MALLOC_CONF` in the environment still overrides): a
+/// background thread returns freed memory to the system after jemalloc's decay time (~10 s) even while
+/// gw is idle, e.g. once thousands of connections have closed (docs/performance.md#idle-connections).
+#[cfg(feature = "jemalloc")]
+#[export_name = "_rjem_malloc_conf"]
+static JEMALLOC_CONF: MallocConf = MallocConf(c"background_thread:true".as_ptr());
+
+/// A C string pointer jemalloc reads as its `malloc_conf` (a `const char *`).
+#[cfg(feature = "jemalloc")]
+#[repr(transparent)]
+struct MallocConf(*const std::ffi::c_char);
+
+// SAFETY: points to a static, immutable, NUL-terminated string.
+#[cfg(feature = "jemalloc")]
+unsafe impl Sync for MallocConf {}
 
 #[derive(Parser)]
 #[command(name = "gw", version, about = "gw: an API gateway engine on Pingora", long_about = None)]
@@ -58,6 +82,19 @@ enum Cmd {
         headers: Vec<String>,
         #[arg(long, default_value = "127.0.0.1")]
         client_ip: std::net::IpAddr,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Run offline expectation files (routes, auth, rate limits) against a configuration.
+    #[command(
+        after_help = "Examples:\n  gw test examples/seed.yaml examples/seed.test.yaml\n  gw test gw.yaml tests/*.test.yaml --format json\n\nExit status: 0 all cases pass, 1 a case failed, 2 a file is unreadable or invalid. Never opens a network connection."
+    )]
+    Test {
+        /// The configuration under test.
+        config: String,
+        /// Test files (YAML; see docs/testing-config.md).
+        #[arg(required = true)]
+        tests: Vec<String>,
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
     },
@@ -122,6 +159,11 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "human")]
         format: registration::Output,
     },
+    /// Print the JSON Schema (draft 2020-12) of the configuration language, for editors and CI.
+    #[command(
+        after_help = "Examples:\n  gw schema > schema/gw.schema.json\n\nIn a YAML file: # yaml-language-server: $schema=../schema/gw.schema.json\nThe schema checks the shape of a file; gw validate also checks references and conflicts."
+    )]
+    Schema,
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  gw completions bash > /etc/bash_completion.d/gw\n  gw completions zsh > ~/.zfunc/_gw"
@@ -152,6 +194,11 @@ fn main() -> ExitCode {
             client_ip,
             format,
         } => dry_run(&file, method, path, headers, client_ip, format),
+        Cmd::Test {
+            config,
+            tests,
+            format,
+        } => test_cmd::run(&config, &tests, format == Format::Json),
         Cmd::Serve { file } => serve::serve(&file),
         Cmd::Reload {
             admin,
@@ -172,6 +219,7 @@ fn main() -> ExitCode {
             admin,
             format,
         } => registration::deregister(&admin, &upstream, &address, format),
+        Cmd::Schema => schema::print(),
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "gw", &mut std::io::stdout());
             ExitCode::SUCCESS

@@ -4,9 +4,11 @@
 //! element, diagnostics bookkeeping). glibc's allocator keeps freed memory in its arenas, so without
 //! this the process would keep the compile's high-water mark as resident memory for its whole life.
 
-/// Returns free heap pages to the OS (glibc `malloc_trim(0)`); a no-op with other C libraries.
+/// Returns free heap pages to the OS. With jemalloc (the default build) there is nothing to do: its
+/// background thread returns freed pages after the decay time (~10 s). With the system allocator
+/// (`--no-default-features`) this is glibc's `malloc_trim(0)`; a no-op with other C libraries.
 pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(all(not(feature = "jemalloc"), target_os = "linux", target_env = "gnu"))]
     {
         extern "C" {
             /// glibc: release free memory from the top of the heap and free pages inside it.

@@ -143,6 +143,7 @@ fn record(now: SystemTime) -> AccessLogRecord<'static> {
     AccessLogRecord {
         ts: now,
         request_id: "01J9Z3K2V7Q8R5T6Y4W2X1C0B9",
+        trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
         client_ip: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))),
         method: "GET",
         path: "/api/v1/users/12345/orders",

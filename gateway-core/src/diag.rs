@@ -4,8 +4,11 @@ use std::fmt::Write as _;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
+/// How bad a diagnostic is.
 pub enum Severity {
+    /// The configuration cannot be used.
     Error,
+    /// Worth a look; the configuration is still used.
     Warning,
 }
 
@@ -13,16 +16,24 @@ pub enum Severity {
 /// (`routes[3].match.path`, `""` for the document).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Diagnostic {
+    /// Error or warning.
     pub severity: Severity,
+    /// The configuration's name (the `source` given to the compiler).
     pub file: String,
+    /// 1-based line of the offending value (0 when unknown).
     pub line: usize,
+    /// 1-based column of the offending value (0 when unknown).
     pub column: usize,
+    /// Where in the configuration, e.g. `routes[2].match.prefix`.
     pub path: String,
+    /// What is wrong.
     pub message: String,
+    /// How to fix it, when there is a suggestion.
     pub hint: Option<String>,
 }
 
 impl Diagnostic {
+    /// Whether this is an error (not a warning).
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
@@ -70,7 +81,9 @@ pub fn to_json(diags: &[Diagnostic]) -> serde_json::Value {
 /// Collects diagnostics for one file.
 #[derive(Debug)]
 pub struct Diags {
+    /// The configuration's name.
     pub file: String,
+    /// The diagnostics so far, in push order.
     pub list: Vec<Diagnostic>,
     /// Paths already reported as unusable (e.g. an unset `${VAR}`): later checks of the same value would
     /// only repeat the problem, so they are dropped.
@@ -78,6 +91,7 @@ pub struct Diags {
 }
 
 impl Diags {
+    /// An empty list for the configuration named `file`.
     pub fn new(file: &str) -> Self {
         Diags {
             file: file.to_string(),
@@ -86,6 +100,7 @@ impl Diags {
         }
     }
 
+    /// Adds a diagnostic at `pos`.
     pub fn push(
         &mut self,
         severity: Severity,
@@ -108,6 +123,7 @@ impl Diags {
         });
     }
 
+    /// Whether an error was pushed.
     pub fn has_errors(&self) -> bool {
         self.list.iter().any(Diagnostic::is_error)
     }

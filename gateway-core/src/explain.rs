@@ -6,75 +6,109 @@ use crate::plan::{
     RoutePlan, UpstreamPlan,
 };
 use crate::policy::auth::{AuthMode, MatchMode};
-use crate::routing::{normalize_path, MatchOutcome, PathRule, RequestView, RouteRule};
+use crate::routing::{normalize_with, MatchOutcome, PathRule, RequestView, RouteRule};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Serialize;
 
 /// The request to explain.
 pub struct DryRunRequest {
+    /// The request method, e.g. `GET`.
     pub method: String,
     /// Path with optional query string.
     pub target: String,
+    /// Request headers (name, value).
     pub headers: Vec<(String, String)>,
+    /// The client's address (as the peer the gateway sees).
     pub client_ip: std::net::IpAddr,
 }
 
 #[derive(Serialize, Debug)]
+/// What `gw dry-run` reports for one request.
 pub struct Explanation {
+    /// The request as the gateway reads it.
     pub request: RequestSummary,
     /// The matched route's name, or null.
     pub route: Option<String>,
+    /// Why each route did or did not match, in order.
     pub why: Vec<String>,
     /// When no route matched: the closest routes and why each did not match.
     pub candidates: Vec<Candidate>,
+    /// The upstream the request would go to.
     pub upstream: Option<UpstreamSummary>,
+    /// The path (and query) sent upstream after the rewrite.
     pub upstream_path: Option<String>,
+    /// The `Host` sent upstream.
     pub upstream_host: Option<String>,
     /// In chain order.
     pub policies: Vec<PolicyStep>,
+    /// The answer: proxied, or the status of a local answer.
     pub outcome: Outcome,
 }
 
 #[derive(Serialize, Debug)]
+/// The request as the gateway reads it.
 pub struct RequestSummary {
+    /// The method.
     pub method: String,
+    /// The path as sent.
     pub path: String,
+    /// The path after normalisation (`None`: refused as malformed).
     pub normalized_path: Option<String>,
+    /// The query string, without `?`.
     pub query: Option<String>,
+    /// The host name from `Host` or the URI.
     pub host: Option<String>,
+    /// The client IP the policies use.
     pub client_ip: String,
 }
 
 #[derive(Serialize, Debug)]
+/// A route considered for the request.
 pub struct Candidate {
+    /// The route's name.
     pub route: String,
+    /// Why it matched or not.
     pub reasons: Vec<String>,
 }
 
 #[derive(Serialize, Debug)]
+/// The upstream a route sends to.
 pub struct UpstreamSummary {
+    /// Its name.
     pub name: String,
+    /// Its load-balancing algorithm.
     pub load_balancing: String,
+    /// Its endpoints (`address (weight)`).
     pub endpoints: Vec<String>,
+    /// Its active health check, described.
     pub health_check: Option<String>,
+    /// Its timeouts, described.
     pub timeouts: String,
+    /// Its circuit breaker, described.
     pub circuit_breaker: Option<String>,
 }
 
 #[derive(Serialize, Debug)]
+/// One policy the request goes through.
 pub struct PolicyStep {
+    /// When it runs (`auth`, `rate_limit`, ...).
     pub phase: String,
+    /// The policy's name.
     pub name: String,
+    /// Its type.
     pub kind: String,
+    /// What it does for this request.
     pub detail: String,
 }
 
 #[derive(Serialize, Debug)]
+/// How the request would be answered.
 pub struct Outcome {
     /// `proxy` or `respond`.
     pub action: String,
     /// The local response's status when `action` is `respond`.
     pub status: Option<u16>,
+    /// Why.
     pub reason: String,
 }
 
@@ -86,6 +120,7 @@ fn respond(status: u16, reason: impl Into<String>) -> Outcome {
     }
 }
 
+/// Explains how `plan` would handle `req`, without network I/O.
 pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
     let (path, query) = match req.target.split_once('?') {
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
@@ -97,7 +132,8 @@ pub fn explain(plan: &Plan, req: &DryRunRequest) -> Explanation {
         .and_then(|h| h.to_str().ok())
         // the same host extraction as serving (`[::1]:8080` → `::1`)
         .map(|h| crate::proxy::steps::route::strip_port(h).to_ascii_lowercase());
-    let normalized = normalize_path(&path).map(|p| p.into_owned());
+    // the server's path policy, as serving applies it
+    let normalized = normalize_with(&plan.server.path_policy, &path).map(|p| p.into_owned());
     let mut ex = Explanation {
         request: RequestSummary {
             method: req.method.clone(),

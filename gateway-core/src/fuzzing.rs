@@ -6,6 +6,14 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
+/// The trace-context step (`proxy::steps::trace`), for its criterion bench (`benches/trace.rs`).
+pub mod trace {
+    pub use crate::proxy::steps::trace::{context, parse, Parent, TraceContext, TRACEPARENT_LEN};
+    /// Sets `traceparent` on the upstream head (the step's `apply`); `false` if it could not.
+    pub fn apply(up: &mut pingora::http::RequestHeader, t: &TraceContext) -> bool {
+        crate::proxy::steps::trace::apply(up, t).is_ok()
+    }
+}
 use crate::routing::{normalize_with, EscapedSlashes, PathPolicy, Semicolons};
 
 /// Request paths aimed at `/admin` through `/public`, with their outcome under the default path
@@ -436,5 +444,43 @@ pub fn rate_key_target(data: &[u8]) {
         let (ka, kb) = (build(&va, k), build(&vb, k));
         assert_eq!(ka, build(&va, k), "deterministic");
         assert_eq!(ka == kb, a == b, "{a:?} vs {b:?} under {k:?}");
+    }
+}
+
+/// W3C `traceparent` parsing ([`crate::proxy::steps::trace`]). Properties: an accepted header has the
+/// version-00 layout in lowercase hex with non-zero ids and a version other than `ff`, and its fields
+/// are what the parser returns; whatever the client sent, the `traceparent` gw forwards is a valid
+/// version-00 header that keeps the client's trace id only when it was accepted.
+pub fn traceparent_target(data: &[u8]) {
+    use crate::proxy::steps::trace::{context, parse, TRACEPARENT_LEN};
+    let parsed = parse(data);
+    if let Some(p) = parsed {
+        assert!(data.len() >= TRACEPARENT_LEN);
+        assert_ne!(&data[..2], b"ff");
+        assert!(data.len() == TRACEPARENT_LEN || (&data[..2] != b"00" && data[55] == b'-'));
+        let lower_hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+        assert!(lower_hex(&data[..2]) && lower_hex(&data[3..35]) && lower_hex(&data[36..52]));
+        assert!(lower_hex(&data[53..55]));
+        assert_ne!(p.trace_id, [0; 16]);
+        assert_ne!(p.span_id, [0; 8]);
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(hex(&p.trace_id).as_bytes(), &data[3..35]);
+        assert_eq!(hex(&p.span_id).as_bytes(), &data[36..52]);
+    }
+    let mut h = http::HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_bytes(data) {
+        h.insert("traceparent", v);
+    }
+    let t = context(&h);
+    let out = parse(t.traceparent().as_bytes()).expect("gw forwards a valid traceparent");
+    assert!(t.traceparent().starts_with("00-") && t.traceparent().len() == TRACEPARENT_LEN);
+    assert_eq!(out.span_id, t.span_id());
+    match parsed.filter(|_| h.contains_key("traceparent")) {
+        Some(p) => {
+            assert_eq!(out.trace_id, p.trace_id);
+            assert_eq!(out.sampled, p.sampled);
+            assert_eq!(t.parent_span_id(), Some(p.span_id));
+        }
+        None => assert!(!t.joined() && out.sampled),
     }
 }

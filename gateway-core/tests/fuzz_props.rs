@@ -30,6 +30,7 @@ fn corpora_replay() {
     replay("jwt_parse", fuzzing::jwt_target);
     replay("rate_limit_key", fuzzing::rate_key_target);
     replay("config_compile", fuzzing::config_target);
+    replay("traceparent_parse", fuzzing::traceparent_target);
 }
 
 #[test]
@@ -153,6 +154,16 @@ proptest! {
     }
 
     #[test]
+    fn traceparent_parsing(data in traceparentish()) {
+        fuzzing::traceparent_target(&data);
+    }
+
+    #[test]
+    fn traceparent_parsing_bytes(data in prop::collection::vec(any::<u8>(), 0..80)) {
+        fuzzing::traceparent_target(&data);
+    }
+
+    #[test]
     fn rate_limit_keys(data in prop::collection::vec(any::<u8>(), 0..64)) {
         fuzzing::rate_key_target(&data);
     }
@@ -179,4 +190,25 @@ proptest! {
     fn config_text(text in "(listeners|upstreams|routes|server|policies|[:{}\\[\\], \n-]|name|address|\"127.0.0.1:8\"|prefix|/|1s|99999999999999999999|timeouts|request|~){0,40}") {
         fuzzing::config_target(text.as_bytes());
     }
+}
+
+/// Near-valid `traceparent` values: known and unknown versions (`ff` among them), ids that are zero,
+/// short, long or upper-case, any flags, and what a later version may append.
+fn traceparentish() -> impl Strategy<Value = Vec<u8>> {
+    let version = prop::sample::select(vec!["00", "01", "cc", "fe", "ff", "0A", "0", "000"]);
+    let id = |n: usize| {
+        prop_oneof![
+            4 => proptest::string::string_regex(&format!("[0-9a-f]{{{n}}}")).unwrap(),
+            1 => Just("0".repeat(n)),
+            1 => proptest::string::string_regex(&format!("[0-9a-fA-F]{{{},{}}}", n - 1, n + 1)).unwrap(),
+        ]
+    };
+    let flags = prop_oneof![
+        4 => proptest::string::string_regex("[0-9a-f]{2}").unwrap(),
+        1 => proptest::string::string_regex("[0-9a-fA-F]{1,3}").unwrap(),
+    ];
+    let tail = prop::sample::select(vec!["", "", "", "", "-", "-x", "x", "-00-more", " "]);
+    let sep = prop::sample::select(vec!["-", "-", "-", "_"]);
+    (version, id(32), id(16), flags, tail, sep)
+        .prop_map(|(v, t, s, f, tail, sep)| format!("{v}-{t}{sep}{s}-{f}{tail}").into_bytes())
 }

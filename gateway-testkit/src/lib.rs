@@ -51,6 +51,10 @@
 //! - [`jwt`]: mint HS256/RS256/ES256/EdDSA tokens, fixture keys, JWKs and JWKS bodies.
 //! - [`jwks`]: a real HTTP JWKS server on port 0 that can swap keys, fail and go down.
 //! - [`redis`]: launch a real `redis-server` on a free port.
+//! - [`prometheus_server`]: launch a real Prometheus scraping given targets, query its HTTP API; find
+//!   `promtool`.
+//! - [`redis_cluster`]: a real local Redis Cluster (3 primaries + 3 replicas); reshard, kill, failover.
+//! - [`redis_sentinel`]: a real Sentinel setup (primary, replica, 3 sentinels); kill the primary.
 
 mod body;
 mod client;
@@ -60,8 +64,11 @@ mod handler;
 pub mod jwks;
 pub mod jwt;
 pub mod prom;
+pub mod prometheus_server;
 pub mod raw;
 pub mod redis;
+pub mod redis_cluster;
+pub mod redis_sentinel;
 mod upstream;
 pub mod wait;
 mod ws;

@@ -111,3 +111,57 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// Where Debian's `redis-tools` (a dependency of `redis-server`) installs the CLI.
+pub const REDIS_CLI: &str = "/usr/bin/redis-cli";
+
+/// Runs `redis-cli -p <port> <args>` against 127.0.0.1 and returns its stdout (empty on failure).
+/// Bounded: `redis-cli` gives up on a dead port at once.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    Command::new(REDIS_CLI)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Starts `redis-server` with `args` (stdout/stderr discarded) and waits until it answers PING
+/// on `port` (10 s at most).
+pub fn spawn_server(port: u16, args: &[String]) -> Child {
+    assert!(
+        std::path::Path::new(REDIS_BIN).exists(),
+        "these tests need a real Redis: {REDIS_BIN} is missing (apt-get install redis-server)"
+    );
+    let child = Command::new(REDIS_BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("failed to start {REDIS_BIN}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pong(port) {
+        assert!(
+            Instant::now() < deadline,
+            "{REDIS_BIN} did not answer PING on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, for at most `limit`.
+pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -82,8 +82,13 @@ fn conflicts(a: &SocketAddr, b: &SocketAddr) -> bool {
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
-pub(crate) fn listeners(cfg: &Config, cx: &mut Cx) -> (Vec<ListenerPlan>, Option<AdminPlan>) {
-    if cfg.listeners.is_empty() {
+/// `require`: whether a configuration without listeners is an error (not for embedded policies).
+pub(crate) fn listeners(
+    cfg: &Config,
+    cx: &mut Cx,
+    require: bool,
+) -> (Vec<ListenerPlan>, Option<AdminPlan>) {
+    if require && cfg.listeners.is_empty() {
         cx.error(
             "",
             "no listeners are configured",

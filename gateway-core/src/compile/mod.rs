@@ -9,8 +9,11 @@ mod discovery;
 mod listeners;
 mod policies;
 mod routes;
+mod store;
+mod tracing;
 mod upstreams;
 
+pub(crate) use routes::METHODS;
 pub use upstreams::{endpoint_address, endpoint_weight};
 
 use crate::config::load::{load, EnvLookup};
@@ -23,14 +26,18 @@ use std::path::{Path, PathBuf};
 /// The result of compiling: a plan when there is no error, and every diagnostic (warnings included).
 #[derive(Debug)]
 pub struct Compiled {
+    /// The plan, `Some` exactly when there is no error.
     pub plan: Option<Plan>,
+    /// Errors and warnings, sorted by position.
     pub diagnostics: Vec<Diagnostic>,
 }
 
 impl Compiled {
+    /// The error diagnostics.
     pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
         self.diagnostics.iter().filter(|d| d.is_error())
     }
+    /// The warning diagnostics.
     pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
         self.diagnostics.iter().filter(|d| !d.is_error())
     }
@@ -39,6 +46,27 @@ impl Compiled {
 /// Compiles configuration `text` read from `source` (a path; relative file names in the configuration are
 /// resolved against its directory). `env` resolves `${VAR}` references.
 pub fn compile(source: &str, text: &str, env: EnvLookup) -> Compiled {
+    compile_as(source, text, env, Kind::Server)
+}
+
+/// Compiles a configuration *fragment* for [`crate::policies`]: the same language, checks and
+/// diagnostics as [`compile`], except that `listeners` may be left out (a fragment is served by the
+/// embedder's own Pingora service); `listeners` and `admin`, when present, are checked and reported
+/// as unused with a warning.
+pub fn compile_policies(source: &str, text: &str, env: EnvLookup) -> Compiled {
+    compile_as(source, text, env, Kind::Policies)
+}
+
+/// What a text is compiled for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A whole gateway (`gw serve`): listeners are required.
+    Server,
+    /// Policies embedded in another Pingora service: no listeners needed.
+    Policies,
+}
+
+fn compile_as(source: &str, text: &str, env: EnvLookup, kind: Kind) -> Compiled {
     let mut diags = Diags::new(source);
     let base_dir = Path::new(source)
         .parent()
@@ -51,7 +79,7 @@ pub fn compile(source: &str, text: &str, env: EnvLookup) -> Compiled {
                 diags: &mut diags,
                 base_dir,
             };
-            build(cfg, &mut cx, source)
+            build(cfg, &mut cx, source, kind)
         }
         None => None,
     };
@@ -171,10 +199,24 @@ pub(crate) fn index_names<'n>(
     map
 }
 
-fn build(mut cfg: crate::config::Config, cx: &mut Cx, source: &str) -> Option<Plan> {
+fn build(mut cfg: crate::config::Config, cx: &mut Cx, source: &str, kind: Kind) -> Option<Plan> {
     let fingerprints = std::mem::take(&mut cfg.fingerprints);
     let server = listeners::server(&cfg.server, cx);
-    let (listeners, admin) = listeners::listeners(&cfg, cx);
+    let (listeners, admin) = listeners::listeners(&cfg, cx, kind == Kind::Server);
+    if kind == Kind::Policies {
+        for (section, used) in [
+            ("listeners", !listeners.is_empty()),
+            ("admin", admin.is_some()),
+        ] {
+            if used {
+                let msg = format!(
+                    "`{section}` is not used by embedded policies (your Pingora service listens)"
+                );
+                cx.warning(section, msg, None);
+            }
+        }
+    }
+    let otlp = tracing::otlp(&cfg.observability.tracing, cx);
     let policy_index = index_names(
         cx,
         "policies",
@@ -260,6 +302,7 @@ fn build(mut cfg: crate::config::Config, cx: &mut Cx, source: &str) -> Option<Pl
             }
         },
         metrics: cfg.observability.metrics,
+        otlp,
         upstreams: ups
             .into_iter()
             .map(|u| u.map(|u| u.plan))

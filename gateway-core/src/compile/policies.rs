@@ -38,12 +38,14 @@ pub(crate) fn policies(cfg: &Config, cx: &mut Cx) -> Policies {
         limit_uses_jwt: vec![],
         redis: None,
     };
+    let mut stores: Vec<(usize, RedisConfig)> = Vec::new();
     for (i, p) in cfg.policies.iter().enumerate() {
         let base = format!("policies[{i}]");
         let handle = match p {
             None => None,
             Some(PolicyConfig::RateLimit(r)) => {
-                let ok = check_limit(cx, &base, r);
+                let (ok, store) = check_limit(cx, &base, r);
+                stores.extend(store.map(|s| (i, s)));
                 out.limit_uses_jwt.push(key_uses_jwt(&r.key));
                 out.limits.push(ok.then(|| RateLimitPlan {
                     name: Arc::from(r.name.as_str()),
@@ -77,34 +79,26 @@ pub(crate) fn policies(cfg: &Config, cx: &mut Cx) -> Policies {
         };
         out.handles.push(handle);
     }
-    // the limiter talks to one Redis: every Redis-backed limit must name the same URL
-    let mut first_redis: Option<(usize, String)> = None;
-    for (i, p) in cfg.policies.iter().enumerate() {
-        if let Some(PolicyConfig::RateLimit(r)) = p {
-            if let RateStoreConfig::Redis { url, timeout } = &r.store {
-                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                    continue; // already reported as an invalid URL
-                }
-                match &first_redis {
-                    None => {
-                        first_redis = Some((i, url.clone()));
-                        let mut rc = RedisConfig::new(url);
-                        if let Some(t) = timeout {
-                            rc.timeout = t.get();
-                        }
-                        out.redis = Some(rc);
-                    }
-                    Some((j, u)) if u != url => {
-                        let line = cx.spans.value(&format!("policies[{j}].store.url")).line;
-                        cx.error(
-                            &format!("policies[{i}].store.url"),
-                            format!("all Redis-backed limits must use one Redis URL; line {line} uses another"),
-                            Some("point every Redis-backed limit at the same server".into()),
-                        );
-                    }
-                    Some(_) => {}
-                }
+    // the limiter talks to one Redis: every Redis-backed limit must name the same one
+    let mut first_redis: Option<(usize, RedisConfig)> = None;
+    for (i, rc) in stores {
+        match &first_redis {
+            None => {
+                out.redis = Some(rc.clone());
+                first_redis = Some((i, rc));
             }
+            Some((j, first))
+                if (&first.url, &first.topology, first.outage_share_ppm)
+                    != (&rc.url, &rc.topology, rc.outage_share_ppm) =>
+            {
+                let line = cx.spans.value(&format!("policies[{j}].store")).line;
+                cx.error(
+                    &format!("policies[{i}].store"),
+                    format!("all Redis-backed limits must use one Redis store; line {line} uses another"),
+                    Some("point every Redis-backed limit at the same server, cluster or sentinels".into()),
+                );
+            }
+            Some(_) => {}
         }
     }
     out
@@ -140,7 +134,12 @@ fn key_uses_jwt(k: &RateKeyConfig) -> bool {
     }
 }
 
-fn check_limit(cx: &mut Cx, base: &str, r: &crate::config::RateLimitConfig) -> bool {
+/// Checks a limit; returns whether it is valid and its Redis store (if any, and valid).
+fn check_limit(
+    cx: &mut Cx,
+    base: &str,
+    r: &crate::config::RateLimitConfig,
+) -> (bool, Option<RedisConfig>) {
     let before = cx.error_count();
     cx.positive(&format!("{base}.window"), r.window.get());
     if r.max == 0 {
@@ -151,19 +150,8 @@ fn check_limit(cx: &mut Cx, base: &str, r: &crate::config::RateLimitConfig) -> b
         );
     }
     check_key(cx, &format!("{base}.key"), &r.key);
-    if let RateStoreConfig::Redis { url, timeout } = &r.store {
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            cx.error(
-                &format!("{base}.store.url"),
-                format!("invalid Redis URL \"{url}\""),
-                Some("use redis://host:port/db or rediss://...".into()),
-            );
-        }
-        if let Some(t) = timeout {
-            cx.positive(&format!("{base}.store.timeout"), t.get());
-        }
-    }
-    cx.error_count() == before
+    let store = super::store::redis_config(cx, base, &r.store);
+    (cx.error_count() == before, store)
 }
 
 fn check_key(cx: &mut Cx, path: &str, k: &RateKeyConfig) {

@@ -10,7 +10,7 @@ use crate::routing::{normalize_path, HostRule, PathRule, Pattern, RouteRule, Rou
 use std::collections::HashMap;
 use std::sync::Arc;
 
-const METHODS: &[&str] = &[
+pub(crate) const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
 ];
 

@@ -13,7 +13,7 @@ use serde_yaml::Value;
 /// Looks up an environment variable (injected so the compiler stays a pure function of its inputs).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-const TOP_LEVEL: &[&str] = &[
+pub(crate) const TOP_LEVEL: &[&str] = &[
     "server",
     "listeners",
     "admin",
@@ -616,8 +616,9 @@ fn list<T: DeserializeOwned>(
     }
 }
 
-/// Deserializes one element, turning a serde error into a positioned diagnostic with a hint.
-fn de<T: DeserializeOwned>(
+/// Deserializes one element, turning a serde error into a positioned diagnostic with a hint
+/// (also used for `gw test` files, see [`crate::conftest`]).
+pub(crate) fn de<T: DeserializeOwned>(
     v: Value,
     base: &str,
     spans: &SpanIndex,

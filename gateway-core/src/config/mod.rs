@@ -1,16 +1,18 @@
 //! The configuration language: plain data that mirrors the YAML file, field by field.
 //!
 //! Every struct denies unknown fields; every enum with variants that carry settings is tagged by `type`;
-//! durations and sizes carry their unit ([`units`]). Nothing here has behaviour: [`crate::compile`] turns a
+//! durations and sizes carry their unit ([`units`]). Nothing here has behaviour: [`crate::compile()`] turns a
 //! [`Config`] into a [`crate::plan::Plan`] and reports every problem at once. The field-by-field reference
 //! lives in `docs/config.md`.
 pub mod addr;
 pub mod load;
+pub mod schema;
 pub mod spans;
 pub(crate) mod split;
 pub mod units;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 pub use units::{Dur, Size};
 
@@ -53,7 +55,7 @@ pub struct Config {
 }
 
 /// Process-wide settings.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Worker threads per listener service (Pingora's `threads`).
@@ -84,7 +86,7 @@ pub struct ServerConfig {
 }
 
 /// `server.reload`: reload the configuration file when it changes on disk.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadConfig {
     /// Watch the configuration file and reload when it changes (default false). A change is applied
@@ -131,7 +133,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DownstreamConfig {
     /// Time a client has to send a complete request header.
@@ -172,17 +174,18 @@ impl Default for DownstreamConfig {
 }
 
 /// A public listener.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     pub name: String,
     /// `host:port`, e.g. `0.0.0.0:8080` or `127.0.0.1:8443`.
+    #[schemars(schema_with = "addr::socket_address_schema")]
     pub address: String,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain.
@@ -199,11 +202,12 @@ fn yes() -> bool {
 }
 
 /// The admin listener serves `/metrics`, `/healthz`, `/readyz` and the admin API.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Defaults to loopback: `127.0.0.1:9901`.
     #[serde(default = "default_admin_addr")]
+    #[schemars(schema_with = "addr::socket_address_schema")]
     pub address: String,
     /// Bearer token required by the admin API (not by `/metrics`, `/healthz`, `/readyz`). Use `${ENV}`.
     /// Without a token the admin API is off and only the read-only endpoints are served.
@@ -219,7 +223,7 @@ fn default_admin_addr() -> String {
     "127.0.0.1:9901".into()
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObservabilityConfig {
     #[serde(default)]
@@ -227,6 +231,45 @@ pub struct ObservabilityConfig {
     /// Enable Prometheus metrics (served on the admin listener).
     #[serde(default = "yes")]
     pub metrics: bool,
+    /// W3C trace context is always propagated; this adds the optional span export.
+    #[serde(default)]
+    pub tracing: TracingConfig,
+}
+
+/// `observability.tracing` (`docs/observability.md`, "Tracing").
+#[derive(Debug, Deserialize, Clone, Default, PartialEq, JsonSchema, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Export one span per request over OTLP/HTTP (protobuf); off when absent.
+    #[serde(default)]
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// `observability.tracing.otlp`: where and how spans are exported. Defaults are applied by the
+/// compiler (`compile/tracing.rs`).
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The full OTLP/HTTP traces URL, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub endpoint: String,
+    /// Extra request headers (e.g. an API key for a hosted collector).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `service.name` of the exported resource (default `gw`).
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// Spans waiting for export at most; more are dropped and counted (default 2048).
+    #[serde(default)]
+    pub queue_size: Option<usize>,
+    /// Spans per export request at most (default 512).
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Longest wait before a partial batch is sent (default `1s`).
+    #[serde(default)]
+    pub interval: Option<Dur>,
+    /// Timeout of one export request (default `10s`).
+    #[serde(default)]
+    pub timeout: Option<Dur>,
 }
 
 /// Same as an empty `observability:` section (metrics on), for configs without one.
@@ -235,13 +278,14 @@ impl Default for ObservabilityConfig {
         ObservabilityConfig {
             access_log: AccessLogConfig::default(),
             metrics: true,
+            tracing: TracingConfig::default(),
         }
     }
 }
 
 // Variants without settings are written `Name {}`: serde ignores unknown fields on unit variants of
 // tagged enums, and a typo must never be accepted silently.
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AccessLogConfig {
     Off {},
@@ -255,7 +299,7 @@ pub use crate::policy::rate_limit::{
 };
 
 /// An upstream service: where its instances are and how traffic is spread over them.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub name: String,
@@ -281,10 +325,11 @@ pub struct UpstreamConfig {
     pub policies: Vec<String>,
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     /// `host:port`.
+    #[schemars(schema_with = "addr::endpoint_address_schema")]
     pub address: String,
     #[serde(default = "default_weight")]
     pub weight: u32,
@@ -296,7 +341,7 @@ fn default_weight() -> u32 {
 
 /// Where an upstream's dynamic endpoints come from (`docs/discovery.md`). Every duration has a unit;
 /// defaults are applied by the compiler (`compile/discovery.rs`), which also checks every field.
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DiscoveryConfig {
     /// Only the `endpoints` listed.
@@ -312,6 +357,7 @@ pub enum DiscoveryConfig {
         record: DnsRecordConfig,
         /// `IP:port` of the DNS server to ask; the system resolver (`/etc/resolv.conf`) when absent.
         #[serde(default)]
+        #[schemars(schema_with = "addr::socket_address_or_null_schema")]
         resolver: Option<String>,
         /// Shortest time between two resolutions (default `1s`).
         #[serde(default)]
@@ -354,7 +400,7 @@ pub enum DiscoveryConfig {
 }
 
 /// DNS record type of `discovery: {type: dns}`.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DnsRecordConfig {
     /// A and AAAA: every address on the configured `port`.
@@ -364,7 +410,7 @@ pub enum DnsRecordConfig {
     Srv,
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LoadBalancingConfig {
     RoundRobin {},
@@ -377,7 +423,7 @@ pub enum LoadBalancingConfig {
     },
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum HashKeyConfig {
     Header { name: String },
@@ -385,7 +431,7 @@ pub enum HashKeyConfig {
     Path {},
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     /// HTTP path probed with GET.
@@ -413,7 +459,7 @@ fn default_expected() -> Vec<u16> {
 }
 
 /// Timeouts toward the upstream. Unset fields inherit (route → upstream → built-in default).
-#[derive(Debug, Deserialize, Clone, Default, PartialEq)]
+#[derive(Debug, Deserialize, Clone, Default, PartialEq, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsConfig {
     /// TCP (and TLS) connect.
@@ -433,7 +479,7 @@ pub struct TimeoutsConfig {
     pub idle: Option<Dur>,
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Extra attempts after the first one (0 disables).
@@ -443,7 +489,7 @@ pub struct RetryConfig {
     pub idempotent_on_error: bool,
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerConfig {
     pub failure_threshold: u32,
@@ -459,7 +505,7 @@ pub struct CircuitBreakerConfig {
     pub fallback: Option<FallbackConfig>,
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerRateConfig {
     /// Either `calls: N` (the last N calls) or `period: 30s` (the last T).
@@ -476,7 +522,7 @@ pub struct BreakerRateConfig {
     pub slow_call_threshold: Option<Dur>,
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailureOnConfig {
     #[serde(default = "yes")]
@@ -488,7 +534,7 @@ pub struct FailureOnConfig {
     pub statuses: Option<Vec<u16>>,
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FallbackConfig {
     /// A static degraded answer.
@@ -503,7 +549,7 @@ pub enum FallbackConfig {
     Upstream { upstream: String },
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierConfig {
     pub consecutive_failures: u32,
@@ -519,7 +565,7 @@ fn default_max_ejected() -> u32 {
 }
 
 /// A route: which requests it takes, how it rewrites them, where they go and which policies apply.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub name: String,
@@ -540,7 +586,7 @@ pub struct RouteConfig {
     pub fallback: Option<FallbackConfig>,
 }
 
-#[derive(Debug, Deserialize, Clone, Default)]
+#[derive(Debug, Deserialize, Clone, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// Exactly this path.
@@ -558,13 +604,14 @@ pub struct MatchConfig {
     pub hosts: Vec<String>,
     /// Methods (upper case). Empty means any.
     #[serde(default)]
+    #[schemars(schema_with = "schema::methods_schema")]
     pub methods: Vec<String>,
     /// Required headers: name → exact value (`"*"` means present with any value).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Deserialize, Clone, Default)]
+#[derive(Debug, Deserialize, Clone, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RewriteConfig {
     /// Remove the matched prefix (prefix routes only); `/api/user/42` → `/42`.
@@ -579,7 +626,7 @@ pub struct RewriteConfig {
 }
 
 /// A named policy; `type` says which kind.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PolicyConfig {
     RateLimit(RateLimitConfig),
@@ -595,7 +642,7 @@ impl PolicyConfig {
     }
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     pub name: String,
@@ -615,7 +662,7 @@ pub struct RateLimitConfig {
     pub headers: bool,
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RateKeyConfig {
     /// The client IP (from `X-Forwarded-For` only when the peer is a trusted proxy).
@@ -638,18 +685,42 @@ pub enum RateKeyConfig {
     Composite { parts: Vec<RateKeyConfig> },
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RateStoreConfig {
     Local {},
+    /// Shared counters in Redis: one server (`url`), a Redis Cluster (`cluster: true` and/or
+    /// several `nodes` as seeds) or a Sentinel-managed primary (`master` with the sentinels in
+    /// `nodes`/`url`, or `url: redis+sentinel://host:port[,host:port]/master`).
     Redis {
-        url: String,
+        #[serde(default)]
+        url: Option<String>,
+        #[serde(default)]
+        nodes: Vec<String>,
+        #[serde(default)]
+        cluster: bool,
+        #[serde(default)]
+        master: Option<String>,
         #[serde(default)]
         timeout: Option<Dur>,
+        /// Share of each quota one instance enforces while Redis fails (`on_store_error:
+        /// local`): `auto` (default: 1 / live instances, from a heartbeat) or a number in (0, 1].
+        #[serde(default)]
+        outage_share: Option<OutageShareConfig>,
     },
 }
 
-#[derive(Debug, Deserialize, Clone)]
+/// `outage_share:` — the word `auto` or a number in (0, 1].
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema, Serialize)]
+#[serde(untagged)]
+pub enum OutageShareConfig {
+    /// This instance's fixed share of each quota while the store is unreachable.
+    Fixed(#[schemars(range(min = 0.0, max = 1.0))] f64),
+    /// `auto`: learned from the live instances' heartbeat.
+    Word(#[schemars(regex(pattern = r"^auto$"))] String),
+}
+
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     pub name: String,
@@ -684,7 +755,7 @@ fn default_leeway() -> Dur {
     Dur::from_secs(30)
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default, JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JwtMode {
     #[default]
@@ -692,7 +763,7 @@ pub enum JwtMode {
     Optional,
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum JwtKeysConfig {
     /// A shared secret for HS256/384/512.
@@ -730,7 +801,7 @@ fn default_jwks_ready() -> Dur {
     Dur::from_secs(5)
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PemKeyConfig {
     pub path: String,
@@ -738,7 +809,7 @@ pub struct PemKeyConfig {
     pub kid: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Clone, Default, PartialEq)]
+#[derive(Debug, Deserialize, Clone, Default, PartialEq, JsonSchema, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenSourceConfig {
     #[serde(default)]
@@ -747,7 +818,7 @@ pub struct TokenSourceConfig {
     pub query: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequireConfig {
     /// Dotted claim path: `roles`, `realm_access.roles`, `scope` (space-separated string or array).
@@ -758,7 +829,7 @@ pub struct RequireConfig {
     pub all_of: Vec<String>,
 }
 
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardClaimConfig {
     pub claim: String,

@@ -165,6 +165,80 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
+/// Whitespace as Rust's `char::is_whitespace` (and so `str::trim` and `humantime`) sees it: Unicode
+/// `White_Space`. Spelled out because ECMA-262's `\s` differs (it has U+FEFF, lacks U+0085).
+const WS: &str = r"[\t\n\x0B\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]";
+
+/// A string holding a `${NAME}` or `${NAME:-default}` reference: its value is only known when the
+/// file is loaded (see `config::load`), so the schema accepts it wherever a unit string is expected.
+pub const ENV_REF_PATTERN: &str = r".*\$\{[A-Za-z0-9_]+(?::-[^}]*)?\}.*";
+
+/// Units of `humantime` other than nanoseconds (a fraction of a nanosecond is an error).
+const DURATION_UNITS: &str = "usec|us|\\u00B5s|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y";
+
+/// The ECMA-262 pattern of a duration string: exactly the syntax [`parse_duration`] accepts (one or
+/// more `<number><unit>` spans, whitespace allowed between and inside them as `humantime` allows), or
+/// a string with an environment reference. The 365-day bound is not a pattern: it is stated in the
+/// description and checked when the file is loaded.
+pub fn duration_pattern() -> String {
+    let span = format!(
+        "[0-9](?:[0-9]|{WS})*(?:\\.{WS}*[0-9](?:[0-9]|{WS})*(?:{DURATION_UNITS})|(?:nanos|nsec|ns|{DURATION_UNITS}))"
+    );
+    format!("^(?:(?:{WS}*{span})+{WS}*|{ENV_REF_PATTERN})$")
+}
+
+/// The ECMA-262 pattern of a size string: exactly the syntax [`parse_size`] accepts, or a string with
+/// an environment reference. The 1 TiB bound is checked when the file is loaded.
+pub fn size_pattern() -> String {
+    format!(
+        "^(?:{WS}*(?:[0-9]+(?:\\.[0-9]*)?|\\.[0-9]+){WS}*(?:B|KB|kB|MB|GB|KiB|MiB|GiB){WS}*|{ENV_REF_PATTERN})$"
+    )
+}
+
+/// Written as `humantime` formats it (`5s`, `300ms`, `1m 30s`): the defaults shown in the schema.
+impl serde::Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Written in bytes (`1048576B`).
+impl serde::Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}B", self.0))
+    }
+}
+
+impl schemars::JsonSchema for Dur {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": duration_pattern(),
+            "patternErrorMessage": "a duration with a unit, e.g. \"60s\", \"500ms\" or \"1m30s\"",
+            "description": "A duration with a unit: `500ms`, `60s`, `5m`, `1h`, `1m30s` (ns, us, ms, s, m, h, d, w, M, y and their long forms). A bare number is an error. At most 365 days.",
+            "examples": ["500ms", "60s", "5m", "1h"]
+        })
+    }
+}
+
+impl schemars::JsonSchema for Size {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": size_pattern(),
+            "patternErrorMessage": "a size with a unit, e.g. \"512KiB\", \"1MiB\" or \"10MB\"",
+            "description": "A size with a unit: `B`, `KB`/`MB`/`GB` (powers of 1000) or `KiB`/`MiB`/`GiB` (powers of 1024), e.g. `512KiB`, `10MB`. A bare number is an error. At most 1 TiB.",
+            "examples": ["512KiB", "1MiB", "10MB"]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

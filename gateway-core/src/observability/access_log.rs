@@ -47,6 +47,9 @@ pub struct AccessLogRecord<'a> {
     #[serde(serialize_with = "serialize_ts")]
     pub ts: SystemTime,
     pub request_id: &'a str,
+    /// W3C trace id (32 lowercase hex digits) of the trace the request belongs to, `None` if the
+    /// request ended before its trace context was set.
+    pub trace_id: Option<&'a str>,
     pub client_ip: Option<IpAddr>,
     pub method: &'a str,
     /// Request path. Prefer the path without the query string (query strings often carry
@@ -580,6 +583,7 @@ mod tests {
         AccessLogRecord {
             ts: UNIX_EPOCH + Duration::from_millis(1_709_251_199_999 + i),
             request_id: "req-1",
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
             client_ip: Some(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))),
             method: "GET",
             path: "/users/42",
@@ -678,6 +682,7 @@ mod tests {
         assert!(log.is_enabled());
         assert_eq!(log.log(&record(0)), LogOutcome::Enqueued);
         let anon = AccessLogRecord {
+            trace_id: None,
             client_ip: None,
             route: None,
             upstream: None,
@@ -701,6 +706,7 @@ mod tests {
         let expected = serde_json::json!({
             "ts": "2024-02-29T23:59:59.999Z",
             "request_id": "req-1",
+            "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
             "client_ip": "10.1.2.3",
             "method": "GET",
             "path": "/users/42",
@@ -721,8 +727,9 @@ mod tests {
 
         let v: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
         let obj = v.as_object().unwrap();
-        assert_eq!(obj.len(), 15);
+        assert_eq!(obj.len(), 16);
         for k in [
+            "trace_id",
             "client_ip",
             "route",
             "upstream",

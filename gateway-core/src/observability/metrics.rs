@@ -162,6 +162,7 @@ struct Families {
     auth_failures: IntCounterVec,
     config_reloads: IntCounterVec,
     config_last_reload_success: Gauge,
+    config_last_reload_failure: Gauge,
     config_hash: IntGaugeVec,
     access_log_dropped: IntCounter,
     discovery: DiscoveryFamilies,
@@ -302,6 +303,13 @@ impl Metrics {
                     "Unix time of the last successful configuration load (0 if none yet).",
                 )?,
             )?,
+            config_last_reload_failure: reg(
+                &r,
+                Gauge::new(
+                    "gw_config_last_reload_failure_timestamp_seconds",
+                    "Unix time of the last rejected configuration reload (0 if none yet).",
+                )?,
+            )?,
             access_log_dropped: reg(
                 &r,
                 IntCounter::new(
@@ -404,6 +412,7 @@ impl Metrics {
             success: self.f.config_reloads.with_label_values(&["applied"]),
             failure: self.f.config_reloads.with_label_values(&["rejected"]),
             last_success: self.f.config_last_reload_success.clone(),
+            last_failure: self.f.config_last_reload_failure.clone(),
             hash: self.f.config_hash.clone(),
         }
     }
@@ -642,6 +651,7 @@ pub struct ReloadMetrics {
     success: IntCounter,
     failure: IntCounter,
     last_success: Gauge,
+    last_failure: Gauge,
     hash: IntGaugeVec,
 }
 
@@ -652,25 +662,32 @@ impl ReloadMetrics {
     pub fn in_force(&self, hash: &str, now: SystemTime) {
         self.hash.reset();
         self.hash.with_label_values(&[hash]).set(1);
-        let secs = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        self.last_success.set(secs);
+        self.last_success.set(unix_secs(now));
     }
 
     /// `result="applied"` += 1 and sets the last-success timestamp to `now`.
     pub fn success(&self, now: SystemTime) {
         self.success.inc();
-        let secs = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        self.last_success.set(secs);
+        self.last_success.set(unix_secs(now));
     }
 
-    /// `result="rejected"` += 1.
+    /// `result="rejected"` += 1 and sets the last-failure timestamp to now: while it is later than
+    /// the last-success timestamp, the file on disk is not the configuration in force.
     pub fn failure(&self) {
-        self.failure.inc();
+        self.failure_at(SystemTime::now());
     }
+
+    /// [`ReloadMetrics::failure`] with an explicit time.
+    pub fn failure_at(&self, now: SystemTime) {
+        self.failure.inc();
+        self.last_failure.set(unix_secs(now));
+    }
+}
+
+/// Seconds since the Unix epoch (0 for a time before it).
+fn unix_secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Increments a gauge on creation and decrements it on drop (in-flight / connections).
@@ -1104,9 +1121,21 @@ mod tests {
     fn reload_and_gauges() {
         let m = Metrics::new().unwrap();
         let r = m.reload();
+        let fail_ts = "gw_config_last_reload_failure_timestamp_seconds";
+        // Both timestamps exist from start-up at 0 (alerts compare them).
+        assert_eq!(parse(&m.render())[&key(fail_ts, &[])], 0.0);
+        let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
         r.failure();
+        let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let t = parse(&m.render())[&key(fail_ts, &[])];
+        assert!(
+            before.as_secs_f64() <= t && t <= after.as_secs_f64(),
+            "{before:?} <= {t} <= {after:?}"
+        );
         r.success(UNIX_EPOCH + Duration::from_millis(1_700_000_000_500));
         r.success(UNIX_EPOCH + Duration::from_secs(1_700_000_100));
+        r.failure_at(UNIX_EPOCH + Duration::from_secs(1_700_000_200));
+        r.failure_at(UNIX_EPOCH + Duration::from_secs(1_700_000_250));
         {
             let _c = m.track_connection();
             let _a = m.track_in_flight();
@@ -1124,12 +1153,13 @@ mod tests {
         );
         assert_eq!(
             p[&key("gw_config_reloads_total", &[("result", "rejected")])],
-            1.0
+            3.0
         );
         assert_eq!(
             p[&key("gw_config_last_reload_success_timestamp_seconds", &[])],
             1_700_000_100.0
         );
+        assert_eq!(p[&key(fail_ts, &[])], 1_700_000_250.0);
         assert_eq!(p[&key("gw_access_log_dropped_total", &[])], 0.0);
     }
 
@@ -1160,6 +1190,7 @@ mod tests {
             ("gw_auth_failures_total", "counter"),
             ("gw_config_reloads_total", "counter"),
             ("gw_config_last_reload_success_timestamp_seconds", "gauge"),
+            ("gw_config_last_reload_failure_timestamp_seconds", "gauge"),
             ("gw_config_hash", "gauge"),
             ("gw_access_log_dropped_total", "counter"),
         ];

@@ -27,6 +27,7 @@
 //! | `gw_auth_failures_total` | counter | `route`, `reason` | Authentication/authorization failures; `reason` is `AuthReason::as_str` (`missing`, `malformed`, `expired`, `not_yet_valid`, `bad_signature`, `bad_issuer`, `bad_audience`, `unknown_kid`, `missing_kid`, `disallowed_alg`, `missing_claim`, `keys_unavailable`, `insufficient_scope`). |
 //! | `gw_config_reloads_total` | counter | `result` | Configuration reload attempts (admin API, SIGHUP, file watch, `Engine::reload`); `result` is `applied` or `rejected`. |
 //! | `gw_config_last_reload_success_timestamp_seconds` | gauge | — | Unix time of the last successful configuration load (start-up or reload). |
+//! | `gw_config_last_reload_failure_timestamp_seconds` | gauge | — | Unix time of the last rejected reload (0 if none); later than the success timestamp = the file on disk is not in force. |
 //! | `gw_config_hash` | gauge | `hash` | 1 for the configuration in force, labelled with the first 12 hex digits of the SHA-256 of its text. |
 //! | `gw_discovery_updates_total` | counter | `upstream`, `source`, `result` | Discovery fetches; `source` is `consul`, `dns` or `file`, `result` is `success` or `failure` (a failure keeps the last good endpoints). |
 //! | `gw_upstream_endpoints` | gauge | `upstream`, `source` | Endpoints of the upstream from that source (`static`, `consul`, `dns`, `file`): the last good set. |
@@ -58,6 +59,7 @@
 
 pub mod access_log;
 pub mod metrics;
+pub mod otlp;
 
 pub use access_log::{
     duration_ms, AccessLog, AccessLogConfig, AccessLogRecord, AccessLogSink, LogOutcome,

@@ -3,7 +3,7 @@
 //! `GET /admin/breakers`, `POST /admin/breakers/<upstream>/{open,close,auto}` and `POST /admin/reload`
 //! (reload the configuration file: 200 with the diff, 422 with the diagnostics in the shape of
 //! `gw validate --format json`, 409 when the change needs a restart; see `docs/reload.md`); the
-//! upstreams, registration and routes endpoints are served by [`crate::registration::api`].
+//! upstreams, registration and routes endpoints are served by `crate::registration::api`.
 //! `/metrics` answers 404 `metrics_disabled` when `observability.metrics` is false.
 use super::Engine;
 use crate::policy::breaker::ForcedState;
@@ -14,8 +14,11 @@ use pingora::protocols::http::ServerSession;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The admin endpoints as a Pingora `ServeHttp`: `/metrics`, `/healthz`, `/readyz`, and with the token the `/admin/...` API.
 pub struct AdminApp {
+    /// The engine the endpoints report on and act on.
     pub engine: Arc<Engine>,
+    /// The bearer token of the `/admin/...` API (`None`: that API answers 401 for everything).
     pub token: Option<String>,
 }
 
@@ -78,6 +81,7 @@ impl AdminApp {
         }
     }
 
+    /// Answers one admin request (method, path and query, headers, body).
     pub fn handle(
         &self,
         method: &http::Method,

@@ -16,6 +16,7 @@ use std::net::IpAddr;
 /// Which header carries the client address from trusted proxies (`server.client_ip_header`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 pub enum ClientIpHeader {
     /// `X-Forwarded-For: client, proxy1, proxy2` (default; what nginx, HAProxy and cloud LBs send).
     #[default]
@@ -100,8 +101,10 @@ pub fn forwarded_for_value<'a>(
     peer: Option<IpAddr>,
     xff_lines: impl IntoIterator<Item = &'a [u8]>,
 ) -> Option<HeaderValue> {
+    use std::io::Write as _;
     let peer = peer?;
-    let mut out: Vec<u8> = Vec::new();
+    // one buffer, handed to the header value without a copy (the peer is written into it directly)
+    let mut out: Vec<u8> = Vec::with_capacity(64);
     for line in xff_lines {
         for item in line.split(|&b| b == b',') {
             let item = item.trim_ascii();
@@ -112,10 +115,12 @@ pub fn forwarded_for_value<'a>(
             out.extend_from_slice(b", ");
         }
     }
-    out.extend_from_slice(peer.to_string().as_bytes());
-    HeaderValue::from_bytes(&out)
-        .ok()
-        .or_else(|| HeaderValue::try_from(peer.to_string()).ok())
+    let _ = write!(out, "{peer}");
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(out)) {
+        Ok(v) => Some(v),
+        // a hop the client sent is not a valid field value: only the peer
+        Err(_) => HeaderValue::try_from(peer.to_string()).ok(),
+    }
 }
 
 /// `X-Forwarded-For` field lines as one list of hops (empty elements skipped, RFC 9110 §5.6.1).
@@ -252,6 +257,13 @@ pub fn sane_request_id(v: &[u8]) -> bool {
 
 /// A new request id: 16 hex digits of per-process randomness and a 16-hex-digit counter.
 pub fn new_request_id() -> String {
+    let v = new_request_id_value();
+    // 32 hex digits: always UTF-8
+    String::from_utf8_lossy(v.as_bytes()).into_owned()
+}
+
+/// [`new_request_id`] as a header value, written into one buffer (no intermediate string).
+pub fn new_request_id_value() -> HeaderValue {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
     static SEED: OnceLock<u64> = OnceLock::new();
@@ -268,7 +280,14 @@ pub fn new_request_id() -> String {
         h.finish()
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{seed:016x}{n:016x}")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    for (i, word) in [seed, n].into_iter().enumerate() {
+        for j in 0..16 {
+            buf[i * 16 + j] = HEX[((word >> (60 - 4 * j)) & 0xf) as usize];
+        }
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("-"))
 }
 
 #[cfg(test)]

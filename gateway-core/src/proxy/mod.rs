@@ -1,9 +1,10 @@
 //! The Pingora side: [`Gateway`] implements `ProxyHttp` and only sequences the named steps of
-//! [`steps`]; every decision is made there (or in routing, policy and upstream), every local answer is
-//! written by [`respond`] from one typed error ([`GwError`]).
+//! `steps`; every decision is made there (or in routing, policy and upstream), every local answer is
+//! written by `respond` from one typed error (`GwError`).
 //!
 //! Chain, in order (each step may answer locally and stop the chain):
 //! 1. request id — keep a sane client `X-Request-Id`, else generate one; request heads over 64 KiB → 431;
+//!    trace context — join a valid W3C `traceparent`, else start a trace ([`steps::trace`]);
 //! 2. client IP — the peer, or `X-Forwarded-For` only from trusted proxies;
 //! 3. path normalisation (400 on malformed paths) and route match (404 / 405);
 //! 4. body size by `Content-Length` (413; streamed bodies are counted as they arrive);
@@ -14,14 +15,20 @@
 //!
 //! Logging (metrics and the access log) runs for every request, whatever step answered.
 pub mod admin;
-pub mod conn;
-pub mod framing;
+pub(crate) mod conn;
+pub(crate) mod framing;
+#[doc(hidden)] // internals: the client-IP header setting of `config`, the fuzz targets
 pub mod headers;
-pub mod respond;
+pub(crate) mod respond;
 pub mod runtime;
 pub mod server;
-pub mod signals;
-pub mod steps;
+pub(crate) mod signals;
+pub(crate) mod steps;
+/// Step internals the criterion benches (`gateway-core/benches`) measure; not a stable API.
+#[doc(hidden)]
+pub mod bench_internals {
+    pub use super::steps::limit_headers::{render, LimitTexts};
+}
 
 use crate::error::{GwError, Side};
 use crate::observability::{
@@ -55,21 +62,30 @@ use steps::classify::UpstreamFailure;
 /// Shared by every request and every reload: the current runtime, the state registry it was built
 /// from, metrics, the access log, readiness.
 pub struct Engine {
+    /// The runtime new requests use ([`Engine::runtime`]); swapped by reloads.
     pub current: ArcSwap<Runtime>,
-    /// Long-lived state by identity; every runtime of this engine is built from it.
+    /// Long-lived state by identity; every runtime of this engine is built from it. Internal (the
+    /// discovery tests read it).
+    #[doc(hidden)]
     pub registry: Registry,
+    /// The Prometheus registry (`metrics.render()` is the text format).
     pub metrics: Metrics,
+    /// The access log (call `flush()` before exiting).
     pub access_log: AccessLog,
+    /// OTLP span export (`observability.tracing.otlp`), `None` when off.
+    pub otlp: Option<crate::observability::otlp::OtlpExport>,
     /// Set once listeners are bound and the first health checks and key fetches are done.
     pub ready: AtomicBool,
     /// Hot reload: one at a time, metrics, TLS certificates ([`Engine::reload`]).
-    pub reloader: crate::reload::Reloader,
+    pub(crate) reloader: crate::reload::Reloader,
 }
 
 impl Engine {
+    /// The current runtime; a request keeps the one it started with.
     pub fn runtime(&self) -> Arc<Runtime> {
         self.current.load_full()
     }
+    /// Whether warm-up is done (`/readyz`).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
@@ -197,6 +213,7 @@ impl Engine {
 
 /// The `ProxyHttp` implementation.
 pub struct Gateway {
+    /// The engine every request of this service uses.
     pub engine: Arc<Engine>,
 }
 
@@ -205,6 +222,10 @@ pub struct Ctx {
     rt: Arc<Runtime>,
     start: Instant,
     request_id: HeaderValue,
+    /// W3C trace context (set in step 1; `None` if the request ended before it).
+    trace: Option<steps::trace::TraceContext>,
+    /// Time gw's own checks took (set when `request_filter` lets the request through).
+    gateway_elapsed: Option<Duration>,
     client_ip: Option<IpAddr>,
     route: Option<u32>,
     /// The upstream actually used (the route's, or a breaker fallback upstream).
@@ -240,6 +261,7 @@ impl Ctx {
 }
 
 impl Gateway {
+    /// The `ProxyHttp` for `engine` (from [`server::build_engine`]).
     pub fn new(engine: Arc<Engine>) -> Self {
         Gateway { engine }
     }
@@ -250,6 +272,42 @@ impl Gateway {
         let a = Answer::error(&err, ctx.rid());
         respond::write(session, a, &ctx.request_id, &ctx.limit_headers, false).await?;
         Ok(true)
+    }
+
+    /// The request as one exported span (see [`crate::observability::otlp`]).
+    fn span_record(
+        &self,
+        rt: &Runtime,
+        ctx: &Ctx,
+        t: &steps::trace::TraceContext,
+        method: http::Method,
+        status: u16,
+        elapsed: Duration,
+    ) -> crate::observability::otlp::SpanRecord {
+        let end = SystemTime::now();
+        crate::observability::otlp::SpanRecord {
+            trace_id: t.trace_id(),
+            span_id: t.span_id(),
+            parent_span_id: t.parent_span_id(),
+            start: end.checked_sub(elapsed).unwrap_or(end),
+            end,
+            method,
+            route: ctx.route.map(|r| rt.plan.routes[r as usize].name.clone()),
+            upstream: ctx
+                .upstream
+                .map(|u| rt.plan.upstreams[u as usize].name.clone()),
+            endpoint: match (ctx.upstream, ctx.tried.last()) {
+                (Some(u), Some(&i)) => {
+                    Some(rt.upstreams[u as usize].balancer.endpoints[i].label.clone())
+                }
+                _ => None,
+            },
+            status,
+            gateway_elapsed: ctx.gateway_elapsed,
+            upstream_elapsed: ctx.upstream_elapsed,
+            attempts: ctx.tried.len() as u32,
+            request_id: ctx.request_id.clone(),
+        }
     }
 
     /// Releases the endpoint's in-flight counter and records the attempt for outlier detection.
@@ -287,6 +345,8 @@ impl ProxyHttp for Gateway {
             rt: self.engine.runtime(),
             start: Instant::now(),
             request_id: HeaderValue::from_static(""),
+            trace: None,
+            gateway_elapsed: None,
             client_ip: None,
             route: None,
             upstream: None,
@@ -313,8 +373,8 @@ impl ProxyHttp for Gateway {
     }
 
     /// Runs first for every request, before modules: sets the downstream keep-alive and body read
-    /// timeouts, tells the connection guard the head has arrived ([`conn::on_request_head`]), and checks
-    /// the request framing ([`framing::enforce`]; `Err` with a 400/501 in `ctx.error` on a violation).
+    /// timeouts, tells the connection guard the head has arrived (`conn::on_request_head`), and checks
+    /// the request framing (`framing::enforce`; `Err` with a 400/501 in `ctx.error` on a violation).
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         let s = &ctx.rt.plan.server;
         session.set_keepalive(Some(s.idle_timeout.as_secs().max(1)));
@@ -328,7 +388,7 @@ impl ProxyHttp for Gateway {
 
     /// Runs once the request head is read: steps 1–7 (request id and client IP, route, body size by
     /// `Content-Length`, auth, rate limits, circuit breaker). `Ok(true)`: a step answered locally (an
-    /// error via [`respond`], or a static breaker fallback) and the request ends here. `Ok(false)`: go
+    /// error via `respond`, or a static breaker fallback) and the request ends here. `Ok(false)`: go
     /// on to the upstream. `Err`: the answer could not be written (Pingora ends the request).
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let rt = ctx.rt.clone();
@@ -340,6 +400,7 @@ impl ProxyHttp for Gateway {
             .map(|a| a.ip());
         let req = session.req_header();
         ctx.request_id = steps::request_id::request_id(&req.headers);
+        ctx.trace = Some(steps::trace::context(&req.headers));
         ctx.client_ip = steps::request_id::client_ip(
             peer,
             &req.headers,
@@ -406,6 +467,7 @@ impl ProxyHttp for Gateway {
             Ok(Breaker::Static(_)) => {}
             Err(e) => return self.reject(session, ctx, e).await,
         }
+        ctx.gateway_elapsed = Some(ctx.start.elapsed());
         Ok(false)
     }
 
@@ -501,7 +563,11 @@ impl ProxyHttp for Gateway {
             tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
             request_id: &ctx.request_id,
         };
-        if let Err(e) = steps::forward_headers::apply(upstream_request, &f) {
+        let traced = match &ctx.trace {
+            Some(t) => steps::trace::apply(upstream_request, t),
+            None => Ok(()),
+        };
+        if let Err(e) = steps::forward_headers::apply(upstream_request, &f).and(traced) {
             let status = e.status;
             ctx.error = Some(e);
             return Error::e_explain(
@@ -547,7 +613,7 @@ impl ProxyHttp for Gateway {
     }
 
     /// Runs before the upstream's response head goes to the client: adds `X-Request-Id` and the
-    /// rate-limit headers; during a drain, the response closes the connection ([`conn::on_response`]).
+    /// rate-limit headers; during a drain, the response closes the connection (`conn::on_response`).
     /// `Err` only when a header cannot be set.
     async fn response_filter(
         &self,
@@ -630,7 +696,7 @@ impl ProxyHttp for Gateway {
 
     /// Runs when the request fails after `request_filter` (a phase returned `Err`, or the upstream
     /// failed for good): step 9 classifies the error (unless a step already typed it) and, if no
-    /// response was sent yet, answers it via [`respond`] with `Connection: close`. Returns the status
+    /// response was sent yet, answers it via `respond` with `Connection: close`. Returns the status
     /// for the log and that the downstream connection is not reused.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let err = match ctx.error.take() {
@@ -741,6 +807,7 @@ impl ProxyHttp for Gateway {
             log.log(&AccessLogRecord {
                 ts: SystemTime::now(),
                 request_id: ctx.rid(),
+                trace_id: ctx.trace.as_ref().map(|t| t.trace_id_hex()),
                 client_ip: ctx.client_ip,
                 method: req.method.as_str(),
                 path: req.uri.path(),
@@ -755,6 +822,11 @@ impl ProxyHttp for Gateway {
                 limit: ctx.limit_decision,
                 user,
             });
+        }
+        if let (Some(x), Some(t)) = (&self.engine.otlp, &ctx.trace) {
+            if t.sampled() {
+                x.record(self.span_record(&rt, ctx, t, req.method.clone(), status, elapsed));
+            }
         }
     }
 }

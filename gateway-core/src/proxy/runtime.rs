@@ -24,26 +24,55 @@ use std::time::{Duration, Instant};
 /// Why the gateway could not start from a plan.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// An endpoint's host name does not resolve.
     #[error("upstream {upstream}: cannot resolve endpoint {address}: {reason}")]
     Resolve {
+        /// The upstream's name.
         upstream: String,
+        /// The endpoint's `host:port`.
         address: String,
+        /// The resolver's error.
         reason: String,
     },
+    /// A jwt policy cannot be built (bad keys, ...).
     #[error("policy {policy}: {reason}")]
-    Auth { policy: String, reason: String },
+    Auth {
+        /// The policy's name.
+        policy: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A listener address cannot be bound.
     #[error("cannot bind {addr}: {reason}")]
-    Bind { addr: SocketAddr, reason: String },
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        reason: String,
+    },
+    /// The rate limiter cannot be built.
     #[error("rate limits: {0}")]
     RateLimit(String),
+    /// The metrics registry cannot be built.
     #[error("metrics: {0}")]
     Metrics(String),
+    /// The access log cannot be opened.
     #[error("access log: {0}")]
     AccessLog(String),
+    /// `observability.tracing`: the OTLP exporter cannot start.
+    #[error("observability.tracing: {0}")]
+    Tracing(String),
+    /// The admin state file cannot be read.
     #[error("admin.state_file: {0}")]
     StateFile(String),
+    /// A listener's TLS settings cannot be loaded.
     #[error("TLS for listener {listener}: {reason}")]
-    Tls { listener: String, reason: String },
+    Tls {
+        /// The listener's name.
+        listener: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// An upstream's runtime: state shared through the [`Registry`] (balancer, breaker, outlier detector)
@@ -53,30 +82,50 @@ pub struct UpstreamRt {
     pub sources: Vec<Endpoint>,
     /// Whether this runtime built the balancer (a new endpoint set, not yet health-checked).
     pub fresh: bool,
+    /// The endpoints, their health and load-balancing state.
     pub balancer: Arc<Balancer>,
+    /// Per-endpoint metric handles, by endpoint index.
     pub endpoint_metrics: Vec<EndpointMetrics>,
+    /// The upstream's circuit breaker, if configured.
     pub breaker: Option<CircuitBreaker>,
+    /// Which outcomes count as failures for the breaker.
     pub failure: FailurePolicy,
+    /// Outlier detection, if configured.
     pub outlier: Option<Arc<OutlierDetector>>,
+    /// The consistent-hash key, when the algorithm hashes.
     pub hash_key: Option<HashKey>,
 }
 
+/// A route's runtime: metric handles and the parsed auth policy.
 pub struct RouteRt {
+    /// `gw_requests_total` / duration handles of the route.
     pub metrics: RouteMetrics,
+    /// The route's auth requirements, if it has a jwt policy.
     pub auth_policy: Option<RoutePolicy>,
+    /// `gw_auth_failures_total` handles of the route.
     pub auth_metrics: AuthMetrics,
 }
 
+/// Everything a request needs at run time, built from one plan (see the module docs).
 pub struct Runtime {
+    /// The plan this runtime serves.
     pub plan: Arc<Plan>,
+    /// Upstream runtimes, by upstream handle.
     pub upstreams: Vec<UpstreamRt>,
+    /// Route runtimes, by route handle.
     pub routes: Vec<RouteRt>,
+    /// Authenticators (key sets, token caches), by auth handle.
     pub auths: Vec<Arc<Authenticator>>,
     /// Every header some auth policy injects: stripped from every client request on every route.
     pub injected: Vec<HeaderName>,
+    /// Metric handles for requests no route matched.
     pub unrouted: RouteMetrics,
+    /// The rate limiter, when the plan has limits.
     pub limits: Option<Arc<crate::policy::rate_limit::from_plan::Limits>>,
+    /// Rate-limit metric handles, by limit handle.
     pub limit_metrics: Vec<RateLimitMetrics>,
+    /// Per rate limit (plan order): its header texts rendered once (`proxy/steps/limit_headers.rs`).
+    pub(crate) limit_texts: Vec<Option<super::steps::limit_headers::LimitTexts>>,
 }
 
 struct BreakerMetricsObserver {
@@ -346,6 +395,11 @@ impl Runtime {
             .iter()
             .map(|l| metrics.ratelimit_policy(&l.name))
             .collect();
+        let limit_texts = plan
+            .rate_limits
+            .iter()
+            .map(super::steps::limit_headers::LimitTexts::new)
+            .collect();
         Ok(Runtime {
             plan,
             upstreams,
@@ -355,6 +409,7 @@ impl Runtime {
             unrouted: metrics.unrouted(),
             limits,
             limit_metrics,
+            limit_texts,
         })
     }
 

@@ -40,6 +40,13 @@ pub fn build_engine(plan: Plan) -> Result<Arc<Engine>, StartError> {
         ..Default::default()
     })
     .map_err(|e| StartError::AccessLog(e.to_string()))?;
+    let otlp = match &plan.otlp {
+        Some(o) => Some(
+            crate::observability::otlp::OtlpExport::start(o, &metrics)
+                .map_err(StartError::Tracing)?,
+        ),
+        None => None,
+    };
     let registry = Registry::new();
     let reloader = crate::reload::Reloader::new(&metrics, &plan);
     crate::registration::load_at_start(&registry.registrations, &plan)
@@ -50,6 +57,7 @@ pub fn build_engine(plan: Plan) -> Result<Arc<Engine>, StartError> {
         registry,
         metrics,
         access_log,
+        otlp,
         ready: Default::default(),
         reloader,
     }))
@@ -73,6 +81,16 @@ impl BackgroundService for Background {
         self.engine.clone().health_loop(shutdown).await;
         discovery.abort();
     }
+}
+
+/// A client listener without Pingora's 64 KiB read buffer in front of each connection. That buffer is
+/// allocated zeroed per connection (so it is resident, ~46 KB per idle keep-alive connection measured) and
+/// only adds a copy: the HTTP/1 parser reads into its own buffer, and upstream connections are unbuffered
+/// in Pingora anyway (docs/performance.md, "Idle connections"). Writes keep Pingora's small buffer.
+fn client_listener(addr: SocketAddr) -> pingora::listeners::ListenerConfig {
+    use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
+    ListenerConfig::tcp(addr.to_string())
+        .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
 }
 
 /// Fails early, with the address, when a listener cannot be bound (Pingora would otherwise exit deep
@@ -147,7 +165,7 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
         );
         // TLS is terminated by the app (under the head deadline), so every listener is plain TCP here
         let mut svc = Service::new(format!("gw-{}", l.name), app);
-        svc.add_tcp(&l.addr.to_string());
+        svc.add_listener(client_listener(l.addr));
         server.add_service(svc);
     }
     if let Some(a) = admin {
@@ -159,7 +177,7 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
             "gw-admin".into(),
             guarded(app, "admin", limits, &engine, &open, &conn_metrics, None),
         );
-        svc.add_tcp(&a.addr.to_string());
+        svc.add_listener(client_listener(a.addr));
         server.add_service(svc);
     }
     server.add_service(background_service(
@@ -193,9 +211,11 @@ pub fn serve_blocking(plan: Plan) -> Result<(), StartError> {
 
 /// A gateway running inside the caller's tokio runtime, on listeners it binds itself (port 0 works).
 pub struct Embedded {
+    /// The engine (metrics, readiness, reload).
     pub engine: Arc<Engine>,
     /// Bound addresses of the plan's listeners, in order.
     pub addrs: Vec<SocketAddr>,
+    /// The bound admin address, when `admin` is set.
     pub admin_addr: Option<SocketAddr>,
     open: Arc<OpenConns>,
     shutdown: tokio::sync::watch::Sender<bool>,

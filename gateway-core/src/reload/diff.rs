@@ -82,14 +82,20 @@ pub fn restart_needed(old: &Plan, new: &Plan) -> Vec<String> {
     if old.access_log != new.access_log {
         need("observability.access_log changed".into());
     }
+    if old.otlp != new.otlp {
+        need("observability.tracing.otlp changed".into());
+    }
     out
 }
 
 /// Names added, removed and changed (same name, different content) in one section.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Changes {
+    /// Names only the new configuration has.
     pub added: Vec<String>,
+    /// Names only the old configuration has.
     pub removed: Vec<String>,
+    /// Names in both, with different content.
     pub changed: Vec<String>,
 }
 
@@ -112,6 +118,7 @@ impl Changes {
         c
     }
 
+    /// Whether nothing was added, removed or changed.
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
     }
@@ -144,11 +151,15 @@ impl std::fmt::Display for Changes {
 pub struct ReloadSummary {
     /// The configuration file the plan was compiled from.
     pub source: String,
-    /// `gw_config_hash` before and after.
+    /// `gw_config_hash` of the configuration that was running.
     pub previous_hash: String,
+    /// `gw_config_hash` of the new configuration.
     pub hash: String,
+    /// Routes added, removed and changed.
     pub routes: Changes,
+    /// Upstreams added, removed and changed.
     pub upstreams: Changes,
+    /// Policies added, removed and changed.
     pub policies: Changes,
     /// Other top-level sections whose content changed (`server`, `global_policies`, ...).
     pub sections: Vec<String>,
@@ -324,5 +335,17 @@ policies:
         // limits, routes and upstreams never need a restart
         let routes = plan(&BASE.replace("max: 100", "max: 5").replace("/b", "/bb"));
         assert!(restart_needed(&old, &routes).is_empty());
+    }
+
+    #[test]
+    fn the_span_export_is_built_at_start_only() {
+        let old = plan(BASE);
+        let traced = plan(&format!(
+            "{BASE}observability: {{ tracing: {{ otlp: {{ endpoint: \"http://127.0.0.1:4318/v1/traces\" }} }} }}\n"
+        ));
+        assert_eq!(
+            restart_needed(&old, &traced),
+            ["observability.tracing.otlp changed: restart needed"]
+        );
     }
 }

@@ -2,12 +2,12 @@
 //!
 //! Every trigger ends in [`Engine::reload`] (a plan) or [`Engine::reload_file`] (read → compile with
 //! the compiler of `gw validate` → reload): `POST /admin/reload` ([`crate::proxy::admin`]), `SIGHUP`
-//! to `gw serve` ([`signal`], installed by `proxy::signals::handle_sighup`), `server.reload.watch` ([`watch`]) and embedders. A reload:
+//! to `gw serve` ([`signal`], installed by `proxy::signals::handle_sighup`), `server.reload.watch` (`watch`) and embedders. A reload:
 //!
 //! 1. waits for any other reload to finish (one at a time; the lock is never taken on the request
 //!    path);
 //! 2. refuses a plan that changes what was fixed at start-up ([`diff::restart_needed`]);
-//! 3. loads the certificates of TLS listeners ([`tls`]);
+//! 3. loads the certificates of TLS listeners (`tls`);
 //! 4. builds the new runtime from the state registry (state with an unchanged identity carries
 //!    over, see `docs/state.md`), warms it up and swaps it in ([`Engine::swap`]);
 //! 5. logs one line with the diff ([`ReloadSummary`]) and counts the result in
@@ -16,8 +16,8 @@
 //! `docs/reload.md` is the operator's view.
 pub mod diff;
 pub mod signal;
-pub mod tls;
-pub mod watch;
+pub(crate) mod tls;
+pub(crate) mod watch;
 
 pub use diff::{Changes, ReloadSummary};
 
@@ -36,11 +36,18 @@ use tls::CertResolver;
 pub enum ReloadError {
     /// The file could not be read.
     #[error("cannot read {file}: {reason}")]
-    Read { file: String, reason: String },
+    Read {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        reason: String,
+    },
     /// The file does not compile; `diagnostics` as `gw validate --format json` prints them.
     #[error("{file} has {} error(s)", .diagnostics.iter().filter(|d| d.is_error()).count())]
     Invalid {
+        /// The file.
         file: String,
+        /// Errors and warnings.
         diagnostics: Vec<Diagnostic>,
     },
     /// The plan changes what only a restart can change.
@@ -48,7 +55,12 @@ pub enum ReloadError {
     RestartNeeded(Vec<String>),
     /// A TLS listener's certificate or key cannot be loaded.
     #[error("listener {listener}: {reason}")]
-    Certificate { listener: String, reason: String },
+    Certificate {
+        /// The listener's name.
+        listener: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The runtime could not be built (e.g. an endpoint's host does not resolve).
     #[error("{0}")]
     Build(#[from] StartError),
@@ -98,7 +110,7 @@ impl ReloadError {
 
 /// The reload side of an [`Engine`]: the one-at-a-time lock, the reload metrics, and the
 /// certificate resolvers of the TLS listeners `gw serve` started.
-pub struct Reloader {
+pub(crate) struct Reloader {
     lock: tokio::sync::Mutex<()>,
     metrics: ReloadMetrics,
     certs: Mutex<Vec<(String, Arc<CertResolver>)>>,
@@ -283,7 +295,7 @@ async fn compile_file(path: String) -> Result<(Plan, Vec<Diagnostic>), ReloadErr
 /// The reload triggers of `gw serve`, as a Pingora background service: `SIGHUP` (the handler of
 /// `proxy::signals::handle_sighup` notifies `hangup`), and the file watch when
 /// `server.reload.watch` is on.
-pub struct Triggers {
+pub(crate) struct Triggers {
     pub engine: Arc<Engine>,
     pub hangup: Arc<tokio::sync::Notify>,
 }

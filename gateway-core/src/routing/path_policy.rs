@@ -26,6 +26,7 @@ use serde::Deserialize;
 /// What to do with `%2F` and `%5C` (an encoded `/` or `\`) in a request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 pub enum EscapedSlashes {
     /// Refuse the request with 400 (default).
     #[default]
@@ -40,6 +41,7 @@ pub enum EscapedSlashes {
 /// What to do with `;` (raw or `%3B`) in a request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 pub enum Semicolons {
     /// Refuse the request with 400 (default): servers that strip `;` path parameters (Tomcat,
     /// Jetty, Spring) see `/admin;x` as `/admin` while the gateway routes it as another segment.
@@ -52,6 +54,7 @@ pub enum Semicolons {
 /// The request-path policy (`server.path_policy` in the configuration). Applies to every listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 pub struct PathPolicy {
     #[serde(default)]
     pub escaped_slashes: EscapedSlashes,

@@ -43,6 +43,9 @@ struct Inner {
     /// Counters used by Redis-backed limits with `OnStoreError::Local` while Redis fails.
     fallback: LocalStore,
     redis: Option<Arc<RedisStore>>,
+    /// How long after Redis answers again the fallback counters are sent as hints: two of the
+    /// longest Redis-backed window (their counts matter that long).
+    hint_span_ms: u64,
 }
 
 /// A Redis client (connection, script cache, back-off state) that several limiters can share, so
@@ -99,7 +102,8 @@ fn slots_for<'a>(
 enum Consumed {
     No,
     Local(u64),
-    Fallback(u64),
+    /// Window index and the cost counted (the fallback counts `1 / share` per unit).
+    Fallback(u64, u64),
     Redis(u64),
 }
 
@@ -163,6 +167,21 @@ impl RateLimiter {
             _ => None,
         };
         let fallback_shards = if uses_redis { config.local.shards } else { 1 };
+        if let Some(r) = &redis {
+            if specs
+                .iter()
+                .any(|s| s.backend == Backend::Redis && s.on_store_error == OnStoreError::Local)
+            {
+                r.want_heartbeat();
+            }
+        }
+        let hint_span_ms = specs
+            .iter()
+            .zip(&window_ms)
+            .filter(|(s, _)| s.backend == Backend::Redis)
+            .map(|(_, &w)| w.saturating_mul(2))
+            .max()
+            .unwrap_or(0);
         let local = match local {
             Some(l) if l.len() == specs.len() => l,
             _ => specs
@@ -177,6 +196,7 @@ impl RateLimiter {
                 specs: specs.into_boxed_slice(),
                 window_ms: window_ms.into_boxed_slice(),
                 redis,
+                hint_span_ms,
             }),
         })
     }
@@ -362,16 +382,24 @@ impl RateLimiter {
             }
             ends.push(members.len());
         }
+        let hinting = redis.needs_hints(now_ms, self.inner.hint_span_ms);
         let flat: Vec<GroupItem<'_>> = members
             .iter()
             .map(|&j| {
-                let l = items[j].0;
+                let (l, key) = items[j];
                 let s = &self.inner.specs[l.index()]; // is_redis checked the spec exists
+                let window_ms = self.inner.window_ms[l.index()];
+                let hint = if hinting && s.on_store_error == OnStoreError::Local {
+                    self.fallback_hint(l, key, window_ms, now_ms)
+                } else {
+                    (0, 0)
+                };
                 GroupItem {
                     name: &s.name,
-                    window_ms: self.inner.window_ms[l.index()],
+                    window_ms,
                     max: s.max,
                     shadow: s.mode == Mode::Shadow,
+                    hint,
                 }
             })
             .collect();
@@ -399,8 +427,24 @@ impl RateLimiter {
                                 curr: c.curr,
                             },
                         };
-                        if ok && c.fits && cost > 0 {
+                        let consumed = ok && c.fits && cost > 0;
+                        if consumed {
                             slots[j].1 = Consumed::Redis(c.win.idx);
+                        }
+                        if self.spec(items[j].0).map(|s| s.on_store_error)
+                            == Some(OnStoreError::Local)
+                        {
+                            // Remember the shared counts: if Redis fails, the fallback starts
+                            // from them instead of from zero.
+                            let curr = c.curr + if consumed { cost } else { 0 };
+                            self.inner.fallback.observe(
+                                items[j].0 .0,
+                                items[j].1,
+                                c.win.idx,
+                                c.prev,
+                                curr,
+                                now_ms,
+                            );
                         }
                     }
                     rejected |= !ok;
@@ -421,6 +465,19 @@ impl RateLimiter {
                 }
                 false
             }
+        }
+    }
+
+    /// The fallback counters of (limit, key) as `(prev, curr)` of the window at `now_ms`: what
+    /// this instance knows the shared counters held (seen, plus its own admissions while Redis
+    /// failed), sent as lower bounds so counts Redis lost are restored instead of granting fresh
+    /// quota.
+    fn fallback_hint(&self, l: LimitRef, key: &[u8], window_ms: u64, now_ms: u64) -> (u64, u64) {
+        let idx = now_ms / window_ms.max(1);
+        match self.inner.fallback.peek(l.0, key) {
+            Some((i, prev, curr)) if i == idx => (prev, curr),
+            Some((i, _, curr)) if i.saturating_add(1) == idx => (curr, 0),
+            _ => (0, 0),
         }
     }
 
@@ -454,12 +511,19 @@ impl RateLimiter {
                     counts: Counts::Denied,
                 },
                 OnStoreError::Local => {
+                    // Counted in shared units: this instance may use only its share of what
+                    // is left of the quota (the counters start from the last shared counts).
+                    let fcost = self
+                        .inner
+                        .redis
+                        .as_ref()
+                        .map_or(cost, |r| r.fallback_cost(cost));
                     let c = self
                         .inner
                         .fallback
-                        .check(limit.0, key, cost, now_ms, !rejected);
+                        .check(limit.0, key, fcost, now_ms, !rejected);
                     if c.fits && !rejected {
-                        slots[j].1 = Consumed::Fallback(c.win.idx);
+                        slots[j].1 = Consumed::Fallback(c.win.idx, fcost);
                     }
                     Pending {
                         outcome: verdict(spec.mode, c.fits),
@@ -490,7 +554,7 @@ impl RateLimiter {
                         store.0.rollback(0, key, cost, idx)
                     }
                 }
-                Consumed::Fallback(idx) => self.inner.fallback.rollback(limit.0, key, cost, idx),
+                Consumed::Fallback(idx, c) => self.inner.fallback.rollback(limit.0, key, c, idx),
                 Consumed::No | Consumed::Redis(_) => {}
             }
         }
@@ -541,6 +605,13 @@ impl RateLimiter {
         finish(entries, cost, |l| {
             self.spec(l).map(|s| (s, self.inner.window_ms[l.index()]))
         })
+    }
+
+    /// Gateway instances writing to the Redis store, as last seen by the heartbeat (`None`
+    /// without Redis; 1 until the first heartbeat). While Redis fails, each instance enforces
+    /// `1 /` this share of a limit with `on_store_error: local` (unless a share is configured).
+    pub fn redis_instances(&self) -> Option<u64> {
+        self.inner.redis.as_ref().map(|r| r.live_instances())
     }
 
     /// Whether the Redis connection exists (it may still be failing; see the module doc).

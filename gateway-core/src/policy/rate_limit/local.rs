@@ -236,6 +236,47 @@ impl LocalStore {
         }
     }
 
+    /// Raises (limit, key)'s counters to at least `(prev, curr)` of window `idx` (counts seen
+    /// elsewhere, e.g. the shared Redis counters), creating the entry if needed. Counters of a
+    /// later window than `idx` are left alone.
+    pub fn observe(&self, limit: u32, key: &[u8], idx: u64, prev: u64, curr: u64, now_ms: u64) {
+        let id = limit as usize;
+        if id >= self.windows.len() || (prev == 0 && curr == 0) {
+            return;
+        }
+        let d = self.digester.digest(key);
+        let mut guard = self.shard(limit, d).lock();
+        let shard = &mut *guard;
+        if let Some(e) = shard.maps[id].get_mut(&d) {
+            if idx > e.idx {
+                *e = Entry {
+                    idx,
+                    prev: prev.max(if idx == e.idx + 1 { e.curr } else { 0 }),
+                    curr,
+                    last_ms: e.last_ms.max(now_ms),
+                };
+            } else if idx == e.idx {
+                e.prev = e.prev.max(prev);
+                e.curr = e.curr.max(curr);
+                e.last_ms = e.last_ms.max(now_ms);
+            }
+            return;
+        }
+        if shard.len >= self.shard_cap {
+            shard.evict(now_ms, &self.windows, self.shard_cap);
+        }
+        shard.maps[id].insert(
+            d,
+            Entry {
+                idx,
+                prev,
+                curr,
+                last_ms: now_ms,
+            },
+        );
+        shard.len += 1;
+    }
+
     /// Drops expired entries in every shard now.
     pub fn sweep_all(&self, now_ms: u64) {
         for s in self.shards.iter() {

@@ -59,14 +59,17 @@
 //! per shard (see `local.rs`).
 //!
 //! # Redis store
-//! One atomic Lua script per distinct key (hash tag) checks all of that key's Redis-backed
-//! limits and increments them only if all admit. The scripts of all keys of a request go out
-//! in one pipeline: one network round trip per request (a second one only to roll back
-//! admitted keys when another key rejected, or to load the script after NOSCRIPT); see
-//! `limiter.rs`. See `redis_store.rs` for key naming, TTLs,
-//! the clock, timeouts (default 50 ms), back-off and lazy connection. When Redis fails the
-//! per-limit `on_store_error` applies (`Allow`, `Deny`, or `Local` = same quota enforced per
-//! process), the event is reported in the `Decision` and logged at most once per few seconds.
+//! Each distinct key (hash tag) is one group: its Redis-backed limits are checked together and
+//! incremented only if all admit. On one server (or a Sentinel-managed primary) all groups of a
+//! request go in ONE script call (one round trip, one script run); on a Redis Cluster, where a
+//! script must stay in one slot, each group is its own call, all sent at once (see
+//! `redis_store.rs`, `redis_conn.rs`). A second round trip happens only to roll back admitted
+//! groups when another group rejected, or to load the script after NOSCRIPT. See
+//! `redis_store.rs` for key naming, TTLs, the clock, timeouts (default 50 ms), back-off, lazy
+//! connection and the heartbeat. When Redis fails the per-limit `on_store_error` applies
+//! (`Allow`, `Deny`, or `Local` = this instance's share of the quota, starting from the last
+//! shared counts it saw), the event is reported in the `Decision` and logged at most once per
+//! few seconds.
 //!
 //! # Measured (2-core machine shared with other builds, release build)
 //! - local check (criterion, `benches/local_check.rs`): 1 key ~99 ns (~103 ns through the
@@ -82,12 +85,17 @@ mod decision;
 pub mod from_plan;
 mod limiter;
 mod local;
+mod redis_conn;
 mod redis_store;
 mod spec;
 mod window;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cluster;
+#[cfg(test)]
+mod tests_outage;
 #[cfg(test)]
 mod tests_redis;
 
@@ -99,7 +107,7 @@ pub use limiter::{LocalCounters, RateLimiter, RedisClient};
 pub use redis_store::redis_key_name;
 pub use spec::{
     Backend, ConfigError, KeyFallback, KeySpec, LimitRef, LimitSpec, LocalConfig, Mode,
-    OnStoreError, RateLimiterConfig, RedisConfig, Scope,
+    OnStoreError, RateLimiterConfig, RedisConfig, RedisTopology, Scope,
 };
 
 /// Current unix time in milliseconds (the `now_ms` argument of `check_all` in production).

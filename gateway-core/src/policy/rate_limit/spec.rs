@@ -7,6 +7,7 @@ use std::time::Duration;
 /// Whether a limit may reject requests (also the DSL's `mode:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 pub enum Mode {
     /// Requests over the limit are rejected.
     #[default]
@@ -23,6 +24,7 @@ pub enum Mode {
 /// `on_store_error:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 pub enum OnStoreError {
     /// Admit (fail open).
     Allow,
@@ -57,6 +59,7 @@ impl OnStoreError {
 /// Which requests share a counter (also the DSL's `scope:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 pub enum Scope {
     /// One counter per key, whatever route or upstream the request goes to.
     #[default]
@@ -91,6 +94,7 @@ pub enum KeySpec {
 /// What a key part falls back to when its source is missing (also the DSL's `fallback:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema, serde::Serialize)]
 pub enum KeyFallback {
     ClientIp,
 }
@@ -157,11 +161,35 @@ impl Default for LocalConfig {
     }
 }
 
+/// How the Redis store reaches Redis.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RedisTopology {
+    /// One server at [`RedisConfig::url`] (reconnects to the same address).
+    #[default]
+    Standalone,
+    /// A Redis Cluster discovered from these seed node URLs (`redis://host:port`); slots,
+    /// `MOVED`/`ASK` redirections and failovers are handled by the `redis` crate's cluster client.
+    Cluster(Vec<String>),
+    /// A primary managed by Sentinel: the sentinels' URLs and the monitored master's name. The
+    /// primary is looked up through the sentinels on (re)connect, so a promoted replica is
+    /// followed without a restart.
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
+}
+
 /// Settings of the Redis store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// e.g. `redis://127.0.0.1:6379/`.
+    /// e.g. `redis://127.0.0.1:6379/` (for a cluster or Sentinel: the form shown in diagnostics).
     pub url: String,
+    /// Standalone, cluster or Sentinel.
+    pub topology: RedisTopology,
+    /// Share of each limit's quota this instance enforces on its own while Redis fails
+    /// (`on_store_error: local`), in parts per million; `None` = learned: 1 / the number of
+    /// live gateway instances seen in the Redis heartbeat before the failure.
+    pub outage_share_ppm: Option<u32>,
     /// Upper bound for one `check_all` round trip (default 50 ms).
     pub timeout: Duration,
     /// After a failure Redis is not tried again for this long (default 1 s).
@@ -176,6 +204,8 @@ impl RedisConfig {
     pub fn new(url: &str) -> Self {
         RedisConfig {
             url: url.to_owned(),
+            topology: RedisTopology::Standalone,
+            outage_share_ppm: None,
             timeout: Duration::from_millis(50),
             backoff: Duration::from_secs(1),
             warn_interval: Duration::from_secs(5),

@@ -476,66 +476,58 @@ async fn async_path_matches_sync_path_for_local_limits() {
 /// Serialises the CPU-heavy real-clock tests so they do not disturb each other.
 pub(super) static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Sleeps until the next multiple of `w_ms` on the unix clock.
-pub(super) async fn align_to_window(w_ms: u64) {
-    let now = unix_millis_now();
-    tokio::time::sleep(Duration::from_millis(w_ms - now % w_ms)).await;
-}
-
-/// Runs `tasks` tasks calling `check` in a loop for `windows` windows; returns admitted counts
-/// per fixed window (by the `now` passed to the limiter), only for windows fully inside the run.
+/// Runs `tasks` concurrent tasks calling `check_all` on key `hot` until `windows` windows of
+/// `w_ms` have passed on a virtual clock that advances `step_ms` per call (call `i` is made at
+/// `base + i * step_ms`), and returns the admitted count of each fixed window. The clock is
+/// driven by the calls, not by the wall clock, so every window gets the same number of attempts
+/// however slow the machine is (the old wall-clock version under-filled windows under load),
+/// while the tasks still race on the store as hard as the machine allows.
 pub(super) async fn hammer(
     limiters: Vec<RateLimiter>,
     item: LimitRef,
     tasks: usize,
     w_ms: u64,
+    step_ms: u64,
     windows: u64,
 ) -> Vec<u64> {
-    align_to_window(w_ms).await;
-    let start = unix_millis_now();
-    let first_idx = start / w_ms;
-    let end = (first_idx + windows) * w_ms;
-    let counts: Arc<Vec<AtomicU64>> =
-        Arc::new((0..windows + 2).map(|_| AtomicU64::new(0)).collect());
+    let base = (unix_millis_now() / w_ms) * w_ms;
+    let total = windows * w_ms / step_ms;
+    let seq = Arc::new(AtomicU64::new(0));
+    let counts: Arc<Vec<AtomicU64>> = Arc::new((0..windows).map(|_| AtomicU64::new(0)).collect());
     let mut handles = Vec::new();
     for t in 0..tasks {
         let l = limiters[t % limiters.len()].clone();
-        let counts = counts.clone();
+        let (counts, seq) = (counts.clone(), seq.clone());
         handles.push(tokio::spawn(async move {
             loop {
-                let now = unix_millis_now();
-                if now >= end {
+                let i = seq.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
                     break;
                 }
+                let now = base + i * step_ms;
                 let d = l.check_all(&[(item, b"hot")], now).await;
                 assert!(!d.has_store_error(), "store error during accuracy run");
                 if d.admitted {
-                    if let Some(c) = counts.get((now / w_ms - first_idx) as usize) {
-                        c.fetch_add(1, Ordering::Relaxed);
-                    }
+                    counts[((now - base) / w_ms) as usize].fetch_add(1, Ordering::Relaxed);
                 }
-                tokio::task::yield_now().await;
             }
         }));
     }
     for h in handles {
         h.await.expect("task");
     }
-    let full = if start.is_multiple_of(w_ms) { 0 } else { 1 };
-    counts[full..windows as usize]
-        .iter()
-        .map(|c| c.load(Ordering::Relaxed))
-        .collect()
+    counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_local_accuracy_within_one_percent() {
     let _g = HEAVY.lock().await;
     let max = 1000;
-    let w = 1000;
+    let w = 60_000;
     let l = limiter(vec![spec("hot", Duration::from_millis(w), max)]);
     let a = l.limit_ref("hot").expect("exists");
-    let per_window = hammer(vec![l], a, 64, w, 5).await;
+    // 3000 attempts per window (one per 20 virtual ms)
+    let per_window = hammer(vec![l], a, 64, w, 20, 4).await;
     println!("local accuracy: admitted per {w} ms window (max {max}): {per_window:?}");
     assert!(per_window.len() >= 3);
     for (i, &n) in per_window.iter().enumerate() {

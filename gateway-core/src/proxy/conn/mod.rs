@@ -166,13 +166,21 @@ where
     T: TimingSource,
 {
     /// The HTTP/1 keep-alive loop: one Pingora session per request, each raced against its head deadline
-    /// and the drain.
+    /// and the drain. The timer and the shutdown watch are set up once per connection (re-armed per
+    /// request only when a head is still on its way), not once per request.
     async fn serve_h1(&self, stream: Stream, accepted: Instant, shutdown: &ShutdownWatch) {
         let t = self.timing.timing();
         let state = ConnState::new();
         let stream: Stream = Box::new(Watched::new(stream, state.clone()));
         let mut next: Option<(Stream, Option<HttpPersistentSettings>)> = Some((stream, None));
         let mut first = true;
+        let mut watch = shutdown.clone();
+        let mut guard = ConnGuard {
+            head_due: std::pin::pin!(tokio::time::sleep_until(
+                (accepted + t.header_timeout).into()
+            )),
+            shutdown: std::pin::pin!(watch.changed()),
+        };
         while let Some((stream, settings)) = next.take() {
             let mut session = ServerSession::new_http1(stream);
             match settings {
@@ -195,7 +203,7 @@ where
                 t,
             };
             first = false;
-            next = match self.race(fut, &state, deadline, shutdown).await {
+            next = match self.race(fut, &state, deadline, &mut guard).await {
                 Some(r) => r.map(ReusedHttpStream::consume),
                 None => None,
             };
@@ -231,42 +239,46 @@ where
 
     /// Runs one request's session; gives up on it (closing the connection) when its head is late, or when
     /// the server drains while the connection is idle. `None`: given up.
-    async fn race<F>(
+    async fn race<F, S>(
         &self,
         fut: F,
         state: &ConnState,
         d: Deadline,
-        shutdown: &ShutdownWatch,
+        g: &mut ConnGuard<'_, S>,
     ) -> Option<Option<ReusedHttpStream>>
     where
         F: Future<Output = Option<ReusedHttpStream>>,
+        S: Future,
     {
         tokio::pin!(fut);
-        let mut shutdown = shutdown.clone();
+        // one look at the session first: a head already buffered (keep-alive, pipelining) is parsed now,
+        // and a request whose head is complete after it needs no head-deadline timer at all
+        let polled = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+            std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        })
+        .await;
+        if let Some(r) = polled {
+            return Some(r);
+        }
+        // the drain is on already: close if no byte of a request has come (a new connection instead gets
+        // its header_timeout: its client is about to send the request it connected for)
         let mut draining = state.draining();
-        if draining && !d.first {
-            // the drain is on already: one look at the session (a head already buffered or pipelined gets
-            // parsed), then close if no byte of a request has come (a new connection instead gets its
-            // header_timeout: its client is about to send the request it connected for)
-            let polled = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
-                std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
-                std::task::Poll::Pending => std::task::Poll::Ready(None),
-            })
-            .await;
-            if let Some(r) = polled {
-                return Some(r);
-            }
-            if !state.head_done() && state.first_byte_at().is_none() {
-                return None;
-            }
+        if draining && !d.first && !state.head_done() && state.first_byte_at().is_none() {
+            return None;
         }
         loop {
             let waiting = !state.head_done();
-            let due = d.due(state.first_byte_at());
+            if waiting {
+                let due = d.due(state.first_byte_at());
+                if g.head_due.deadline() != due.into() {
+                    g.head_due.as_mut().reset(due.into());
+                }
+            }
             tokio::select! {
                 biased;
                 r = &mut fut => return Some(r),
-                _ = tokio::time::sleep_until(due.into()), if waiting => {
+                _ = g.head_due.as_mut(), if waiting => {
                     if !state.head_done() && d.due(state.first_byte_at()) <= Instant::now() {
                         self.counters.header_timeout.inc();
                         tracing::debug!("request head not received within header_timeout: closing");
@@ -275,7 +287,8 @@ where
                 }
                 // the first byte of a request on a keep-alive connection starts its head deadline
                 _ = state.first_byte(), if waiting && !d.first && state.first_byte_at().is_none() => {}
-                _ = shutdown.changed(), if !draining => {
+                // polled only until it fires: the drain flag stays set from then on
+                _ = g.shutdown.as_mut(), if !draining => {
                     draining = true;
                     // the response to a request in progress says `Connection: close` (see on_response)
                     state.set_draining();
@@ -287,6 +300,13 @@ where
             }
         }
     }
+}
+
+/// What one HTTP/1 connection keeps across its requests: the head-deadline timer (re-armed only when a
+/// head is still on its way) and the wait for shutdown (registered once; it fires once).
+struct ConnGuard<'a, S> {
+    head_due: std::pin::Pin<&'a mut tokio::time::Sleep>,
+    shutdown: std::pin::Pin<&'a mut S>,
 }
 
 /// When a request head must have arrived.

@@ -34,6 +34,24 @@ pub fn x_forwarded_for<'a>(
     )
 }
 
+/// The identity part of the upstream head: removes every header some auth policy injects (a client
+/// must never set them), then sets the verified identity's claim headers. Also used by
+/// [`crate::policies`].
+pub fn apply_identity(
+    up: &mut RequestHeader,
+    injected: &[HeaderName],
+    claims: &[(HeaderName, HeaderValue)],
+) -> Result<(), GwError> {
+    for h in injected {
+        up.remove_header(h);
+    }
+    for (k, v) in claims {
+        up.insert_header(k.clone(), v.clone())
+            .map_err(|_| GwError::internal("could not set a forwarded header"))?;
+    }
+    Ok(())
+}
+
 /// Rewrites `up` into the request sent upstream.
 pub fn apply(up: &mut RequestHeader, f: &Forwarding<'_>) -> Result<(), GwError> {
     let uri = f
@@ -42,12 +60,7 @@ pub fn apply(up: &mut RequestHeader, f: &Forwarding<'_>) -> Result<(), GwError> 
         .map_err(|_| GwError::bad_request("the rewritten path is not a valid URI"))?;
     up.set_uri(uri);
     let internal = |_| GwError::internal("could not set a forwarded header");
-    for h in f.injected {
-        up.remove_header(h);
-    }
-    for (k, v) in f.claims {
-        up.insert_header(k.clone(), v.clone()).map_err(internal)?;
-    }
+    apply_identity(up, f.injected, f.claims)?;
     if let Some(h) = f.route_host {
         up.insert_header(http::header::HOST, h.clone())
             .map_err(internal)?;

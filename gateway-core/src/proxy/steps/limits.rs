@@ -3,7 +3,7 @@
 use crate::error::GwError;
 use crate::plan::RoutePlan;
 use crate::policy::rate_limit::from_plan::{write_key, KeyFacts};
-use crate::policy::rate_limit::{header_values, unix_millis_now, LimitRef, Outcome};
+use crate::policy::rate_limit::{unix_millis_now, LimitRef, Outcome};
 use crate::proxy::runtime::Runtime;
 use http::HeaderValue;
 use smallvec::SmallVec;
@@ -55,7 +55,12 @@ pub async fn check(rt: &Runtime, route: &RoutePlan, facts: &KeyFacts<'_>) -> Lim
             m.store_error(se.action.as_str());
         }
     }
-    out.headers = header_values(&d);
+    let texts: SmallVec<[&super::limit_headers::LimitTexts; 4]> = route
+        .limits
+        .iter()
+        .filter_map(|l| rt.limit_texts[l.limit as usize].as_ref())
+        .collect();
+    out.headers = super::limit_headers::render(&d, &texts);
     if !d.admitted {
         out.decision = Some("rejected");
         let name = d

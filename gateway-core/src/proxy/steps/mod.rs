@@ -5,6 +5,7 @@
 //! | step | module | may answer |
 //! |---|---|---|
 //! | request id, client IP | [`request_id`] | — |
+//! | trace context | [`trace`] | — |
 //! | head size, normalise, match, rewrite | [`route`] | 431, 400, 404, 405 |
 //! | body size | [`body_limit`] | 413 |
 //! | auth | [`auth`] | 401, 403 |
@@ -18,7 +19,9 @@ pub mod body_limit;
 pub mod breaker;
 pub mod classify;
 pub mod forward_headers;
+pub mod limit_headers;
 pub mod limits;
 pub mod pick;
 pub mod request_id;
 pub mod route;
+pub mod trace;

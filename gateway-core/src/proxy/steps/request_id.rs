@@ -9,8 +9,7 @@ use std::net::IpAddr;
 pub fn request_id(h: &HeaderMap) -> HeaderValue {
     match h.get("x-request-id") {
         Some(v) if headers::sane_request_id(v.as_bytes()) => v.clone(),
-        _ => HeaderValue::try_from(headers::new_request_id())
-            .unwrap_or(HeaderValue::from_static("-")),
+        _ => headers::new_request_id_value(),
     }
 }
 
