@@ -44,7 +44,7 @@ pub struct TestFile {
     pub keys: Vec<KeyDecl>,
     pub defaults: Defaults,
     pub cases: Vec<TestCase>,
-    pub(crate) spans: SpanIndex,
+    pub(crate) spans: SpanIndex<'static>,
     /// Directory that relative key paths are read from.
     pub(crate) base_dir: PathBuf,
 }
@@ -82,7 +82,7 @@ pub fn parse(file: &str, text: &str) -> Result<(TestFile, Vec<Diagnostic>), Vec<
             return Err(diags.finish());
         }
     };
-    let spans = SpanIndex::build(text);
+    let spans = SpanIndex::build(text.to_owned());
     let Value::Mapping(top) = root else {
         let msg = if root.is_null() {
             "the test file is empty"
