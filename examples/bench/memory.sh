@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Memory and compile-time numbers of docs/performance-memory.md: `gw validate` peak RSS and time, and
+# Memory and compile-time numbers of docs/performance.md (memory section): `gw validate` peak RSS and time, and
 # `gw serve` RSS once it listens, for generated configurations of N routes, plus idle RSS of
 # examples/bench.yaml. Needs the release build (cargo build --release -p gateway-cli) and GNU time.
 #

@@ -1,6 +1,6 @@
 //! Compiling big configurations: N generated routes (`examples/gen_routes.rs`, ~460 bytes each)
 //! through `gateway_core::compile`, the function `gw validate` and `gw serve` run. Memory numbers are
-//! in `docs/performance-memory.md` (`examples/bench/memory.sh`); this measures time.
+//! in `docs/performance.md (memory section)` (`examples/bench/memory.sh`); this measures time.
 //!
 //!     cargo bench -p gateway-core --bench compile_big            # 1k and 10k routes
 //!     GW_BENCH_ROUTES=100000 cargo bench -p gateway-core --bench compile_big

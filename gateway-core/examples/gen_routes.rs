@@ -1,5 +1,5 @@
 //! Writes a deterministic configuration with N routes to stdout, for the big-config measurements
-//! (`docs/performance-memory.md`) and the `compile_big` bench, which includes this file.
+//! (`docs/performance.md (memory section)`) and the `compile_big` bench, which includes this file.
 //!
 //!     cargo run --release -p gateway-core --example gen_routes -- 100000 > /tmp/routes-100k.yaml
 //!     gw validate /tmp/routes-100k.yaml
