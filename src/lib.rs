@@ -87,7 +87,6 @@ impl Drop for ServedApp {
 /// This is how the tests run the embedding examples' services: Pingora's `Server` cannot bind port 0
 /// and report it, and owns the process (signals, exit).
 pub async fn serve_app<A: pingora::apps::ServerApp + Send + Sync + 'static>(app: A) -> ServedApp {
-    use pingora::protocols::GetSocketDigest;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");
@@ -102,13 +101,7 @@ pub async fn serve_app<A: pingora::apps::ServerApp + Send + Sync + 'static>(app:
             };
             let (app, shutdown) = (app.clone(), shutdown.clone());
             tokio::spawn(async move {
-                let mut l4: pingora::protocols::l4::stream::Stream = tcp.into();
-                let digest = pingora::protocols::SocketDigest::from_raw_fd(
-                    std::os::unix::io::AsRawFd::as_raw_fd(&l4),
-                );
-                let _ = digest.peer_addr.set(Some(peer.into()));
-                l4.set_socket_digest(digest);
-                let mut stream: pingora::protocols::Stream = Box::new(l4);
+                let mut stream = gateway_core::proxy::server::pingora_stream(tcp, peer);
                 while let Some(s) = app.process_new(stream, &shutdown).await {
                     stream = s;
                 }

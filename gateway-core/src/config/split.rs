@@ -12,17 +12,8 @@ use yaml_rust2::scanner::Marker;
 /// Sections whose list elements are cut one by one.
 const LISTS: &[&str] = &["upstreams", "routes", "policies"];
 
-/// The section names the element-by-element path handles.
-const SECTIONS: &[&str] = &[
-    "server",
-    "listeners",
-    "admin",
-    "observability",
-    "upstreams",
-    "routes",
-    "policies",
-    "global_policies",
-];
+/// The section names the element-by-element path handles: every top-level section.
+const SECTIONS: &[&str] = super::load::TOP_LEVEL;
 
 /// A piece of the text: bytes `start..end`, starting at 0-based column `column`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

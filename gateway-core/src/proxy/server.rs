@@ -343,16 +343,7 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
         let app = app.clone();
         let sd = shutdown.clone();
         conns.spawn(tcp, move |tcp| async move {
-            let mut l4: pingora::protocols::l4::stream::Stream = tcp.into();
-            // Like Pingora's own listener: without a socket digest the session has no client address
-            // (no X-Forwarded-For, no client IP for rate limits and hashing).
-            use pingora::protocols::GetSocketDigest;
-            let digest = pingora::protocols::SocketDigest::from_raw_fd(
-                std::os::unix::io::AsRawFd::as_raw_fd(&l4),
-            );
-            let _ = digest.peer_addr.set(Some(peer.into()));
-            l4.set_socket_digest(digest);
-            let mut stream: pingora::protocols::Stream = Box::new(l4);
+            let mut stream = pingora_stream(tcp, peer);
             while let Some(s) = app.process_new(stream, &sd).await {
                 stream = s;
             }
@@ -514,4 +505,22 @@ impl Drop for Embedded {
             t.abort();
         }
     }
+}
+
+/// A TCP connection accepted by a tokio listener as the stream a Pingora app serves, with its socket
+/// digest set like Pingora's own listener does: without it the session has no client address (no
+/// X-Forwarded-For, no client IP for rate limits and hashing). Used by gw's own accept loop and by
+/// tests that serve a Pingora app on port 0.
+#[doc(hidden)]
+pub fn pingora_stream(
+    tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> pingora::protocols::Stream {
+    use pingora::protocols::GetSocketDigest;
+    let mut l4: pingora::protocols::l4::stream::Stream = tcp.into();
+    let digest =
+        pingora::protocols::SocketDigest::from_raw_fd(std::os::unix::io::AsRawFd::as_raw_fd(&l4));
+    let _ = digest.peer_addr.set(Some(peer.into()));
+    l4.set_socket_digest(digest);
+    Box::new(l4)
 }
