@@ -820,37 +820,8 @@ async fn accuracy_redis_64_clients() {
 async fn accuracy_two_gateways_share_one_redis_quota() {
     let _serial = SERIAL.write().await;
     let redis = RedisServer::start();
-    let up = Upstream::start("svc").await;
     let store = format!("{{ type: redis, url: \"{}\", timeout: 1s }}", redis.url());
-    let vars = [("U", up.addr().to_string()), ("STORE", store)];
-    let a = gw_suite::gateway(ACC_YAML, &vars).await;
-    let b = gw_suite::gateway(ACC_YAML, &vars).await;
-    accuracy(
-        "two gateways, one redis",
-        &[format!("{}/acc", a.url()), format!("{}/acc", b.url())],
-        Store::Redis(redis.port),
-    )
-    .await;
-    // Both instances admitted a share (the quota is one, not one per instance).
-    for gw in [&a, &b] {
-        let n = metric(
-            gw,
-            "gw_ratelimit_decisions_total",
-            &[("policy", "acc-limit"), ("decision", "allowed")],
-        )
-        .await
-        .expect("metric");
-        assert!(n > 0.0);
-        assert_eq!(
-            metric(
-                gw,
-                "gw_ratelimit_store_errors_total",
-                &[("policy", "acc-limit")]
-            )
-            .await,
-            None
-        );
-    }
+    two_gateways_share_one_quota("two gateways, one redis", store, Store::Redis(redis.port)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -861,7 +832,6 @@ async fn accuracy_two_gateways_share_one_redis_cluster_quota() {
             .expect("cluster"),
     );
     let _serial = SERIAL.write().await;
-    let up = Upstream::start("svc").await;
     let nodes: Vec<String> = cluster.seeds()[..3]
         .iter()
         .map(|u| format!("\"{u}\""))
@@ -870,13 +840,25 @@ async fn accuracy_two_gateways_share_one_redis_cluster_quota() {
         "{{ type: redis, cluster: true, nodes: [{}], timeout: 1s }}",
         nodes.join(", ")
     );
-    let vars = [("U", up.addr().to_string()), ("STORE", store)];
+    two_gateways_share_one_quota(
+        "two gateways, one redis cluster",
+        store,
+        Store::Cluster(cluster.clone()),
+    )
+    .await;
+}
+
+/// Two gateways on one store (`store_yaml`) enforce one quota: the accuracy run over both, each
+/// instance admitted a share (the quota is one, not one per instance), no store errors.
+async fn two_gateways_share_one_quota(label: &str, store_yaml: String, store: Store) {
+    let up = Upstream::start("svc").await;
+    let vars = [("U", up.addr().to_string()), ("STORE", store_yaml)];
     let a = gw_suite::gateway(ACC_YAML, &vars).await;
     let b = gw_suite::gateway(ACC_YAML, &vars).await;
     accuracy(
-        "two gateways, one redis cluster",
+        label,
         &[format!("{}/acc", a.url()), format!("{}/acc", b.url())],
-        Store::Cluster(cluster.clone()),
+        store,
     )
     .await;
     for gw in [&a, &b] {
