@@ -447,7 +447,7 @@ pub fn rate_key_target(data: &[u8]) {
     }
 }
 
-/// W3C `traceparent` parsing ([`crate::proxy::steps::trace`]). Properties: an accepted header has the
+/// W3C `traceparent` parsing (`proxy::steps::trace`). Properties: an accepted header has the
 /// version-00 layout in lowercase hex with non-zero ids and a version other than `ff`, and its fields
 /// are what the parser returns; whatever the client sent, the `traceparent` gw forwards is a valid
 /// version-00 header that keeps the client's trace id only when it was accepted.

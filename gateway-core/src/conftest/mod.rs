@@ -7,9 +7,9 @@
 //! states are checked. Sequences (`repeat`, `steps` with `advance`) run on a simulated clock against the
 //! real local rate limiter. See `docs/testing-config.md` for the format.
 //!
-//! Pipeline: [`load::parse`] (shape, positioned diagnostics) → compile the configuration with the
-//! file's `env` → [`check::check`] (names against the plan) → [`harness::Harness`] (the proxy's own
-//! request steps, offline) → [`runner::run`] → [`report`].
+//! Pipeline: `load::parse` (shape, positioned diagnostics) → compile the configuration with the
+//! file's `env` → `check::check` (names against the plan) → `harness::Harness` (the proxy's own
+//! request steps, offline) → `runner::run` → `report`.
 mod check;
 mod harness;
 mod load;

@@ -4,7 +4,7 @@
 //!
 //! Chain, in order (each step may answer locally and stop the chain):
 //! 1. request id — keep a sane client `X-Request-Id`, else generate one; request heads over 64 KiB → 431;
-//!    trace context — join a valid W3C `traceparent`, else start a trace ([`steps::trace`]);
+//!    trace context — join a valid W3C `traceparent`, else start a trace (`steps::trace`);
 //! 2. client IP — the peer, or `X-Forwarded-For` only from trusted proxies;
 //! 3. path normalisation (400 on malformed paths) and route match (404 / 405);
 //! 4. body size by `Content-Length` (413; streamed bodies are counted as they arrive);
