@@ -440,3 +440,38 @@ routes: [{ name: r, match: { prefix: / }, upstream: svc }]
         .unwrap_or_else(|| panic!("no drop counter in {text}"));
     assert_eq!(line, format!("gw_trace_spans_dropped_total {dropped}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_still_batched_are_exported_when_the_gateway_stops() {
+    let up = Upstream::start("svc").await;
+    let collector = Upstream::start("collector").await;
+    // a batch that would only go out after a minute
+    let gw = gw_suite::gateway(
+        r#"
+listeners: [{ name: public, address: "127.0.0.1:0" }]
+observability:
+  tracing:
+    otlp: { endpoint: "{{C}}/v1/traces", service_name: edge-gw, batch_size: 512, interval: 60s, timeout: 5s }
+upstreams: [{ name: svc, endpoints: [{ address: "{{A}}" }] }]
+routes: [{ name: r, match: { prefix: / }, upstream: svc }]
+"#,
+        &[("A", up.addr().to_string()), ("C", collector.url())],
+    )
+    .await;
+    let c = http_client();
+    for _ in 0..3 {
+        let r = send(&c, Method::GET, &format!("{}/x", gw.url()), &[], "").await;
+        assert_eq!(r.status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(spans(&collector).len(), 0, "batched, not sent yet");
+    gw.stop();
+    let got = Wait::new("the three batched spans after stop", DEADLINE)
+        .every(Duration::from_millis(50))
+        .poll(|| {
+            let s = spans(&collector);
+            std::future::ready(if s.len() >= 3 { Ok(s) } else { Err(s.len()) })
+        })
+        .await;
+    assert_eq!(got.len(), 3);
+}

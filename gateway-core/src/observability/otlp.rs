@@ -53,10 +53,17 @@ pub struct SpanRecord {
     pub request_id: http::HeaderValue,
 }
 
+/// What the request path and the shutdown send to the exporter thread.
+enum Msg {
+    Span(SpanRecord),
+    /// Export what is batched now, then answer on the channel (graceful shutdown).
+    Flush(SyncSender<()>),
+}
+
 /// The export handle held by the engine. Dropping it lets the exporter thread send what is queued
 /// and end.
 pub struct OtlpExport {
-    tx: Option<SyncSender<SpanRecord>>,
+    tx: Option<SyncSender<Msg>>,
     dropped: IntCounter,
     thread: Option<JoinHandle<()>>,
 }
@@ -119,7 +126,7 @@ impl OtlpExport {
     /// Queues a span for export; drops (and counts) it when the queue is full. Never blocks.
     pub fn record(&self, span: SpanRecord) {
         if let Some(tx) = &self.tx {
-            if let Err(TrySendError::Full(_)) = tx.try_send(span) {
+            if let Err(TrySendError::Full(_)) = tx.try_send(Msg::Span(span)) {
                 self.dropped.inc();
             }
         }
@@ -128,6 +135,28 @@ impl OtlpExport {
     /// Spans dropped so far because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.get()
+    }
+
+    /// Asks the exporter to send everything queued before this call now and waits for it, at most
+    /// `limit`; whether it finished in time. Called once the gateway shuts down gracefully, so that
+    /// spans still batched (up to `interval` old) are not lost with the process.
+    pub fn flush(&self, limit: Duration) -> bool {
+        let Some(tx) = &self.tx else { return true };
+        let deadline = Instant::now() + limit;
+        let (ack, done) = mpsc::sync_channel(1);
+        let mut msg = Msg::Flush(ack);
+        loop {
+            match tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return false,
+            }
+        }
+        done.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
     }
 
     /// Stops accepting spans and waits for the exporter to send what was queued.
@@ -167,7 +196,7 @@ fn build_exporter(plan: &OtlpPlan) -> Result<opentelemetry_otlp::SpanExporter, S
 fn run(
     mut exporter: opentelemetry_otlp::SpanExporter,
     resource: Resource,
-    rx: Receiver<SpanRecord>,
+    rx: Receiver<Msg>,
     batch: usize,
     interval: Duration,
     counters: Counters,
@@ -190,15 +219,24 @@ fn run(
     while open {
         // wait for a first span, then fill the batch until it is full or `interval` old
         let first = match rx.recv() {
-            Ok(s) => s,
+            Ok(Msg::Span(s)) => s,
+            Ok(Msg::Flush(ack)) => {
+                let _ = ack.try_send(());
+                continue;
+            }
             Err(_) => break,
         };
         let deadline = Instant::now() + interval;
         let mut spans = vec![to_span_data(first, &scope)];
+        let mut flushed = None;
         while spans.len() < batch {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok(s) => spans.push(to_span_data(s, &scope)),
+                Ok(Msg::Span(s)) => spans.push(to_span_data(s, &scope)),
+                Ok(Msg::Flush(ack)) => {
+                    flushed = Some(ack);
+                    break;
+                }
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => {
                     open = false;
@@ -213,6 +251,9 @@ fn run(
                 counters.failed.inc_by(n);
                 tracing::warn!(error = %e, spans = n, "OTLP export failed");
             }
+        }
+        if let Some(ack) = flushed {
+            let _ = ack.try_send(());
         }
     }
     let _ = exporter.shutdown();

@@ -163,7 +163,8 @@ impl Engine {
 
     /// Runs active health checks until `shutdown`, at each upstream's interval, always over the
     /// current runtime's upstreams (so it follows [`Engine::swap`]). A check that is still running when
-    /// it is due again is not started twice.
+    /// it is due again is not started twice. On shutdown it also flushes the OTLP span export (at most
+    /// 2 s), so spans still batched are sent before the process ends.
     pub async fn health_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         use std::collections::HashMap;
         // by balancer (shared across runtimes while its identity is unchanged)
@@ -207,6 +208,16 @@ impl Engine {
             if let Some(t) = t {
                 t.abort();
             }
+        }
+        // graceful shutdown: spans still batched go out now (bounded), not lost with the process
+        if self.otlp.is_some() {
+            let engine = self.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(x) = &engine.otlp {
+                    x.flush(Duration::from_secs(2));
+                }
+            })
+            .await;
         }
     }
 }
