@@ -86,6 +86,7 @@ pub mod from_plan;
 mod limiter;
 mod local;
 mod redis_conn;
+mod redis_local;
 mod redis_store;
 mod spec;
 mod window;

@@ -44,6 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::RwLock;
+use pingora::prelude::fast_timeout::fast_timeout;
 use redis::{Cmd, ErrorKind, Script, Value};
 
 use super::redis_conn::{Conn, Target};
@@ -178,6 +179,9 @@ pub(crate) struct RedisStore {
     heartbeat_wanted: AtomicBool,
     /// 0 = Redis never failed; `u64::MAX` = failing now; else unix ms when it answered again.
     recovered_at_ms: AtomicU64,
+    /// Bumped when the server is looked up again (Sentinel): per-thread connections
+    /// ([`super::redis_local`]) made before are dropped.
+    generation: AtomicU64,
 }
 
 /// The hash tag of a request key in Redis key names: 32 lowercase hex digits (see the module docs).
@@ -377,11 +381,29 @@ impl RedisStore {
             live: AtomicU64::new(1),
             heartbeat_wanted: AtomicBool::new(false),
             recovered_at_ms: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         })
     }
 
     fn current(&self) -> Option<Conn> {
         self.conn.read().clone()
+    }
+
+    /// The connection a call uses: this thread's own once it is ready ([`super::redis_local`]),
+    /// else the shared one. `None` while the store has no connection at all (not connected yet,
+    /// or looking the server up again).
+    fn conn_for_call(self: &Arc<Self>, now_ms: u64) -> Option<Conn> {
+        let shared = self.current()?;
+        let generation = self.generation.load(Ordering::Acquire);
+        Some(super::redis_local::get(self, generation, now_ms).unwrap_or(shared))
+    }
+
+    /// One connection attempt, bounded like the background connect's.
+    pub(super) async fn connect_once(&self) -> Option<Conn> {
+        tokio::time::timeout(self.cfg.connect_timeout * 3, self.target.connect(&self.cfg))
+            .await
+            .ok()?
+            .ok()
     }
 
     /// Starts the background connect task once (no-op without a tokio runtime; the next call
@@ -426,12 +448,15 @@ impl RedisStore {
         });
     }
 
-    /// After an error on a connection that must be looked up again (Sentinel), drops it and
-    /// starts reconnecting through the sentinels.
+    /// After an error on a call: drops this thread's own connection (the next call makes a new
+    /// one: its runtime may be gone), and if the connection must be looked up again (Sentinel)
+    /// drops the shared one too and starts reconnecting through the sentinels.
     fn reresolve(self: &Arc<Self>, used: &Conn) {
+        super::redis_local::forget(self);
         if !used.reresolve_on_error() {
             return;
         }
+        self.generation.fetch_add(1, Ordering::AcqRel);
         if self.conn.write().take().is_some() {
             self.ensure_connecting();
         }
@@ -487,7 +512,7 @@ impl RedisStore {
             .is_ok()
     }
 
-    fn backoff_ms(&self) -> u64 {
+    pub(super) fn backoff_ms(&self) -> u64 {
         u64::try_from(self.cfg.backoff.as_millis()).unwrap_or(u64::MAX)
     }
 
@@ -539,7 +564,7 @@ impl RedisStore {
         cost: u64,
         now_ms: u64,
     ) -> Result<(Vec<bool>, Vec<RemoteCount>), StoreErrorKind> {
-        let Some(conn) = self.current() else {
+        let Some(conn) = self.conn_for_call(now_ms) else {
             self.ensure_connecting();
             self.recovered_at_ms.store(u64::MAX, Ordering::Relaxed);
             self.warn(now_ms, "not connected yet");
@@ -595,7 +620,9 @@ impl RedisStore {
             }
             invs.push(inv);
         }
-        let res = tokio::time::timeout(self.cfg.timeout, eval_all(&conn, &self.check, &invs)).await;
+        // Pingora's timer wheel, not a tokio timer: a tokio timer that becomes the runtime's
+        // earliest wakes its I/O driver (an `eventfd` write and one more `epoll_wait` per call).
+        let res = fast_timeout(self.cfg.timeout, eval_all(&conn, &self.check, &invs)).await;
         if !matches!(res, Ok(Ok(_))) {
             self.reresolve(&conn);
         }
@@ -656,7 +683,9 @@ impl RedisStore {
         cost: u64,
         now_ms: u64,
     ) {
-        let Some(conn) = self.current() else { return };
+        let Some(conn) = self.conn_for_call(now_ms) else {
+            return;
+        };
         let mut buf = Vec::with_capacity(64);
         let invs: Vec<_> = groups
             .iter()
@@ -673,7 +702,7 @@ impl RedisStore {
             })
             .collect();
         let res =
-            tokio::time::timeout(self.cfg.timeout, eval_all(&conn, &self.rollback, &invs)).await;
+            fast_timeout(self.cfg.timeout, eval_all(&conn, &self.rollback, &invs)).await;
         match res {
             Ok(Ok(replies)) => {
                 if let Some(Value::ServerError(e)) =

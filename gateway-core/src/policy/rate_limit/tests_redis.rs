@@ -176,11 +176,13 @@ async fn redis_enforces_one_round_trip_with_rollback_and_shadow() {
     assert!(d.admitted, "half decayed");
 }
 
-/// A TCP proxy in front of Redis that counts round trips ("turns"): how often the client
-/// starts sending again after having received something (or for the first time).
+/// A TCP proxy in front of Redis that counts round trips ("turns") of script traffic: how often a
+/// client connection starts sending scripts again after having received something (or for the
+/// first time). Connection handshakes (each runtime thread makes its own connection) are not
+/// turns.
 struct TurnProxy {
     port: u16,
-    turns: std::sync::Arc<std::sync::Mutex<(u64, bool)>>,
+    turns: std::sync::Arc<std::sync::Mutex<u64>>,
 }
 
 impl TurnProxy {
@@ -190,9 +192,8 @@ impl TurnProxy {
             .await
             .expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
-        // (turns, last chunk was from the client)
-        let turns = std::sync::Arc::new(std::sync::Mutex::new((0u64, false)));
-        let state = turns.clone();
+        let turns = std::sync::Arc::new(std::sync::Mutex::new(0u64));
+        let counter = turns.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await
@@ -201,27 +202,29 @@ impl TurnProxy {
                 };
                 let (mut cr, mut cw) = client.into_split();
                 let (mut sr, mut sw) = server.into_split();
-                let up = state.clone();
+                // Per connection: whether the last chunk was from the client.
+                let sending = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let (up, up_sending) = (counter.clone(), sending.clone());
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 64 * 1024];
                     while let Ok(n @ 1..) = cr.read(&mut buf).await {
-                        {
-                            let mut st = up.lock().expect("lock");
-                            if !st.1 {
-                                st.0 += 1;
-                                st.1 = true;
-                            }
+                        let chunk = &buf[..n];
+                        // A turn of script traffic; a new connection's handshake is not one.
+                        let scripts = chunk
+                            .windows(7)
+                            .any(|w| w == b"EVALSHA" || w == b"SCRIPT\r");
+                        if scripts && !up_sending.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                            *up.lock().expect("lock") += 1;
                         }
                         if sw.write_all(&buf[..n]).await.is_err() {
                             break;
                         }
                     }
                 });
-                let down = state.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 64 * 1024];
                     while let Ok(n @ 1..) = sr.read(&mut buf).await {
-                        down.lock().expect("lock").1 = false;
+                        sending.store(false, std::sync::atomic::Ordering::SeqCst);
                         if cw.write_all(&buf[..n]).await.is_err() {
                             break;
                         }
@@ -233,7 +236,7 @@ impl TurnProxy {
     }
 
     fn turns(&self) -> u64 {
-        self.turns.lock().expect("lock").0
+        *self.turns.lock().expect("lock")
     }
 
     fn url(&self) -> String {
@@ -344,6 +347,113 @@ async fn two_key_groups_cost_one_round_trip() {
         .await,
         Some(1)
     );
+}
+
+/// The Redis clients connected to `server` (one `CLIENT LIST` line each), without the asking one.
+async fn redis_clients(server: &RedisServer) -> Vec<String> {
+    let client = redis::Client::open(server.url()).expect("url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("test connection");
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut con)
+        .await
+        .expect("CLIENT LIST");
+    list.lines()
+        .filter(|l| !l.contains(" cmd=client|list "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Each runtime thread calling the store makes its own connection and, once it is ready, sends
+/// its scripts on it (no hop through the thread that made the shared connection); counting stays
+/// exact across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_runtime_thread_sends_on_its_own_connection() {
+    let server = RedisServer::start();
+    let l = std::sync::Arc::new(redis_limiter(
+        &server.url(),
+        vec![redis_spec("per-thread", MIN, 1_000, OnStoreError::Deny)],
+        Duration::from_secs(2),
+    ));
+    wait_connected(&l).await;
+    assert_eq!(
+        redis_clients(&server).await.len(),
+        1,
+        "the shared connection"
+    );
+    let now = TestClock::new().base;
+    // Calls done / connections listed: the threads (and their connections) live until then.
+    let (done, listed) = (
+        std::sync::Arc::new(std::sync::Barrier::new(3)),
+        std::sync::Arc::new(std::sync::Barrier::new(3)),
+    );
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let (l, done, listed) = (l.clone(), done.clone(), listed.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                // The barriers are reached even if an assertion fails (the test then fails, not hangs).
+                let calls = std::panic::AssertUnwindSafe(|| {
+                    rt.block_on(async {
+                        let item = l.limit_ref("per-thread").expect("exists");
+                        for _ in 0..40 {
+                            let d = l.check_all(&[(item, b"k".as_slice())], now).await;
+                            assert!(d.admitted && !d.has_store_error());
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    })
+                });
+                let calls = std::panic::catch_unwind(calls);
+                done.wait();
+                listed.wait();
+                if let Err(p) = calls {
+                    std::panic::resume_unwind(p);
+                }
+            })
+        })
+        .collect();
+    let wait = |b: std::sync::Arc<std::sync::Barrier>| async move {
+        tokio::task::spawn_blocking(move || {
+            b.wait();
+        })
+        .await
+        .expect("barrier");
+    };
+    wait(done).await;
+    let clients = redis_clients(&server).await;
+    wait(listed).await;
+    for t in threads {
+        tokio::task::spawn_blocking(move || t.join())
+            .await
+            .expect("join")
+            .expect("caller thread");
+    }
+    assert_eq!(clients.len(), 3, "shared + one per thread: {clients:#?}");
+    // The two connections made last are the threads' own: their last command is the script.
+    let mut by_age: Vec<(u64, &String)> = clients
+        .iter()
+        .map(|c| {
+            let age = c
+                .split(' ')
+                .find_map(|f| f.strip_prefix("age="))
+                .and_then(|a| a.parse().ok())
+                .expect("age field");
+            (age, c)
+        })
+        .collect();
+    by_age.sort();
+    for (_, c) in &by_age[..2] {
+        assert!(c.contains(" cmd=evalsha "), "not used by its thread: {c}");
+    }
+    let idx = now / 60_000;
+    let key = format!("gw:rl:{{{}}}:per-thread:{idx}", tag(b"k"));
+    assert_eq!(redis_get(&server, &key).await, Some(80));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
