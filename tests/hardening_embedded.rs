@@ -127,6 +127,50 @@ async fn embedded_pipelined_requests_are_answered_in_order() {
     .expect("pipelining");
 }
 
+/// Between requests a keep-alive connection waits for the next one outside a Pingora session (its
+/// bytes are read by the connection loop and handed to the session): requests after an idle pause,
+/// after a body with a length, and after a chunked body (where the session itself waits) are all
+/// answered, and an idle connection is closed once `idle_timeout` has passed, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_keepalive_waits_between_requests_and_closes_when_idle() {
+    let up = Upstream::start("e-idle").await;
+    let gw = start(
+        "{ downstream: { header_timeout: 5s, idle_timeout: 1s } }",
+        &up,
+    )
+    .await;
+    let addr = gw.addrs[0];
+    blocking(move || {
+        let mut c = Raw::connect(addr);
+        let path = |c: &mut Raw, req: &[u8]| {
+            c.send(req);
+            let r = c.response(T).expect("response");
+            assert_eq!(r.status, 200);
+            r.json()["path"].as_str().unwrap_or_default().to_string()
+        };
+        assert_eq!(path(&mut c, &get("/api/a")), "/a");
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(path(&mut c, &get("/api/b")), "/b");
+        let sized = b"POST /api/c HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(path(&mut c, sized), "/c");
+        std::thread::sleep(Duration::from_millis(300));
+        let chunked =
+            b"POST /api/d HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        assert_eq!(path(&mut c, chunked), "/d");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(path(&mut c, &get("/api/e")), "/e");
+        // idle now: open at half the idle timeout, closed soon after it
+        let idle_since = Instant::now();
+        assert!(c.closed_within(Duration::from_millis(500)).is_none(), "closed early");
+        assert!(c.closed_within(Duration::from_secs(3)).is_some(), "idle connection not closed");
+        let idle = idle_since.elapsed();
+        assert!(idle >= Duration::from_millis(900), "closed after {idle:?}");
+    })
+    .join()
+    .expect("keep-alive");
+    assert_eq!(up.hits(), 5);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_framing_rejects_and_closes() {
     let up = Upstream::start("e-frame").await;

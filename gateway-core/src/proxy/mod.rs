@@ -768,6 +768,7 @@ impl ProxyHttp for Gateway {
     /// Runs last for every request, whatever answered it: ends the attempt (in-flight counters,
     /// outlier detection), records the breaker outcome, metrics and the access-log line.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        conn::on_request_end(session);
         let failed = ctx.failure.is_some();
         let active_failed = failed
             || ctx.upstream_status.is_some_and(|s| {

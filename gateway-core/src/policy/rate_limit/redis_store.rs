@@ -701,8 +701,7 @@ impl RedisStore {
                 inv
             })
             .collect();
-        let res =
-            fast_timeout(self.cfg.timeout, eval_all(&conn, &self.rollback, &invs)).await;
+        let res = fast_timeout(self.cfg.timeout, eval_all(&conn, &self.rollback, &invs)).await;
         match res {
             Ok(Ok(replies)) => {
                 if let Some(Value::ServerError(e)) =

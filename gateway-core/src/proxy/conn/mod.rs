@@ -122,7 +122,9 @@ where
                 let limit = self.timing.timing().header_timeout;
                 // the handshake is part of the first request's head deadline
                 let io = Watched::new(stream, ConnState::new());
-                match tokio::time::timeout(limit, acceptor.tls_handshake(io)).await {
+                // boxed: the handshake's state is large and lives only during the handshake, not in
+                // every connection's future (an idle keep-alive connection holds that future)
+                match tokio::time::timeout(limit, Box::pin(acceptor.tls_handshake(io))).await {
                     Ok(Ok(tls)) => Box::new(tls) as Stream,
                     Ok(Err(e)) => {
                         tracing::debug!(?ip, "TLS handshake failed: {e}");
@@ -145,7 +147,7 @@ where
         ) {
             // HTTP/2: Pingora's loop (GOAWAY on shutdown, its own stream handling; idle connections close
             // after its h2_idle_timeout), once the client preface has arrived in time
-            return self.serve_h2(stream, accepted, shutdown).await;
+            return Box::pin(self.serve_h2(stream, accepted, shutdown)).await;
         }
         self.serve_h1(stream, accepted, shutdown).await;
         None
@@ -168,11 +170,17 @@ where
     /// The HTTP/1 keep-alive loop: one Pingora session per request, each raced against its head deadline
     /// and the drain. The timer and the shutdown watch are set up once per connection (re-armed per
     /// request only when a head is still on its way), not once per request.
+    ///
+    /// Between requests the connection waits for the next request's first bytes here, in this small
+    /// future, not inside a Pingora session: a session (its request future, ~15 KB, and its 4 KB read
+    /// buffer) is made only once bytes have come. That holds when every byte read so far belonged to
+    /// finished requests ([`ConnState::all_consumed`]); otherwise (a pipelined request already read, a
+    /// body drained by Pingora, a chunked body, TLS) the session is made at once and waits itself.
     async fn serve_h1(&self, stream: Stream, accepted: Instant, shutdown: &ShutdownWatch) {
         let t = self.timing.timing();
         let state = ConnState::new();
-        let stream: Stream = Box::new(Watched::new(stream, state.clone()));
-        let mut next: Option<(Stream, Option<HttpPersistentSettings>)> = Some((stream, None));
+        let mut watched = Box::new(Watched::new(stream, state.clone()));
+        let mut settings: Option<HttpPersistentSettings> = None;
         let mut first = true;
         let mut watch = shutdown.clone();
         let mut guard = ConnGuard {
@@ -181,9 +189,23 @@ where
             )),
             shutdown: std::pin::pin!(watch.changed()),
         };
-        while let Some((stream, settings)) = next.take() {
-            let mut session = ServerSession::new_http1(stream);
-            match settings {
+        loop {
+            let waits_here = first || state.all_consumed();
+            state.begin_request();
+            let deadline = Deadline {
+                start: if first { accepted } else { Instant::now() },
+                first,
+                t,
+            };
+            if waits_here
+                && !self
+                    .next_request(&mut watched, &state, deadline, &mut guard)
+                    .await
+            {
+                return;
+            }
+            let mut session = ServerSession::new_http1(watched);
+            match settings.take() {
                 Some(s) => s.apply_to_session(&mut session),
                 None => {
                     session.set_keepalive(Some(t.idle_timeout.as_secs().max(1)));
@@ -191,22 +213,74 @@ where
                     session.set_pipelining_enabled(true);
                 }
             }
-            state.begin_request();
             if *shutdown.borrow() {
                 state.set_draining();
                 session.set_keepalive(None);
             }
             let fut = HttpServerApp::process_new_http(&self.inner, session, shutdown);
-            let deadline = Deadline {
-                start: if first { accepted } else { Instant::now() },
-                first,
-                t,
-            };
             first = false;
-            next = match self.race(fut, &state, deadline, &mut guard).await {
-                Some(r) => r.map(ReusedHttpStream::consume),
-                None => None,
+            let Some(Some(reused)) = self.race(fut, &state, deadline, &mut guard).await else {
+                return;
             };
+            let (stream, next) = reused.consume();
+            settings = next;
+            watched = match stream.into_any().downcast::<Watched>() {
+                Ok(w) => w,
+                // the session hands back the stream it was given: never happens
+                Err(_) => return,
+            };
+        }
+    }
+
+    /// Waits for the first bytes of the next request outside a session. `false`: close the
+    /// connection (the client closed or failed, the idle keep-alive ran out, the head deadline
+    /// of a new connection passed, or the server drains while the connection is idle).
+    async fn next_request<S: Future>(
+        &self,
+        watched: &mut Watched,
+        state: &ConnState,
+        d: Deadline,
+        g: &mut ConnGuard<'_, S>,
+    ) -> bool {
+        // bytes already there (keep-alive under load): no timer, no wait
+        let ready = std::future::poll_fn(|cx| match watched.poll_fill(cx) {
+            std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        })
+        .await;
+        if let Some(r) = ready {
+            return matches!(r, Ok(n) if n > 0);
+        }
+        // a new connection gets its head deadline; an idle keep-alive one its idle timeout
+        let due = if d.first {
+            d.start + d.t.header_timeout
+        } else {
+            d.start + d.t.idle_timeout
+        };
+        if g.head_due.deadline() != due.into() {
+            g.head_due.as_mut().reset(due.into());
+        }
+        let mut draining = state.draining();
+        loop {
+            if draining && !d.first {
+                // idle keep-alive during a drain: nothing to lose, close now
+                return false;
+            }
+            tokio::select! {
+                biased;
+                r = std::future::poll_fn(|cx| watched.poll_fill(cx)) => return matches!(r, Ok(n) if n > 0),
+                _ = g.head_due.as_mut() => {
+                    if d.first {
+                        self.counters.header_timeout.inc();
+                        tracing::debug!("request head not received within header_timeout: closing");
+                    }
+                    return false;
+                }
+                _ = g.shutdown.as_mut(), if !draining => {
+                    draining = true;
+                    state.set_draining();
+                }
+            }
         }
     }
 
@@ -346,6 +420,23 @@ pub fn on_request_head(session: &mut pingora::proxy::Session) {
             ds.set_keepalive(None);
         }
     }
+}
+
+/// Hook: the proxy is done with a request (call from `logging`). Records how many bytes of the
+/// connection the request took (head and body; unknown for a chunked body), so the connection
+/// loop knows whether the next request is still all to come from the socket.
+pub fn on_request_end(session: &pingora::proxy::Session) {
+    let ds = session.as_downstream();
+    let Some(s) = state_of(ds).filter(|s| s.head_done()) else {
+        return;
+    };
+    let Some(h1) = ds.as_http1() else { return };
+    let chunked = ds
+        .req_header()
+        .headers
+        .contains_key(http::header::TRANSFER_ENCODING);
+    let body = (!chunked).then(|| h1.body_bytes_read());
+    s.end_request(h1.get_headers_raw_bytes().len(), body);
 }
 
 /// Hook: a response head is about to be written (call from `response_filter` and before writing a local

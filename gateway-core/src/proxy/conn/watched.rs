@@ -30,6 +30,11 @@ pub struct ConnState {
     first_byte_seen: tokio::sync::Notify,
     /// Bytes read on the connection so far.
     total: AtomicU64,
+    /// `total` when the current request began.
+    request_start: AtomicU64,
+    /// `total` at the end of the last request's bytes (head and body) as the proxy consumed them;
+    /// `u64::MAX` when unknown (a chunked body, or no end reported).
+    consumed_end: AtomicU64,
 }
 
 impl ConnState {
@@ -41,6 +46,8 @@ impl ConnState {
             draining: AtomicBool::new(false),
             first_byte_seen: tokio::sync::Notify::new(),
             total: AtomicU64::new(0),
+            request_start: AtomicU64::new(0),
+            consumed_end: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -48,6 +55,28 @@ impl ConnState {
     pub(crate) fn begin_request(&self) {
         self.first_byte.store(0, Ordering::Relaxed);
         self.head_done.store(false, Ordering::Release);
+        self.request_start
+            .store(self.total.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.consumed_end.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// The proxy is done with the current request, whose head was `head` bytes and whose body
+    /// `body` bytes on the wire (`None`: not known, e.g. chunked).
+    pub(crate) fn end_request(&self, head: usize, body: Option<usize>) {
+        let end = body.map_or(u64::MAX, |b| {
+            self.request_start
+                .load(Ordering::Relaxed)
+                .saturating_add(head as u64)
+                .saturating_add(b as u64)
+        });
+        self.consumed_end.store(end, Ordering::Relaxed);
+    }
+
+    /// Whether every byte read from the client so far belonged to requests that are over: then no
+    /// byte of a next (pipelined) request sits in a buffer, and the next one is still to come
+    /// from the socket.
+    pub(crate) fn all_consumed(&self) -> bool {
+        self.consumed_end.load(Ordering::Relaxed) == self.total.load(Ordering::Relaxed)
     }
 
     /// When the first byte of the current request was read, if it was.
@@ -105,21 +134,57 @@ impl ConnState {
     }
 }
 
-/// The client stream, unchanged except that reads are noted in the connection's [`ConnState`].
+/// The client stream, unchanged except that reads are noted in the connection's [`ConnState`], and
+/// that the connection loop can wait for a request's first bytes itself ([`Watched::poll_fill`]).
 #[derive(Debug)]
 pub struct Watched {
     inner: Stream,
     state: Arc<ConnState>,
+    /// Bytes read by [`Watched::poll_fill`], handed out by the next reads before the socket's.
+    stash: Vec<u8>,
 }
+
+/// How much [`Watched::poll_fill`] reads at most (a request head usually fits; the rest of a
+/// longer one is read by the session as usual).
+const FILL_MAX: usize = 4096;
 
 impl Watched {
     pub(crate) fn new(inner: Stream, state: Arc<ConnState>) -> Self {
-        Watched { inner, state }
+        Watched {
+            inner,
+            state,
+            stash: Vec::new(),
+        }
     }
 
     /// The connection's shared state.
     pub fn state(&self) -> &Arc<ConnState> {
         &self.state
+    }
+
+    /// Reads what the client has sent into the stash without a session: `Ready(Ok(n))` with the
+    /// bytes now stashed (0: the client closed), `Pending` (woken when bytes arrive). The read
+    /// buffer lives only during this call, so a connection waiting here holds no buffer; the
+    /// bytes are the same read the session would have made, handed to it by the next
+    /// [`AsyncRead::poll_read`] without another system call.
+    pub(crate) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if !self.stash.is_empty() {
+            return Poll::Ready(Ok(self.stash.len()));
+        }
+        let mut local = [0u8; FILL_MAX];
+        let mut rb = ReadBuf::new(&mut local);
+        match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let got = rb.filled();
+                if !got.is_empty() {
+                    self.state.saw_bytes(got.len());
+                    self.stash.extend_from_slice(got);
+                }
+                Poll::Ready(Ok(got.len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -129,6 +194,16 @@ impl AsyncRead for Watched {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.stash.is_empty() {
+            let n = self.stash.len().min(buf.remaining());
+            buf.put_slice(&self.stash[..n]);
+            self.stash.drain(..n);
+            if self.stash.is_empty() {
+                // the next wait fills a new one; an idle connection keeps no buffer
+                self.stash = Vec::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
@@ -225,6 +300,20 @@ impl GetSocketDigest for Watched {
 #[async_trait]
 impl Peek for Watched {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        if self.stash.is_empty() {
+            return self.inner.try_peek(buf).await;
+        }
+        // bytes already taken from the socket come first: top the stash up to the peek's size
+        while self.stash.len() < buf.len() {
+            let mut more = vec![0u8; buf.len() - self.stash.len()];
+            let n = tokio::io::AsyncReadExt::read(&mut self.inner, &mut more).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.state.saw_bytes(n);
+            self.stash.extend_from_slice(&more[..n]);
+        }
+        buf.copy_from_slice(&self.stash[..buf.len()]);
+        Ok(true)
     }
 }
