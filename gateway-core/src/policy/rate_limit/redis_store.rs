@@ -44,7 +44,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::RwLock;
-use pingora::prelude::fast_timeout::fast_timeout;
 use redis::{Cmd, ErrorKind, Script, Value};
 
 use super::redis_conn::{Conn, Target};
@@ -620,9 +619,7 @@ impl RedisStore {
             }
             invs.push(inv);
         }
-        // Pingora's timer wheel, not a tokio timer: a tokio timer that becomes the runtime's
-        // earliest wakes its I/O driver (an `eventfd` write and one more `epoll_wait` per call).
-        let res = fast_timeout(self.cfg.timeout, eval_all(&conn, &self.check, &invs)).await;
+        let res = tokio::time::timeout(self.cfg.timeout, eval_all(&conn, &self.check, &invs)).await;
         if !matches!(res, Ok(Ok(_))) {
             self.reresolve(&conn);
         }
@@ -701,7 +698,8 @@ impl RedisStore {
                 inv
             })
             .collect();
-        let res = fast_timeout(self.cfg.timeout, eval_all(&conn, &self.rollback, &invs)).await;
+        let res =
+            tokio::time::timeout(self.cfg.timeout, eval_all(&conn, &self.rollback, &invs)).await;
         match res {
             Ok(Ok(replies)) => {
                 if let Some(Value::ServerError(e)) =
