@@ -175,7 +175,8 @@ where
     /// future, not inside a Pingora session: a session (its request future, ~15 KB, and its 4 KB read
     /// buffer) is made only once bytes have come. That holds when every byte read so far belonged to
     /// finished requests ([`ConnState::all_consumed`]); otherwise (a pipelined request already read, a
-    /// body drained by Pingora, a chunked body, TLS) the session is made at once and waits itself.
+    /// body drained by Pingora, a chunked body) the session is made at once and waits itself. On TLS
+    /// listeners this wraps the decrypted stream, so the same holds.
     async fn serve_h1(&self, stream: Stream, accepted: Instant, shutdown: &ShutdownWatch) {
         let t = self.timing.timing();
         let state = ConnState::new();
