@@ -181,7 +181,10 @@ policies:
     let s0 = scrape(admin).await;
     assert_eq!(s0.family("gw_requests_total"), Family::new());
     assert_eq!(s0.get("gw_requests_in_flight", &[]), Some(0.0));
-    assert_eq!(s0.family("gw_request_duration_seconds_count"), Family::new());
+    assert_eq!(
+        s0.family("gw_request_duration_seconds_count"),
+        Family::new()
+    );
     assert!(!s0.types.contains_key("gw_request_duration_seconds"));
     assert_eq!(s0.types["gw_endpoint_healthy"], "gauge");
     assert_eq!(s0.types["gw_requests_in_flight"], "gauge");
