@@ -164,12 +164,18 @@ fn matcher(cx: &mut Cx, base: &str, m: &crate::config::MatchConfig) -> Matcher {
             Err(e) => cx.error(&format!("{mp}.hosts[{k}]"), e, None),
         }
     }
+    // kept for the plan's lifetime: no spare capacity (a pushed-to vector of 2 hosts keeps room for 4)
+    hosts.shrink_to_fit();
+    let mut methods = methods(cx, mp, &m.methods);
+    methods.shrink_to_fit();
+    let mut headers = header_conditions(cx, mp, &m.headers);
+    headers.shrink_to_fit();
     Matcher {
         path,
         pattern,
         hosts,
-        methods: methods(cx, mp, &m.methods),
-        headers: header_conditions(cx, mp, &m.headers),
+        methods,
+        headers,
     }
 }
 
@@ -357,6 +363,7 @@ fn chain(
             }
         }
     }
+    limits.shrink_to_fit();
     (auth, limits)
 }
 
