@@ -376,6 +376,41 @@ mod tests {
             .collect()
     }
 
+    /// Texts the line splitter cuts although the event parser would not (anchors and aliases inside
+    /// or across elements, a syntax error inside an element) load exactly as the whole document does.
+    #[test]
+    fn line_cut_texts_load_as_the_whole_document() {
+        let base = "listeners: [{ name: l, address: \"127.0.0.1:0\" }]\nupstreams:\n  - name: u\n    endpoints: [{ address: \"127.0.0.1:1\" }]\n";
+        for routes in [
+            "routes:\n  - name: a\n    match: &m { prefix: /a }\n    upstream: u\n    x: *m\n",
+            "routes:\n  - name: a\n    match: &m { prefix: /a }\n    upstream: u\n  - name: b\n    match: *m\n    upstream: u\n",
+            "routes:\n  - name: a\n    match: { prefix: /a\n    upstream: u\n",
+            "routes:\n  - name: a\n    match: { prefix: /a }\n    upstream: !!str u\n",
+            "routes:\n  - name: \"a\n  - name: b\"\n    match: { prefix: /a }\n    upstream: u\n",
+            "routes:\n  - name: a\n    match: { prefix: \"/${PREFIX}\" }\n    upstream: u\n",
+        ] {
+            let text = format!("{base}{routes}");
+            assert!(super::super::split::sections(&text).is_some(), "{text}");
+            let env = |k: &str| (k == "PREFIX").then(|| "p".to_string());
+            let run = |whole: bool| {
+                let mut d = Diags::new("t.yaml");
+                let out = if whole {
+                    load_whole(&text, &env, &mut d)
+                } else {
+                    load(&text, &env, &mut d)
+                };
+                let cfg = out.map(|(c, _)| format!("{c:?}"));
+                let diags: Vec<String> = d
+                    .finish()
+                    .iter()
+                    .map(|d| format!("{}:{} {} {} {:?}", d.line, d.column, d.path, d.message, d.hint))
+                    .collect();
+                (cfg, diags)
+            };
+            assert_eq!(run(false), run(true), "{text}");
+        }
+    }
+
     /// The element-by-element path and the whole-document path read every example and fixture
     /// (valid and invalid ones) into the same configuration with the same diagnostics.
     #[test]
