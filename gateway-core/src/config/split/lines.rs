@@ -91,9 +91,7 @@ pub(super) fn sections(text: &str) -> Option<Vec<(String, Body)>> {
                 if indent > at_col {
                     // more of the block mapping being read; after a one-line flow item there is
                     // nothing it could belong to
-                    if o.item.is_none() {
-                        return None;
-                    }
+                    o.item?;
                     continue;
                 }
                 if let Some((start, column)) = o.item.take() {
