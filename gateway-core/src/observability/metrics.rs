@@ -11,13 +11,13 @@
 //! [`RouteMetrics`] therefore keeps, per method index ([`HttpMethod`], 8 values) and status
 //! class (`1xx`..`9xx`), a lazily allocated page of 100 `OnceLock<IntCounter>` slots indexed by
 //! `status % 100`. The first request with a given (method, status) resolves the child through
-//! `with_label_values` once (cold path); every later one is three `Acquire` loads (table,
-//! page, slot) plus the counter's `fetch_add`. The ~1.2 KiB table of pages and the route's
-//! `gw_request_duration_seconds` child are created on the route's first request too (the
-//! histogram then costs one `Acquire` load per observation), so a route that never sees
-//! traffic costs ~100 bytes and has no series; one that only ever sees `GET 200` costs one
-//! 1.6 KiB page on top of the table and its histogram child. Status codes outside
-//! `100..=999` (not producible by the `http` crate) fall back to `with_label_values` on every call, still with the exact code.
+//! `with_label_values` once (cold path); every later one is three `Acquire` loads (the route's
+//! live part, page, slot) plus the counter's `fetch_add`. The live part (the ~1.2 KiB table of
+//! pages and the route's `gw_request_duration_seconds` child) is created on the route's first
+//! request, so a route that never sees traffic costs ~100 bytes and has no series; one that only
+//! ever sees `GET 200` costs one 1.6 KiB page on top of it. Status codes outside `100..=999`
+//! (not producible by the `http` crate) fall back to `with_label_values` on every call, still
+//! with the exact code.
 //!
 //! Labels whose values come from a small static set chosen by the caller (auth failure
 //! reasons, rate-limit store actions) go through a 16-slot lock-free cache keyed by the
@@ -337,10 +337,9 @@ impl Metrics {
         RouteMetrics(Arc::new(RouteInner {
             requests: self.f.requests_total.clone(),
             durations: self.f.request_duration.clone(),
-            duration: OnceLock::new(),
             route: route.into(),
             upstream: upstream.into(),
-            pages: OnceLock::new(),
+            live: OnceLock::new(),
         }))
     }
 
@@ -465,17 +464,20 @@ impl Metrics {
 /// Pages of 100 exact-status counters: `pages[method][status / 100 - 1][status % 100]`.
 type StatusPage = [OnceLock<IntCounter>; 100];
 const STATUS_CLASSES: usize = 9;
-/// The table of status pages of one route (~1.2 KiB), allocated with the route's first request.
-type PageTable = [[OnceLock<Box<StatusPage>>; STATUS_CLASSES]; HttpMethod::COUNT];
+/// What a route holds once it has seen a request (~1.2 KiB): its `gw_request_duration_seconds`
+/// child and the table of status pages.
+struct Live {
+    duration: Histogram,
+    pages: [[OnceLock<Box<StatusPage>>; STATUS_CLASSES]; HttpMethod::COUNT],
+}
 
 struct RouteInner {
     requests: IntCounterVec,
     durations: HistogramVec,
-    /// This route's `gw_request_duration_seconds` child, resolved on its first observation.
-    duration: OnceLock<Histogram>,
     route: Box<str>,
     upstream: Box<str>,
-    pages: OnceLock<Box<PageTable>>,
+    /// Created with the route's first request (one `Acquire` load per use after that).
+    live: OnceLock<Box<Live>>,
 }
 
 /// Handle for one (route, upstream); clone is an `Arc` bump. Series are created on the first
@@ -488,8 +490,12 @@ impl RouteMetrics {
     /// `gw_request_duration_seconds` observes `elapsed` (client-visible total time).
     #[inline]
     pub fn record(&self, method: HttpMethod, status: u16, elapsed: Duration) {
-        self.count(method, status);
-        self.observe(elapsed);
+        let live = self.live();
+        match self.counter_in(live, method, status) {
+            Some(c) => c.inc(),
+            None => self.count_out_of_range(method, status),
+        }
+        live.duration.observe(elapsed.as_secs_f64());
     }
 
     /// Only the counter part of [`RouteMetrics::record`].
@@ -504,13 +510,13 @@ impl RouteMetrics {
     /// Only the histogram part of [`RouteMetrics::record`].
     #[inline]
     pub fn observe(&self, elapsed: Duration) {
-        self.duration().observe(elapsed.as_secs_f64());
+        self.live().duration.observe(elapsed.as_secs_f64());
     }
 
-    /// The route's duration histogram child, creating the series on first use.
+    /// The route's series, created on first use.
     #[inline]
-    fn duration(&self) -> &Histogram {
-        self.0.duration.get_or_init(|| self.resolve_duration())
+    fn live(&self) -> &Live {
+        self.0.live.get_or_init(|| self.make_live())
     }
 
     /// The resolved counter for (method, status), creating it on first use; `None` for a
@@ -520,17 +526,32 @@ impl RouteMetrics {
         if !(100..=999).contains(&status) {
             return None;
         }
+        self.counter_in(self.live(), method, status)
+    }
+
+    #[inline]
+    fn counter_in<'a>(
+        &'a self,
+        live: &'a Live,
+        method: HttpMethod,
+        status: u16,
+    ) -> Option<&'a IntCounter> {
+        if !(100..=999).contains(&status) {
+            return None;
+        }
         let class = usize::from(status / 100 - 1);
-        let pages = self.0.pages.get_or_init(new_table);
-        let page = pages[method as usize][class].get_or_init(new_page);
+        let page = live.pages[method as usize][class].get_or_init(new_page);
         Some(page[usize::from(status % 100)].get_or_init(|| self.resolve(method, status)))
     }
 
     #[cold]
     #[inline(never)]
-    fn resolve_duration(&self) -> Histogram {
+    fn make_live(&self) -> Box<Live> {
         let i = &self.0;
-        i.durations.with_label_values(&[&*i.route, &*i.upstream])
+        Box::new(Live {
+            duration: i.durations.with_label_values(&[&*i.route, &*i.upstream]),
+            pages: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
+        })
     }
 
     #[cold]
@@ -552,13 +573,6 @@ impl RouteMetrics {
 #[cold]
 fn new_page() -> Box<StatusPage> {
     Box::new(std::array::from_fn(|_| OnceLock::new()))
-}
-
-#[cold]
-fn new_table() -> Box<PageTable> {
-    Box::new(std::array::from_fn(|_| {
-        std::array::from_fn(|_| OnceLock::new())
-    }))
 }
 
 /// Pre-resolved handle for one upstream endpoint; clone is cheap.

@@ -1,7 +1,9 @@
 //! The segment trie of prefix and pattern routes (see [`super::router`]), laid out flat: nodes, edges
 //! and route lists are three arrays indexed by `u32`, a node's literal children are a slice of edges
-//! sorted by segment (binary search), and every edge label lives in one shared string. At 100,000
-//! routes (~230,000 nodes) this takes ~12 MB, where a `HashMap` of boxed nodes per node took ~55 MB.
+//! sorted by segment, and every edge label lives in one shared string. A node with few children is
+//! searched in its slice; one with more than [`FANOUT`] (e.g. one child per tenant) also gets a hash
+//! map, so lookups stay O(1) at any size. At 100,000 routes (~230,000 nodes) this takes ~15 MB, where
+//! a `HashMap` of boxed nodes per node took ~55 MB.
 //!
 //! Built by [`TrieBuilder`] with one temporary map keyed by (node, segment); route ids are added in
 //! precedence order and each node's lists keep that order.
@@ -9,6 +11,9 @@ use super::router::RouteId;
 use std::collections::HashMap;
 
 const NONE: u32 = u32::MAX;
+
+/// Nodes with more literal children than this are looked up by hash.
+pub(super) const FANOUT: u32 = 8;
 
 /// Which of a node's route lists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -31,6 +36,8 @@ struct Node {
     /// Route lists: `ids[ids..]`, `n[List]` ids per list, in list order.
     ids: u32,
     n: [u32; 3],
+    /// Index in `Trie::wide` when the node has more than [`FANOUT`] children, else `NONE`.
+    wide: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +55,8 @@ pub(super) struct Trie {
     edges: Box<[Edge]>,
     labels: Box<str>,
     ids: Box<[RouteId]>,
+    /// Children by label of the nodes with many (label → child).
+    wide: Box<[HashMap<Box<str>, u32>]>,
 }
 
 impl Default for Trie {
@@ -76,11 +85,14 @@ impl Trie {
         if n.lit_len == 0 {
             return None;
         }
+        if n.wide != NONE {
+            return self.wide[n.wide as usize].get(segment).copied();
+        }
         let edges = &self.edges[n.lit as usize..(n.lit + n.lit_len) as usize];
         edges
-            .binary_search_by(|e| self.label(e).cmp(segment))
-            .ok()
-            .map(|k| edges[k].child)
+            .iter()
+            .find(|e| self.label(e) == segment)
+            .map(|e| e.child)
     }
 
     /// The parameter child of `node`.
@@ -157,6 +169,7 @@ impl<'a> TrieBuilder<'a> {
                 param,
                 ids: 0,
                 n: [0; 3],
+                wide: NONE,
             })
             .collect();
         let mut edges: Vec<(u32, &str, u32)> = self
@@ -180,6 +193,12 @@ impl<'a> TrieBuilder<'a> {
             });
             labels.push_str(label);
         }
+        let mut wide = Vec::new();
+        for n in nodes.iter_mut().filter(|n| n.lit_len > FANOUT) {
+            n.wide = wide.len() as u32;
+            let kids = &edges[n.lit as usize..(n.lit + n.lit_len) as usize];
+            wide.push(kids.iter().map(|&(_, l, c)| (Box::from(l), c)).collect());
+        }
         // stable: each list keeps the order the ids were added in
         self.lists.sort_by_key(|&(node, list, _)| (node, list));
         let mut ids = Vec::with_capacity(self.lists.len());
@@ -196,6 +215,7 @@ impl<'a> TrieBuilder<'a> {
             edges: flat.into_boxed_slice(),
             labels: labels.into_boxed_str(),
             ids: ids.into_boxed_slice(),
+            wide: wide.into_boxed_slice(),
         }
     }
 }
@@ -234,6 +254,16 @@ mod tests {
         assert_eq!(t.list(p, List::Pattern), [3]);
         assert_eq!(t.list(api, List::Pattern), [9]);
         assert_eq!(t.list(Trie::ROOT, List::Prefix), [] as [u32; 0]);
+        // a node with many children is looked up by hash, with the same answers
+        let mut b = TrieBuilder::new();
+        let names: Vec<String> = (0..3 * FANOUT).map(|i| format!("t{i:03}")).collect();
+        let kids: Vec<u32> = names.iter().map(|n| b.literal(Trie::ROOT, n)).collect();
+        let t = b.build();
+        for (n, k) in names.iter().zip(&kids) {
+            assert_eq!(t.literal(Trie::ROOT, n), Some(*k));
+        }
+        assert_eq!(t.literal(Trie::ROOT, "t999"), None);
+        assert_eq!(t.wide.len(), 1);
         let empty = Trie::default();
         assert_eq!(empty.literal(Trie::ROOT, "x"), None);
         assert_eq!(empty.list(Trie::ROOT, List::Prefix), [] as [u32; 0]);
