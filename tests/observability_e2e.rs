@@ -176,11 +176,16 @@ policies:
     let admin = gw.admin_addr.expect("admin listener");
     let base = gw.url();
 
-    // Before any request: handles exist, nothing counted.
+    // Before any request: handles exist, nothing counted, no route series yet (they appear with
+    // a route's first request).
     let s0 = scrape(admin).await;
     assert_eq!(s0.family("gw_requests_total"), Family::new());
     assert_eq!(s0.get("gw_requests_in_flight", &[]), Some(0.0));
-    assert_eq!(s0.types["gw_request_duration_seconds"], "histogram");
+    assert_eq!(
+        s0.family("gw_request_duration_seconds_count"),
+        Family::new()
+    );
+    assert!(!s0.types.contains_key("gw_request_duration_seconds"));
     assert_eq!(s0.types["gw_endpoint_healthy"], "gauge");
     assert_eq!(s0.types["gw_requests_in_flight"], "gauge");
 
@@ -285,11 +290,12 @@ policies:
             (&ru("dead", "dead"), 1.0),
             (&ru("slow", "slow"), 1.0),
             (&ru("fail", "failing"), 1.0),
-            (&ru("checked", "checked"), 0.0),
+            // no series for `checked`: it saw no request
             (&ru("limited", "good"), 5.0),
             (&ru("secure", "good"), 5.0),
         ])
     );
+    assert_eq!(m.types["gw_request_duration_seconds"], "histogram");
     // The 504 waited for the 300 ms read timeout: its bucket says so.
     let slow_le_0_25 = m
         .get(
@@ -384,6 +390,74 @@ policies:
     })
     .await;
     assert_eq!(m.family("gw_endpoint_healthy"), all_healthy);
+}
+
+/// A route's `gw_request_duration_seconds` and `gw_requests_total` series do not exist before its
+/// first request (a configuration of 100,000 routes would otherwise hold ~1.8 million idle
+/// series) and appear, exactly counted, with it; a route that sees no request stays absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_series_appear_with_the_routes_first_request() {
+    let up = Upstream::start("a").await;
+    let gw = gw_suite::gateway(
+        r#"
+listeners: [{ name: public, address: "127.0.0.1:0" }]
+admin: { address: "127.0.0.1:0" }
+upstreams: [{ name: svc, endpoints: [{ address: "{{A}}" }] }]
+routes:
+  - { name: first, match: { prefix: /first }, upstream: svc }
+  - { name: idle, match: { prefix: /idle }, upstream: svc }
+"#,
+        &[("A", up.addr().to_string())],
+    )
+    .await;
+    let admin = gw.admin_addr.expect("admin");
+    let before = scrape(admin).await;
+    assert_eq!(
+        before.family("gw_request_duration_seconds_count"),
+        Family::new()
+    );
+    assert_eq!(
+        before.family("gw_request_duration_seconds_bucket"),
+        Family::new()
+    );
+    assert_eq!(before.family("gw_requests_total"), Family::new());
+
+    let client = http_client();
+    let r = send(&client, Method::GET, &format!("{}/first/x", gw.url()), &[]).await;
+    assert_eq!(r.status.as_u16(), 200);
+    drop(client);
+    let after = scrape_until(admin, "the first request counted", |m| {
+        m.sum("gw_requests_total") == 1.0
+    })
+    .await;
+    let ru = [("route", "first"), ("upstream", "svc")];
+    assert_eq!(
+        after.family("gw_request_duration_seconds_count"),
+        family_of(&[(&ru, 1.0)])
+    );
+    assert_eq!(
+        after.get(
+            "gw_request_duration_seconds_bucket",
+            &[("route", "first"), ("upstream", "svc"), ("le", "+Inf")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        after.family("gw_requests_total"),
+        family_of(&[(
+            &[
+                ("route", "first"),
+                ("upstream", "svc"),
+                ("method", "GET"),
+                ("status", "200")
+            ],
+            1.0
+        )])
+    );
+    assert_eq!(
+        after.first("gw_request_duration_seconds_count", &[("route", "idle")]),
+        None
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -241,7 +241,7 @@ fn build(mut cfg: crate::config::Config, cx: &mut Cx, source: &str, kind: Kind) 
     let ups = upstreams::upstreams(&cfg, &upstream_index, &policy_index, &pols, broken, cx);
     let global = policies::resolve_refs(
         cx,
-        "global_policies",
+        &"global_policies",
         &cfg.global_policies,
         &policy_index,
         &pols,

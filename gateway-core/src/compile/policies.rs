@@ -406,7 +406,7 @@ fn check_key_material(
 /// Resolves a list of policy names at `path`; unknown names are errors with a suggestion.
 pub(crate) fn resolve_refs(
     cx: &mut Cx,
-    path: &str,
+    path: &dyn std::fmt::Display,
     names: &[String],
     index: &HashMap<&str, u32>,
     pols: &Policies,

@@ -14,6 +14,16 @@ pub(crate) const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
 ];
 
+/// A diagnostic path `{0}{1}` (e.g. `routes[7]` + `.match`), formatted only when a diagnostic needs it.
+pub(crate) struct Lazy<'a>(pub &'a str, pub &'a str);
+
+impl std::fmt::Display for Lazy<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)?;
+        f.write_str(self.1)
+    }
+}
+
 /// What compiling routes needs from the earlier sections.
 pub(crate) struct RouteInputs<'a> {
     pub up_index: &'a HashMap<&'a str, u32>,
@@ -42,15 +52,17 @@ pub(crate) fn routes(cfg: &Config, inp: &RouteInputs<'_>, cx: &mut Cx) -> (Vec<R
             .enumerate()
             .map(|(i, r)| (i, r.as_ref().map(|r| r.name.as_str()))),
     );
-    let mut rules: Vec<RouteRule> = Vec::new();
-    let mut plans: Vec<RoutePlan> = Vec::new();
+    // sized once (at 100,000 routes a doubling vector of plans held twice their size while growing)
+    let n = cfg.routes.len();
+    let mut rules: Vec<RouteRule> = Vec::with_capacity(n);
+    let mut plans: Vec<RoutePlan> = Vec::with_capacity(n);
     // config index of each compiled route, for positions in conflict messages
-    let mut origin: Vec<usize> = Vec::new();
+    let mut origin: Vec<u32> = Vec::with_capacity(n);
     for (i, r) in cfg.routes.iter().enumerate() {
         let Some(r) = r else { continue };
         let base = format!("routes[{i}]");
         let route_id = plans.len() as u32;
-        let m = matcher(cx, &format!("{base}.match"), &r.matcher);
+        let m = matcher(cx, &base, &r.matcher);
         let (rewrite, host) = rewrite(cx, &base, r, &m);
         let upstream = upstream_of(cx, &base, &r.upstream, inp);
         let up = upstream
@@ -76,7 +88,7 @@ pub(crate) fn routes(cfg: &Config, inp: &RouteInputs<'_>, cx: &mut Cx) -> (Vec<R
             methods: m.methods,
             headers: m.headers,
         });
-        origin.push(i);
+        origin.push(i as u32);
         plans.push(RoutePlan {
             id: route_id,
             name: Arc::from(r.name.as_str()),
@@ -96,15 +108,17 @@ pub(crate) fn routes(cfg: &Config, inp: &RouteInputs<'_>, cx: &mut Cx) -> (Vec<R
     (plans, router)
 }
 
-/// `match:`: exactly one of path, prefix or pattern, plus hosts, methods and headers.
-fn matcher(cx: &mut Cx, mp: &str, m: &crate::config::MatchConfig) -> Matcher {
+/// `match:` of the route at `base`: exactly one of path, prefix or pattern, plus hosts, methods and
+/// headers. Diagnostic paths are only formatted for a diagnostic (this runs for every route).
+fn matcher(cx: &mut Cx, base: &str, m: &crate::config::MatchConfig) -> Matcher {
+    let mp = &Lazy(base, ".match");
     let given = [m.path.is_some(), m.prefix.is_some(), m.pattern.is_some()]
         .iter()
         .filter(|b| **b)
         .count();
     if given != 1 {
         cx.error(
-            mp,
+            &mp.to_string(),
             if given == 0 {
                 "a route needs one of path, prefix or pattern"
             } else {
@@ -115,9 +129,9 @@ fn matcher(cx: &mut Cx, mp: &str, m: &crate::config::MatchConfig) -> Matcher {
     }
     let mut pattern: Option<Pattern> = None;
     let path = if let Some(p) = &m.path {
-        check_clean(cx, &format!("{mp}.path"), p).map(PathRule::Exact)
+        check_clean(cx, || format!("{mp}.path"), p).map(PathRule::Exact)
     } else if let Some(p) = &m.prefix {
-        check_clean(cx, &format!("{mp}.prefix"), p).map(|p| {
+        check_clean(cx, || format!("{mp}.prefix"), p).map(|p| {
             let t = p.trim_end_matches('/');
             PathRule::Prefix(if t.is_empty() {
                 "/".into()
@@ -150,16 +164,22 @@ fn matcher(cx: &mut Cx, mp: &str, m: &crate::config::MatchConfig) -> Matcher {
             Err(e) => cx.error(&format!("{mp}.hosts[{k}]"), e, None),
         }
     }
+    // kept for the plan's lifetime: no spare capacity (a pushed-to vector of 2 hosts keeps room for 4)
+    hosts.shrink_to_fit();
+    let mut methods = methods(cx, mp, &m.methods);
+    methods.shrink_to_fit();
+    let mut headers = header_conditions(cx, mp, &m.headers);
+    headers.shrink_to_fit();
     Matcher {
         path,
         pattern,
         hosts,
-        methods: methods(cx, mp, &m.methods),
-        headers: header_conditions(cx, mp, &m.headers),
+        methods,
+        headers,
     }
 }
 
-fn methods(cx: &mut Cx, mp: &str, given: &[String]) -> Vec<http::Method> {
+fn methods(cx: &mut Cx, mp: &Lazy<'_>, given: &[String]) -> Vec<http::Method> {
     let mut methods = Vec::new();
     for (k, meth) in given.iter().enumerate() {
         if METHODS.contains(&meth.as_str()) {
@@ -183,12 +203,12 @@ fn methods(cx: &mut Cx, mp: &str, given: &[String]) -> Vec<http::Method> {
 
 fn header_conditions<'a>(
     cx: &mut Cx,
-    mp: &str,
+    mp: &Lazy<'_>,
     given: impl IntoIterator<Item = (&'a String, &'a String)>,
 ) -> Vec<(http::HeaderName, Option<http::HeaderValue>)> {
     let mut headers = Vec::new();
     for (name, value) in given {
-        let hp = format!("{mp}.headers.{name}");
+        let hp = || format!("{mp}.headers.{name}");
         let n = http::HeaderName::from_bytes(name.as_bytes());
         let v = if value == "*" {
             Ok(None)
@@ -197,8 +217,8 @@ fn header_conditions<'a>(
         };
         match (n, v) {
             (Ok(n), Ok(v)) => headers.push((n, v)),
-            (Err(_), _) => cx.error_at_key(&hp, format!("invalid header name \"{name}\""), None),
-            (_, Err(_)) => cx.error(&hp, format!("invalid header value for \"{name}\""), None),
+            (Err(_), _) => cx.error_at_key(&hp(), format!("invalid header name \"{name}\""), None),
+            (_, Err(_)) => cx.error(&hp(), format!("invalid header value for \"{name}\""), None),
         }
     }
     headers
@@ -216,9 +236,9 @@ fn rewrite(
     let Some(rw) = &r.rewrite else {
         return (rewrite, host);
     };
-    let rp = format!("{base}.rewrite");
+    let rp = Lazy(base, ".rewrite");
     if rw.strip_prefix && rw.path.is_some() {
-        cx.error(&rp, "use strip_prefix or path, not both", None);
+        cx.error(&rp.to_string(), "use strip_prefix or path, not both", None);
     }
     if rw.strip_prefix {
         match &m.path {
@@ -278,7 +298,7 @@ fn chain(
     let pols = inp.pols;
     let own = resolve_refs(
         cx,
-        &format!("{base}.policies"),
+        &Lazy(base, ".policies"),
         &r.policies,
         inp.policy_index,
         pols,
@@ -343,6 +363,7 @@ fn chain(
             }
         }
     }
+    limits.shrink_to_fit();
     (auth, limits)
 }
 
@@ -356,15 +377,15 @@ fn route_fallback(
     up: Option<&UpPlan>,
     inp: &RouteInputs<'_>,
 ) -> Option<FallbackPlan> {
-    let fp = format!("{base}.fallback");
+    let fp = || format!("{base}.fallback");
     let own = r
         .fallback
         .as_ref()
-        .and_then(|f| fallback(cx, &fp, f, inp.up_index, inp.broken));
+        .and_then(|f| fallback(cx, &fp(), f, inp.up_index, inp.broken));
     if let (Some(FallbackPlan::Upstream(f)), Some(u)) = (&own, upstream) {
         if *f == u {
             cx.error(
-                &format!("{fp}.upstream"),
+                &format!("{}.upstream", fp()),
                 format!(
                     "the fallback upstream \"{}\" is this route's own upstream",
                     r.upstream
@@ -375,7 +396,7 @@ fn route_fallback(
     }
     if r.fallback.is_some() && up.is_some_and(|u| u.plan.breaker.is_none()) {
         cx.warning(
-            &fp,
+            &fp(),
             format!(
                 "upstream \"{}\" has no circuit_breaker, so this fallback is never used",
                 r.upstream
@@ -390,26 +411,30 @@ fn route_fallback(
 }
 
 /// A configured path must already be in normal form, or it could never match a normalised request.
-fn check_clean(cx: &mut Cx, path: &str, p: &str) -> Option<String> {
+fn check_clean(cx: &mut Cx, path: impl FnOnce() -> String, p: &str) -> Option<String> {
     match normalize_path(p) {
         Ok(n) if n == p => Some(p.to_string()),
         Ok(n) => {
             cx.error(
-                path,
+                &path(),
                 format!("path \"{p}\" is not in normal form"),
                 Some(format!("write \"{n}\"")),
             );
             None
         }
         Err(e) => {
-            cx.error(path, format!("invalid path \"{p}\": {}", e.message()), None);
+            cx.error(
+                &path(),
+                format!("invalid path \"{p}\": {}", e.message()),
+                None,
+            );
             None
         }
     }
 }
 
 /// Identical routes are errors; routes that another route always beats are warnings.
-fn conflicts(cx: &mut Cx, router: &Router, plans: &[RoutePlan], origin: &[usize]) {
+fn conflicts(cx: &mut Cx, router: &Router, plans: &[RoutePlan], origin: &[u32]) {
     let rules = router.rules();
     let mut buckets: HashMap<&PathRule, Vec<usize>> = HashMap::new();
     for (i, r) in rules.iter().enumerate() {

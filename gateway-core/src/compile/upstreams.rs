@@ -78,8 +78,9 @@ pub fn endpoint_weight(w: u32) -> Result<(), String> {
 
 pub(crate) fn timeouts(cx: &mut Cx, path: &str, t: &TimeoutsConfig, inherit: Timeouts) -> Timeouts {
     let mut check = |name: &str, d: Option<crate::config::Dur>| {
-        if let Some(d) = d {
-            cx.positive(&format!("{path}.{name}"), d.get());
+        // the path is only formatted for a diagnostic (this runs for every route)
+        if d.is_some_and(|d| d.get().is_zero()) {
+            cx.error(&format!("{path}.{name}"), "must be greater than zero", None);
         }
     };
     check("connect", t.connect);

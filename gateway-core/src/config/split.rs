@@ -44,8 +44,16 @@ pub(crate) enum Body {
     Items(Vec<Slice>),
 }
 
-/// The sections of `text` in document order, or `None` when the loader must parse it whole.
+mod lines;
+
+/// The sections of `text` in document order, or `None` when the loader must parse it whole. The
+/// plain layout is cut from its lines ([`lines`]), anything else with the event parser.
 pub(crate) fn sections(text: &str) -> Option<Vec<(String, Body)>> {
+    lines::sections(text).or_else(|| by_events(text))
+}
+
+/// [`sections`] with `yaml-rust2`'s event parser.
+fn by_events(text: &str) -> Option<Vec<(String, Body)>> {
     let mut b = Splitter {
         text,
         cursor: Cursor::default(),
@@ -358,6 +366,85 @@ mod tests {
             "routes: [ {a: 1}\n",
         ] {
             assert_eq!(sections(text), None, "{text}");
+        }
+    }
+
+    /// Wherever the line splitter cuts, it cuts exactly where the event parser does: on every example
+    /// and fixture, and on layouts chosen to probe its edges.
+    #[test]
+    fn line_cuts_are_the_event_parser_cuts() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut texts: Vec<(String, String)> = Vec::new();
+        for dir in [
+            "examples",
+            "examples/bench",
+            "tests/fixtures",
+            "tests/fixtures/invalid",
+        ] {
+            let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "yaml") {
+                    let text = std::fs::read_to_string(&p).expect("read");
+                    texts.push((p.display().to_string(), text));
+                }
+            }
+        }
+        let crafted = [
+            "routes:\n- name: a\n  upstream: b\n- name: c\nlisteners: []\n",
+            "routes:\n  - name: a\n    upstream: b",
+            "routes:   # the routes\n\n  # first\n  - name: a\n# at column 0\n    upstream: b\n\n  - { name: c, upstream: d }\n  - name: e\n    x: |\n      text\n\n      more\n  # trailing\n\n# before the next\nserver:\n  threads: 1\n\n",
+            "server: { threads: 1 }\nadmin:\n  address: 127.0.0.1:9000\nroutes:\n  -   name: a\n      match: { prefix: / }\n",
+            "upstreams:\n  - name: é\n    endpoints: [{ address: \"h:1\" }]\nroutes:\n  - name: ü\n    upstream: é\n",
+            "policies:\n  - name: p\n    type: rate_limit\n    key: { type: client_ip }\nglobal_policies: [p]\n",
+            "observability:\n  metrics: true\nroutes:\n  - name: a # a comment\n    upstream: b\n",
+        ];
+        for (i, t) in crafted.iter().enumerate() {
+            texts.push((format!("crafted {i}"), t.to_string()));
+        }
+        let mut cut = 0;
+        for (name, text) in &texts {
+            // (where the event parser gives up on a text the line splitter cuts, e.g. a syntax error
+            // inside an element, that element does not parse alone and the loader reads the whole
+            // document: `load::tests::split_and_whole_loads_agree` covers those files)
+            if let (Some(by_lines), Some(by_events)) = (lines::sections(text), by_events(text)) {
+                assert_eq!(by_lines, by_events, "{name}");
+                cut += 1;
+            }
+        }
+        // the line splitter takes the plain layouts, among them every crafted one
+        assert!(cut >= crafted.len() + 5, "{cut}");
+        for t in crafted {
+            assert!(lines::sections(t).is_some(), "{t}");
+        }
+    }
+
+    /// What the line splitter must not cut (the event parser decides, or the whole document is read).
+    #[test]
+    fn line_splitter_declines_unusual_layouts() {
+        for text in [
+            "routes:\n\t- name: a\n",
+            "routes:\r\n  - name: a\r\n",
+            "\u{feff}routes:\n  - name: a\n",
+            "---\nroutes:\n  - name: a\n",
+            "routes:\n  - name: a\n  bad: 1\n",
+            "routes:\n  - name: a\n - name: b\n",
+            "routes:\n  -\n    name: a\n",
+            "routes:\n  - just a string\n",
+            "routes:\n  - \"quoted: key\"\n",
+            "routes:\n  - { name: a,\n      upstream: b }\n",
+            "routes:\n  - { name: a }\n    upstream: b\n",
+            "routes: [ { name: a } ]\n",
+            "routes:\nserver: 1\n",
+            "server:1\n",
+            "server: &a 1\n",
+            "routes:\n  - name: a\nroutes:\n  - name: b\n",
+            "unknown:\n  x: 1\n",
+            "# only a comment\n",
+        ] {
+            assert_eq!(lines::sections(text), None, "{text:?}");
         }
     }
 

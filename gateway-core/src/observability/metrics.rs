@@ -11,10 +11,13 @@
 //! [`RouteMetrics`] therefore keeps, per method index ([`HttpMethod`], 8 values) and status
 //! class (`1xx`..`9xx`), a lazily allocated page of 100 `OnceLock<IntCounter>` slots indexed by
 //! `status % 100`. The first request with a given (method, status) resolves the child through
-//! `with_label_values` once (cold path); every later one is two `Acquire` loads plus the
-//! counter's `fetch_add`. A route that only ever sees `GET 200` costs one 1.6 KiB page on top
-//! of a fixed ~1.2 KiB table. Status codes outside `100..=999` (not producible by the `http`
-//! crate) fall back to `with_label_values` on every call, still with the exact code.
+//! `with_label_values` once (cold path); every later one is three `Acquire` loads (the route's
+//! live part, page, slot) plus the counter's `fetch_add`. The live part (the ~1.2 KiB table of
+//! pages and the route's `gw_request_duration_seconds` child) is created on the route's first
+//! request, so a route that never sees traffic costs ~100 bytes and has no series; one that only
+//! ever sees `GET 200` costs one 1.6 KiB page on top of it. Status codes outside `100..=999`
+//! (not producible by the `http` crate) fall back to `with_label_values` on every call, still
+//! with the exact code.
 //!
 //! Labels whose values come from a small static set chosen by the caller (auth failure
 //! reasons, rate-limit store actions) go through a 16-slot lock-free cache keyed by the
@@ -327,17 +330,16 @@ impl Metrics {
         &self.registry
     }
 
-    /// Handle for requests matched to `route`, proxied to `upstream`.
+    /// Handle for requests matched to `route`, proxied to `upstream`. Creates no series: the
+    /// route's `gw_requests_total` and `gw_request_duration_seconds` series appear with its first
+    /// request, so a configuration of many routes costs no memory per idle route (~100 bytes).
     pub fn route(&self, route: &str, upstream: &str) -> RouteMetrics {
         RouteMetrics(Arc::new(RouteInner {
             requests: self.f.requests_total.clone(),
-            duration: self
-                .f
-                .request_duration
-                .with_label_values(&[route, upstream]),
+            durations: self.f.request_duration.clone(),
             route: route.into(),
             upstream: upstream.into(),
-            pages: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
+            live: OnceLock::new(),
         }))
     }
 
@@ -462,16 +464,24 @@ impl Metrics {
 /// Pages of 100 exact-status counters: `pages[method][status / 100 - 1][status % 100]`.
 type StatusPage = [OnceLock<IntCounter>; 100];
 const STATUS_CLASSES: usize = 9;
-
-struct RouteInner {
-    requests: IntCounterVec,
+/// What a route holds once it has seen a request (~1.2 KiB): its `gw_request_duration_seconds`
+/// child and the table of status pages.
+struct Live {
     duration: Histogram,
-    route: Box<str>,
-    upstream: Box<str>,
     pages: [[OnceLock<Box<StatusPage>>; STATUS_CLASSES]; HttpMethod::COUNT],
 }
 
-/// Pre-resolved handle for one (route, upstream); clone is an `Arc` bump.
+struct RouteInner {
+    requests: IntCounterVec,
+    durations: HistogramVec,
+    route: Box<str>,
+    upstream: Box<str>,
+    /// Created with the route's first request (one `Acquire` load per use after that).
+    live: OnceLock<Box<Live>>,
+}
+
+/// Handle for one (route, upstream); clone is an `Arc` bump. Series are created on the first
+/// request (one `Acquire` load each after that, see the module docs).
 #[derive(Clone)]
 pub struct RouteMetrics(Arc<RouteInner>);
 
@@ -480,8 +490,12 @@ impl RouteMetrics {
     /// `gw_request_duration_seconds` observes `elapsed` (client-visible total time).
     #[inline]
     pub fn record(&self, method: HttpMethod, status: u16, elapsed: Duration) {
-        self.count(method, status);
-        self.0.duration.observe(elapsed.as_secs_f64());
+        let live = self.live();
+        match self.counter_in(live, method, status) {
+            Some(c) => c.inc(),
+            None => self.count_out_of_range(method, status),
+        }
+        live.duration.observe(elapsed.as_secs_f64());
     }
 
     /// Only the counter part of [`RouteMetrics::record`].
@@ -496,7 +510,13 @@ impl RouteMetrics {
     /// Only the histogram part of [`RouteMetrics::record`].
     #[inline]
     pub fn observe(&self, elapsed: Duration) {
-        self.0.duration.observe(elapsed.as_secs_f64());
+        self.live().duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// The route's series, created on first use.
+    #[inline]
+    fn live(&self) -> &Live {
+        self.0.live.get_or_init(|| self.make_live())
     }
 
     /// The resolved counter for (method, status), creating it on first use; `None` for a
@@ -506,9 +526,32 @@ impl RouteMetrics {
         if !(100..=999).contains(&status) {
             return None;
         }
+        self.counter_in(self.live(), method, status)
+    }
+
+    #[inline]
+    fn counter_in<'a>(
+        &'a self,
+        live: &'a Live,
+        method: HttpMethod,
+        status: u16,
+    ) -> Option<&'a IntCounter> {
+        if !(100..=999).contains(&status) {
+            return None;
+        }
         let class = usize::from(status / 100 - 1);
-        let page = self.0.pages[method as usize][class].get_or_init(new_page);
+        let page = live.pages[method as usize][class].get_or_init(new_page);
         Some(page[usize::from(status % 100)].get_or_init(|| self.resolve(method, status)))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn make_live(&self) -> Box<Live> {
+        let i = &self.0;
+        Box::new(Live {
+            duration: i.durations.with_label_values(&[&*i.route, &*i.upstream]),
+            pages: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
+        })
     }
 
     #[cold]
@@ -716,15 +759,18 @@ const CACHE_SLOTS: usize = 16;
 struct StaticLabelCache {
     vec: IntCounterVec,
     fixed: Box<str>,
-    slots: [OnceLock<(&'static str, IntCounter)>; CACHE_SLOTS],
+    /// Allocated with the first value (~0.5 KiB), so an unused handle costs a few words.
+    slots: OnceLock<Box<CacheSlots>>,
 }
+
+type CacheSlots = [OnceLock<(&'static str, IntCounter)>; CACHE_SLOTS];
 
 impl StaticLabelCache {
     fn new(vec: IntCounterVec, fixed: &str) -> Self {
         Self {
             vec,
             fixed: fixed.into(),
-            slots: std::array::from_fn(|_| OnceLock::new()),
+            slots: OnceLock::new(),
         }
     }
 
@@ -737,7 +783,10 @@ impl StaticLabelCache {
     /// resolved child handle.
     #[inline]
     fn resolve(&self, value: &'static str) -> CounterRef<'_> {
-        for slot in &self.slots {
+        let slots = self
+            .slots
+            .get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+        for slot in slots.iter() {
             let (k, c) = slot.get_or_init(|| (value, self.make(value)));
             if std::ptr::eq(*k, value) || *k == value {
                 return CounterRef::Cached(c);
@@ -948,6 +997,40 @@ mod tests {
             series(&p, "gw_request_duration_seconds_bucket").count(),
             DEFAULT_DURATION_BUCKETS.len() + 1
         );
+    }
+
+    #[test]
+    fn route_and_auth_series_appear_with_the_first_request() {
+        let m = Metrics::new().unwrap();
+        let idle = m.route("idle", "up");
+        let busy = m.route("busy", "up");
+        let auth = m.auth("busy");
+        let p = parse(&m.render());
+        assert_eq!(series(&p, "gw_request_duration_seconds_count").count(), 0);
+        assert_eq!(series(&p, "gw_requests_total").count(), 0);
+        assert_eq!(series(&p, "gw_auth_failures_total").count(), 0);
+
+        busy.observe(ms(2));
+        busy.count(HttpMethod::Get, 200);
+        auth.failure("expired");
+        let p = parse(&m.render());
+        let busy_l = [("route", "busy"), ("upstream", "up")];
+        assert_eq!(p[&key("gw_request_duration_seconds_count", &busy_l)], 1.0);
+        assert_eq!(series(&p, "gw_request_duration_seconds_count").count(), 1);
+        assert_eq!(series(&p, "gw_requests_total").count(), 1);
+        assert_eq!(
+            p[&key(
+                "gw_auth_failures_total",
+                &[("route", "busy"), ("reason", "expired")]
+            )],
+            1.0
+        );
+        // The idle route still has no series; its first request creates them.
+        idle.record(HttpMethod::Post, 201, ms(2));
+        let p = parse(&m.render());
+        let idle_l = [("route", "idle"), ("upstream", "up")];
+        assert_eq!(p[&key("gw_request_duration_seconds_count", &idle_l)], 1.0);
+        assert_eq!(series(&p, "gw_request_duration_seconds_count").count(), 2);
     }
 
     #[test]

@@ -34,10 +34,12 @@
 //! | `gw_discovery_last_success_timestamp_seconds` | gauge | `upstream` | Unix time of the last successful discovery fetch (0 until the first). |
 //! | `gw_access_log_dropped_total` | counter | — | Access-log lines dropped because the writer queue was full (only if the counter from [`Metrics::access_log_dropped`] is passed to [`AccessLogConfig::drop_counter`]). |
 //!
-//! Series of a labelled family appear in the output once created: route, endpoint, policy,
-//! breaker and reload handles create their fixed series (at 0) when built; `gw_requests_total`
-//! series appear on the first request with that (method, status); `reason`/`action` series
-//! on first use (or up front via [`Metrics::auth_with_reasons`]).
+//! Series of a labelled family appear in the output once created: endpoint, policy, breaker
+//! and reload handles create their fixed series (at 0) when built; a route's
+//! `gw_request_duration_seconds` series appears with its first request and its
+//! `gw_requests_total` series on the first request with that (method, status) (so idle routes
+//! of a big configuration cost neither memory nor series); `reason`/`action` series on first
+//! use (or up front via [`Metrics::auth_with_reasons`]).
 //!
 //! # Wiring (sketch)
 //!

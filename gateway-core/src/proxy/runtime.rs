@@ -370,7 +370,7 @@ impl Runtime {
             }
             auths.push(auth);
         }
-        let mut routes = Vec::new();
+        let mut routes = Vec::with_capacity(plan.routes.len());
         for r in &plan.routes {
             let up = &plan.upstreams[r.upstream as usize];
             let auth_policy = match r.auth {

@@ -4,6 +4,7 @@ pub mod path_policy;
 pub mod pattern;
 pub mod rewrite;
 pub mod router;
+mod trie;
 
 pub use normalize::{normalize_path, normalize_with};
 pub use path_policy::{EscapedSlashes, PathError, PathPolicy, Semicolons};

@@ -65,6 +65,7 @@ impl Pattern {
                 segments.push(Segment::Literal(part.to_string()));
             }
         }
+        segments.shrink_to_fit();
         Ok(Pattern { segments })
     }
 

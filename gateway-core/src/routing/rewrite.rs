@@ -56,6 +56,7 @@ impl PathRewrite {
         if !rest.is_empty() {
             parts.push(Part::Literal(rest.to_string()));
         }
+        parts.shrink_to_fit();
         Ok(PathRewrite::Template(parts))
     }
 

@@ -11,10 +11,11 @@
 //!    which the compiler warns about).
 //!
 //! Structure: exact paths live in a hash map; prefixes and patterns live in one segment trie (literal
-//! children by hash, one parameter child per node), so matching costs O(segments), not O(routes). Each
-//! candidate list is kept sorted by precedence, so the first candidate that passes its host/header/method
-//! checks is the best of its list.
+//! children sorted for binary search, one parameter child per node, all in flat arrays: `super::trie`),
+//! so matching costs O(segments), not O(routes). Each candidate list is kept sorted by precedence, so
+//! the first candidate that passes its host/header/method checks is the best of its list.
 use super::pattern::{Pattern, Segment};
+use super::trie::{List, Trie, TrieBuilder};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -219,15 +220,6 @@ pub enum MatchOutcome {
     NotFound,
 }
 
-#[derive(Default, Debug)]
-struct Node {
-    literal: HashMap<Box<str>, Node>,
-    param: Option<Box<Node>>,
-    prefix: Vec<RouteId>,
-    pattern: Vec<RouteId>,
-    catch_all: Vec<RouteId>,
-}
-
 /// An immutable, compiled route table.
 #[derive(Debug, Default)]
 pub struct Router {
@@ -235,7 +227,7 @@ pub struct Router {
     /// Lower rank wins.
     rank: Vec<u32>,
     exact: HashMap<Box<str>, Vec<RouteId>>,
-    root: Node,
+    trie: Trie,
 }
 
 impl Router {
@@ -247,47 +239,45 @@ impl Router {
         for (r, &i) in order.iter().enumerate() {
             rank[i] = r as u32;
         }
-        let mut router = Router {
-            rules: Vec::new(),
-            rank,
-            exact: HashMap::new(),
-            root: Node::default(),
-        };
+        let mut exact: HashMap<Box<str>, Vec<RouteId>> = HashMap::new();
+        let mut trie = TrieBuilder::new();
         for &i in &order {
             let id = i as RouteId;
             match &rules[i].path {
-                PathRule::Exact(p) => router.exact.entry(p.as_str().into()).or_default().push(id),
+                PathRule::Exact(p) => exact.entry(p.as_str().into()).or_default().push(id),
                 PathRule::Prefix(p) => {
-                    let mut node = &mut router.root;
+                    let mut node = Trie::ROOT;
                     for s in segments_of(p) {
-                        node = node.literal.entry(s.into()).or_default();
+                        node = trie.literal(node, s);
                     }
-                    node.prefix.push(id);
+                    trie.add(node, List::Prefix, id);
                 }
                 PathRule::Pattern(pat) => {
-                    let mut node = &mut router.root;
+                    let mut node = Trie::ROOT;
                     let mut catch_all = false;
                     for seg in &pat.segments {
                         match seg {
-                            Segment::Literal(l) => {
-                                node = node.literal.entry(l.as_str().into()).or_default()
-                            }
-                            Segment::Param(_) => {
-                                node = node.param.get_or_insert_with(Default::default)
-                            }
+                            Segment::Literal(l) => node = trie.literal(node, l),
+                            Segment::Param(_) => node = trie.param(node),
                             Segment::CatchAll(_) => catch_all = true,
                         }
                     }
-                    if catch_all {
-                        node.catch_all.push(id);
+                    let list = if catch_all {
+                        List::CatchAll
                     } else {
-                        node.pattern.push(id);
-                    }
+                        List::Pattern
+                    };
+                    trie.add(node, list, id);
                 }
             }
         }
-        router.rules = rules;
-        router
+        let trie = trie.build();
+        Router {
+            rules,
+            rank,
+            exact,
+            trie,
+        }
     }
 
     pub fn rules(&self) -> &[RouteRule] {
@@ -338,7 +328,7 @@ impl Router {
                 segs.push((s as u32, path.len() as u32));
             }
             let mut caps = Captures::new();
-            st.walk(&self.root, &segs, 0, &mut caps);
+            st.walk(Trie::ROOT, &segs, 0, &mut caps);
         }
         (st.best, st.method_miss)
     }
@@ -402,17 +392,22 @@ impl Search<'_, '_> {
         }
     }
 
-    fn walk(&mut self, node: &Node, segs: &[(u32, u32)], i: usize, caps: &mut Captures) {
-        if !node.prefix.is_empty() {
-            self.consider_list(&node.prefix, caps);
+    fn walk(&mut self, node: u32, segs: &[(u32, u32)], i: usize, caps: &mut Captures) {
+        let router = self.router;
+        let trie = &router.trie;
+        let prefix = trie.list(node, List::Prefix);
+        if !prefix.is_empty() {
+            self.consider_list(prefix, caps);
         }
         if i == segs.len() {
-            if !node.pattern.is_empty() {
-                self.consider_list(&node.pattern, caps);
+            let pattern = trie.list(node, List::Pattern);
+            if !pattern.is_empty() {
+                self.consider_list(pattern, caps);
             }
             return;
         }
-        if !node.catch_all.is_empty() {
+        let catch_all = trie.list(node, List::CatchAll);
+        if !catch_all.is_empty() {
             let end = self.req.path.len() as u32;
             let end = if self.req.path.ends_with('/') && end > segs[i].0 {
                 end - 1
@@ -420,15 +415,15 @@ impl Search<'_, '_> {
                 end
             };
             caps.push((segs[i].0, end.max(segs[i].1)));
-            self.consider_list(&node.catch_all, caps);
+            self.consider_list(catch_all, caps);
             caps.pop();
         }
         let (s, e) = segs[i];
         let seg = &self.req.path[s as usize..e as usize];
-        if let Some(child) = node.literal.get(seg) {
+        if let Some(child) = trie.literal(node, seg) {
             self.walk(child, segs, i + 1, caps);
         }
-        if let Some(child) = &node.param {
+        if let Some(child) = trie.param(node) {
             caps.push((s, e));
             self.walk(child, segs, i + 1, caps);
             caps.pop();
