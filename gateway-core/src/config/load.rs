@@ -364,8 +364,55 @@ fn load_sections(
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::config) mod tests {
     use super::*;
+
+    /// The configuration (as `Debug` text) and the diagnostics of loading `text`, either element by
+    /// element (`whole == false`) or as one document.
+    fn load_as(text: &str, env: EnvLookup, whole: bool) -> (Option<String>, Vec<String>) {
+        let mut d = Diags::new("t.yaml");
+        let out = if whole {
+            load_whole(text, env, &mut d)
+        } else {
+            load(text, env, &mut d)
+        };
+        let cfg = out.map(|(c, _)| format!("{c:?}"));
+        let diags = d
+            .finish()
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}:{} {} {} {:?}",
+                    d.line, d.column, d.path, d.message, d.hint
+                )
+            })
+            .collect();
+        (cfg, diags)
+    }
+
+    /// Every example and fixture (valid and invalid), as (path, text).
+    pub(in crate::config) fn example_and_fixture_texts() -> Vec<(String, String)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut texts = Vec::new();
+        for dir in [
+            "examples",
+            "examples/bench",
+            "tests/fixtures",
+            "tests/fixtures/invalid",
+        ] {
+            let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "yaml") {
+                    let text = std::fs::read_to_string(&p).expect("read");
+                    texts.push((p.display().to_string(), text));
+                }
+            }
+        }
+        texts
+    }
 
     fn errors(text: &str) -> Vec<String> {
         let mut d = Diags::new("t.yaml");
@@ -392,21 +439,7 @@ mod tests {
             let text = format!("{base}{routes}");
             assert!(super::super::split::sections(&text).is_some(), "{text}");
             let env = |k: &str| (k == "PREFIX").then(|| "p".to_string());
-            let run = |whole: bool| {
-                let mut d = Diags::new("t.yaml");
-                let out = if whole {
-                    load_whole(&text, &env, &mut d)
-                } else {
-                    load(&text, &env, &mut d)
-                };
-                let cfg = out.map(|(c, _)| format!("{c:?}"));
-                let diags: Vec<String> = d
-                    .finish()
-                    .iter()
-                    .map(|d| format!("{}:{} {} {} {:?}", d.line, d.column, d.path, d.message, d.hint))
-                    .collect();
-                (cfg, diags)
-            };
+            let run = |whole: bool| load_as(&text, &env, whole);
             assert_eq!(run(false), run(true), "{text}");
         }
     }
@@ -415,51 +448,17 @@ mod tests {
     /// (valid and invalid ones) into the same configuration with the same diagnostics.
     #[test]
     fn split_and_whole_loads_agree() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let mut files = Vec::new();
-        for dir in [
-            "examples",
-            "examples/bench",
-            "tests/fixtures",
-            "tests/fixtures/invalid",
-        ] {
-            let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
-                continue;
-            };
-            for e in rd.flatten() {
-                let p = e.path();
-                if p.extension().is_some_and(|x| x == "yaml") {
-                    files.push(p);
-                }
-            }
-        }
-        assert!(files.len() > 10, "{files:?}");
+        let files = example_and_fixture_texts();
+        assert!(files.len() > 10, "{}", files.len());
         let mut split = 0;
-        for f in &files {
-            let text = std::fs::read_to_string(f).expect("read");
+        for (path, text) in &files {
             let env = |k: &str| (k != "UNSET_VAR").then(|| format!("v-{k}"));
-            let run = |whole: bool| {
-                let mut d = Diags::new("t.yaml");
-                let out = if whole {
-                    load_whole(&text, &env, &mut d)
-                } else {
-                    load(&text, &env, &mut d)
-                };
-                let cfg = out.map(|(c, _)| format!("{c:?}"));
-                let diags: Vec<String> = d
-                    .finish()
-                    .iter()
-                    .map(|d| {
-                        format!(
-                            "{}:{} {} {} {:?}",
-                            d.line, d.column, d.path, d.message, d.hint
-                        )
-                    })
-                    .collect();
-                (cfg, diags)
-            };
-            assert_eq!(run(false), run(true), "{}", f.display());
-            split += usize::from(super::super::split::sections(&text).is_some());
+            assert_eq!(
+                load_as(text, &env, false),
+                load_as(text, &env, true),
+                "{path}"
+            );
+            split += usize::from(super::super::split::sections(text).is_some());
         }
         assert!(split > 10, "most files take the element-by-element path");
     }

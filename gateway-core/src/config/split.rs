@@ -373,25 +373,7 @@ mod tests {
     /// and fixture, and on layouts chosen to probe its edges.
     #[test]
     fn line_cuts_are_the_event_parser_cuts() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let mut texts: Vec<(String, String)> = Vec::new();
-        for dir in [
-            "examples",
-            "examples/bench",
-            "tests/fixtures",
-            "tests/fixtures/invalid",
-        ] {
-            let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
-                continue;
-            };
-            for e in rd.flatten() {
-                let p = e.path();
-                if p.extension().is_some_and(|x| x == "yaml") {
-                    let text = std::fs::read_to_string(&p).expect("read");
-                    texts.push((p.display().to_string(), text));
-                }
-            }
-        }
+        let mut texts = crate::config::load::tests::example_and_fixture_texts();
         let crafted = [
             "routes:\n- name: a\n  upstream: b\n- name: c\nlisteners: []\n",
             "routes:\n  - name: a\n    upstream: b",
