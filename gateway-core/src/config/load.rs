@@ -463,6 +463,41 @@ pub(in crate::config) mod tests {
         assert!(split > 10, "most files take the element-by-element path");
     }
 
+    /// Found by `both_paths_agree_on_random_layouts`: an empty section value followed by a comment and
+    /// a blank last line made the event splitter cut a slice that ends before it starts (a panic in
+    /// `gw validate`); a block sequence as a section's whole value was cut after its first `- `.
+    #[test]
+    fn empty_values_and_sequences_load_as_the_whole_document() {
+        let env = |_: &str| None;
+        for text in [
+            "routes:\n  - { name: c, upstream: u }\npolicies:\n# c\n   ",
+            "policies:\n# c\n   ",
+            "routes:\nserver:\n- name: top",
+            "server:\n  - name: top\n  - b",
+        ] {
+            assert_eq!(
+                load_as(text, &env, false),
+                load_as(text, &env, true),
+                "{text}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// On random block-style texts (sections, list elements, nested maps, comments, quotes, blank
+        /// lines, odd indentation) both load paths give the same configuration and diagnostics.
+        #[test]
+        fn both_paths_agree_on_random_layouts(lines in proptest::collection::vec(
+            "(routes:|upstreams:|policies:|server:|listeners: \\[\\]|  - name: [a-c]|  - \\{ name: [a-c], upstream: u \\}|    match: \\{ prefix: /[a-z] \\}|    upstream: u|    endpoints: \\[\\{ address: \"h:1\" \\}\\]|  threads: [0-9]|# c|  # c|    # c||   |  -   name: x|    x: \\||      text|  - 'q: u'|    y: \"a # b\"|- name: top|\t- bad)",
+            0..14,
+        )) {
+            let text = lines.join("\n");
+            let env = |_: &str| None;
+            proptest::prop_assert_eq!(load_as(&text, &env, false), load_as(&text, &env, true), "{}", text);
+        }
+    }
+
     /// Issue 11 item 13: an integer beyond u64 is a located field error and hides nothing else.
     #[test]
     fn huge_integers_are_field_errors() {

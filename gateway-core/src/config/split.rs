@@ -162,9 +162,11 @@ impl Splitter<'_> {
         };
         let body = match open.items {
             Some(items) => Body::Items(items),
+            // an empty value (`key:` then only blanks or comments) is marked after the blank line
+            // that `end_at` backs up to: an empty slice, never one that ends before it starts
             None => Body::Whole(Slice {
                 start: open.start,
-                end: self.end_at(m, None),
+                end: self.end_at(m, None).max(open.start),
                 column: open.column,
             }),
         };
@@ -184,10 +186,20 @@ impl Splitter<'_> {
         }
         match self.depth {
             1 => {
-                // the value of the section whose key was just read
+                // the value of the section whose key was just read; the parser marks a block
+                // sequence at its first entry, after the `- `: the slice starts at the dash
+                let (mut start, mut column) = (start, m.col());
+                if is_seq && !self.text[start..].starts_with(['[', '-']) {
+                    let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
+                    if let Some(dash) = self.text[line_start..start].rfind('-') {
+                        let back = start - (line_start + dash);
+                        start -= back;
+                        column = column.saturating_sub(back);
+                    }
+                }
                 if let Some(open) = self.value.as_mut() {
                     open.start = start;
-                    open.column = m.col();
+                    open.column = column;
                     if is_seq && LISTS.contains(&open.key.as_str()) {
                         open.items = Some(Vec::new());
                     }
@@ -293,7 +305,7 @@ impl MarkedEventReceiver for Splitter<'_> {
                         if let Some((start, column)) = self.item.take() {
                             let at = self.cursor.byte(self.text, m.index());
                             let flow = self.text[start..at].starts_with('{');
-                            let end = self.end_at(m, flow.then_some('}'));
+                            let end = self.end_at(m, flow.then_some('}')).max(start);
                             if let Some(items) = self.value.as_mut().and_then(|o| o.items.as_mut())
                             {
                                 items.push(Slice { start, end, column });
