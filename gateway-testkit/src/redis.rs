@@ -55,16 +55,7 @@ impl RedisServer {
             "these tests need a real Redis: {REDIS_BIN} is missing (apt-get install redis-server)"
         );
         let child = Command::new(REDIS_BIN)
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(server_args(self.port))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -164,4 +155,21 @@ pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The arguments of a throw-away test server on `port`: loopback only, no persistence.
+pub(crate) fn server_args(port: u16) -> Vec<String> {
+    [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }

@@ -24,21 +24,9 @@ pub struct RedisSentinel {
 }
 
 fn data_args(port: u16, dir: &std::path::Path) -> Vec<String> {
-    [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        &dir.to_string_lossy(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    let mut args = super::redis::server_args(port);
+    args.extend(["--dir".to_string(), dir.to_string_lossy().into_owned()]);
+    args
 }
 
 impl RedisSentinel {

@@ -130,14 +130,7 @@ fn load_whole<'t>(
     };
     let mut raw = RawConfig::default();
     for (k, v) in top {
-        let Some(key) = k.as_str().map(str::to_string) else {
-            diags.push(
-                Severity::Error,
-                spans.value(""),
-                "",
-                "section names must be strings".into(),
-                None,
-            );
+        let Some(key) = section_name(&k, &spans, diags) else {
             continue;
         };
         match key.as_str() {
@@ -693,6 +686,21 @@ fn list<T: DeserializeOwned>(
 
 /// Deserializes one element, turning a serde error into a positioned diagnostic with a hint
 /// (also used for `gw test` files, see [`crate::conftest`]).
+/// A top-level key as a section name; a key that is not a string is reported (and `None`).
+pub(crate) fn section_name(k: &Value, spans: &SpanIndex, diags: &mut Diags) -> Option<String> {
+    let name = k.as_str().map(str::to_string);
+    if name.is_none() {
+        diags.push(
+            Severity::Error,
+            spans.value(""),
+            "",
+            "section names must be strings".into(),
+            None,
+        );
+    }
+    name
+}
+
 pub(crate) fn de<T: DeserializeOwned>(
     v: Value,
     base: &str,

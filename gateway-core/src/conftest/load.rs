@@ -2,7 +2,7 @@
 //! case is reported). Every problem is a positioned [`Diagnostic`] like `gw validate`'s; the checks
 //! against the compiled configuration are in `check.rs`.
 use super::model::{Case, ClockSpec, Defaults, KeyDecl, Step, SECTIONS};
-use crate::config::load::de;
+use crate::config::load::{de, section_name};
 use crate::config::spans::{Pos, SpanIndex};
 use crate::diag::{did_you_mean, Diagnostic, Diags, Severity};
 use serde_yaml::Value;
@@ -114,14 +114,7 @@ pub fn parse(file: &str, text: &str) -> Result<(TestFile, Vec<Diagnostic>), Vec<
     };
     let mut saw_cases = false;
     for (k, v) in top {
-        let Some(key) = k.as_str().map(str::to_string) else {
-            diags.push(
-                Severity::Error,
-                spans.value(""),
-                "",
-                "section names must be strings".into(),
-                None,
-            );
+        let Some(key) = section_name(&k, &spans, &mut diags) else {
             continue;
         };
         match key.as_str() {
