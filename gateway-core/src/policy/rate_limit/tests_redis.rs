@@ -155,18 +155,33 @@ async fn redis_enforces_one_round_trip_with_rollback_and_shadow() {
         redis_get(&server, &format!("gw:rl:{{{}}}:r-big:{idx}", tag(b"x"))).await,
         Some(2)
     );
-    // TTL is two windows.
+    // The TTL is set when the counter is made: until 10 s after the end of the next window
+    // (1 s into this one: 119 s + 10 s). An increment does not refresh it.
     let client = redis::Client::open(server.url()).expect("url");
     let mut con = client
         .get_multiplexed_async_connection()
         .await
         .expect("conn");
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg(format!("gw:rl:{{{}}}:r-big:{idx}", tag(b"x")))
-        .query_async(&mut con)
-        .await
-        .expect("PTTL");
-    assert!(ttl > 110_000 && ttl <= 120_000, "ttl {ttl}");
+    let big_x = format!("gw:rl:{{{}}}:r-big:{idx}", tag(b"x"));
+    let pttl = |mut con: redis::aio::MultiplexedConnection, key: String| async move {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .expect("PTTL");
+        ttl
+    };
+    let ttl = pttl(con.clone(), big_x.clone()).await;
+    assert!(ttl > 120_000 && ttl <= 129_000, "ttl {ttl}");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(l.check_all(&[(big, x)], now).await.admitted);
+    assert_eq!(redis_get(&server, &big_x).await, Some(3));
+    let later = pttl(con.clone(), big_x.clone()).await;
+    assert!(
+        later <= ttl - 20,
+        "an increment refreshed the TTL: {ttl} then {later}"
+    );
+    assert!(later > 0);
     // The next window sees this one as "previous" through Redis.
     let d = l.check_all(&[(small, y)], (idx + 1) * 60_000).await;
     assert!(!d.admitted, "previous window weighs fully at the boundary");
