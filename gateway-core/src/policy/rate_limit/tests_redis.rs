@@ -158,7 +158,7 @@ async fn redis_enforces_one_round_trip_with_rollback_and_shadow() {
     // The TTL is set when the counter is made: until 10 s after the end of the next window
     // (1 s into this one: 119 s + 10 s). An increment does not refresh it.
     let client = redis::Client::open(server.url()).expect("url");
-    let mut con = client
+    let con = client
         .get_multiplexed_async_connection()
         .await
         .expect("conn");
