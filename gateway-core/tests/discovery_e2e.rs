@@ -136,6 +136,11 @@ async fn file_rewrites_move_traffic_without_failed_requests() {
     std::fs::write(&tmp, format!("- address: \"{}\"\n", b.addr())).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
     let t1 = load.until_only(&["b"], 20, Duration::from_secs(10)).await;
+    // the removed endpoint's series are gone (a stale `gw_endpoint_healthy` 1 would count it as
+    // up), the new one's are there
+    let series_of = |addr: String| format!("endpoint=\"{addr}\"");
+    assert!(!metric(&gw, &series_of(a.addr().to_string())));
+    assert!(metric(&gw, &series_of(b.addr().to_string())));
     let a_hits = a.hits();
     // in-place write: both
     std::fs::write(
@@ -155,6 +160,7 @@ async fn file_rewrites_move_traffic_without_failed_requests() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(metric(&gw, &series_of(a.addr().to_string())), "a is back");
     // garbage: the last good set keeps serving both
     std::fs::write(&path, "this is not an endpoint list\n").unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -176,7 +176,13 @@ struct Families {
 pub struct Metrics {
     registry: Registry,
     f: Families,
+    /// Endpoints with series, by upstream: [`Metrics::retain_endpoints`] deletes the series of
+    /// those a new runtime no longer has.
+    endpoints: Arc<parking_lot::Mutex<EndpointSeries>>,
 }
+
+/// Upstream name → endpoint labels with series.
+type EndpointSeries = std::collections::HashMap<String, std::collections::HashSet<String>>;
 
 fn reg<C: prometheus::core::Collector + Clone + 'static>(
     registry: &Registry,
@@ -322,7 +328,11 @@ impl Metrics {
             )?,
             discovery: DiscoveryFamilies::register(&r)?,
         };
-        Ok(Self { registry: r, f })
+        Ok(Self {
+            registry: r,
+            f,
+            endpoints: Arc::default(),
+        })
     }
 
     /// The underlying registry (to add e.g. a process collector).
@@ -353,6 +363,15 @@ impl Metrics {
     /// [`EndpointMetrics::set_healthy`] with the initial state.
     pub fn endpoint(&self, upstream: &str, endpoint: &str) -> EndpointMetrics {
         let f = &self.f;
+        let mut known = self.endpoints.lock();
+        let of_upstream = match known.get_mut(upstream) {
+            Some(e) => e,
+            None => known.entry(upstream.to_owned()).or_default(),
+        };
+        if !of_upstream.contains(endpoint) {
+            of_upstream.insert(endpoint.to_owned());
+        }
+        drop(known);
         EndpointMetrics {
             duration: f.upstream_duration.with_label_values(&[upstream, endpoint]),
             errors: UpstreamErrorKind::ALL.map(|k| {
@@ -361,6 +380,50 @@ impl Metrics {
             }),
             healthy: f.endpoint_healthy.with_label_values(&[upstream, endpoint]),
         }
+    }
+
+    /// Sets `gw_endpoint_healthy` of an endpoint that still has series: a health check that ends
+    /// after [`Metrics::retain_endpoints`] removed its endpoint does not bring the series back.
+    pub fn endpoint_health_changed(&self, upstream: &str, endpoint: &str, healthy: bool) {
+        let known = self
+            .endpoints
+            .lock()
+            .get(upstream)
+            .is_some_and(|e| e.contains(endpoint));
+        if known {
+            self.endpoint(upstream, endpoint).set_healthy(healthy);
+        }
+    }
+
+    /// Deletes the series (`gw_upstream_duration_seconds`, `gw_upstream_errors_total`,
+    /// `gw_endpoint_healthy`) of every endpoint not in `live` (`(upstream, endpoint)` pairs): those
+    /// that discovery, a deregistration or a reload removed. A removed endpoint that comes back
+    /// starts new series (counters from 0, which Prometheus reads as a reset). Call it with the
+    /// endpoints of the runtime just installed, never while another runtime is being built (its
+    /// new endpoints would lose their series).
+    pub fn retain_endpoints<'a>(&self, live: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut keep = EndpointSeries::new();
+        for (u, e) in live {
+            keep.entry(u.to_owned()).or_default().insert(e.to_owned());
+        }
+        let mut known = self.endpoints.lock();
+        let f = &self.f;
+        for (u, eps) in known.iter() {
+            for e in eps {
+                if keep.get(u).is_some_and(|k| k.contains(e)) {
+                    continue;
+                }
+                let _ = f.upstream_duration.remove_label_values(&[u, e]);
+                for k in UpstreamErrorKind::ALL {
+                    let _ = f.upstream_errors.remove_label_values(&[u, e, k.as_str()]);
+                }
+                let _ = f.endpoint_healthy.remove_label_values(&[u, e]);
+            }
+        }
+        known.retain(|u, eps| {
+            eps.retain(|e| keep.get(u).is_some_and(|k| k.contains(e)));
+            !eps.is_empty()
+        });
     }
 
     /// Handle for rate-limit policy `policy`. Creates the three decision series at 0.
@@ -1075,6 +1138,46 @@ mod tests {
         assert_eq!(p[&key("gw_endpoint_healthy", &l)], 1.0);
         assert_eq!(p[&key("gw_endpoint_healthy", &l2)], 0.0);
         assert_eq!(series(&p, "gw_upstream_errors_total").count(), 6);
+    }
+
+    #[test]
+    fn removed_endpoints_lose_their_series() {
+        let m = Metrics::new().unwrap();
+        let a = m.endpoint("svc", "10.0.0.1:80");
+        m.endpoint("svc", "10.0.0.2:80").set_healthy(true);
+        m.endpoint("other", "10.0.0.1:80").set_healthy(true);
+        a.observe(ms(5));
+        a.set_healthy(true);
+        // how many series carry upstream=u, endpoint=e
+        let of = |m: &Metrics, u: &str, e: &str| {
+            parse(&m.render())
+                .keys()
+                .filter(|(_, l)| {
+                    l.get("upstream").map(String::as_str) == Some(u)
+                        && l.get("endpoint").map(String::as_str) == Some(e)
+                })
+                .count()
+        };
+        // healthy + 3 error kinds + histogram (buckets, sum, count)
+        assert!(of(&m, "svc", "10.0.0.1:80") > 5);
+        // discovery removed 10.0.0.1 from svc (not from other)
+        m.retain_endpoints([("svc", "10.0.0.2:80"), ("other", "10.0.0.1:80")]);
+        assert_eq!(of(&m, "svc", "10.0.0.1:80"), 0);
+        assert!(of(&m, "svc", "10.0.0.2:80") >= 4);
+        assert!(of(&m, "other", "10.0.0.1:80") >= 4);
+        // a health check ending late does not bring the series back
+        m.endpoint_health_changed("svc", "10.0.0.1:80", false);
+        assert_eq!(of(&m, "svc", "10.0.0.1:80"), 0);
+        m.endpoint_health_changed("svc", "10.0.0.2:80", false);
+        let p = parse(&m.render());
+        let l2 = [("upstream", "svc"), ("endpoint", "10.0.0.2:80")];
+        assert_eq!(p[&key("gw_endpoint_healthy", &l2)], 0.0);
+        // back again: fresh series
+        m.endpoint("svc", "10.0.0.1:80");
+        assert!(of(&m, "svc", "10.0.0.1:80") >= 4);
+        // a reload without the upstream `other`
+        m.retain_endpoints([("svc", "10.0.0.1:80"), ("svc", "10.0.0.2:80")]);
+        assert_eq!(of(&m, "other", "10.0.0.1:80"), 0);
     }
 
     #[test]

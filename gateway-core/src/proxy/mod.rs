@@ -111,6 +111,7 @@ impl Engine {
         rt.warm_up().await;
         self.current.store(Arc::new(rt));
         self.registry.retain_only(&plan);
+        self.runtime().prune_endpoint_series(&self.metrics);
         Ok(())
     }
 
@@ -159,6 +160,7 @@ impl Engine {
         if !Arc::ptr_eq(&prev, &old) {
             tracing::debug!("discovered endpoints: a reload swapped the runtime first");
         }
+        self.runtime().prune_endpoint_series(&self.metrics);
     }
 
     /// Runs active health checks until `shutdown`, at each upstream's interval, always over the

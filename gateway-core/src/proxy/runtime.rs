@@ -216,7 +216,7 @@ fn new_balancer(
     if let (true, Some(hc)) = (fresh, &u.health_check) {
         let (name, m) = (u.name.clone(), metrics.clone());
         let hook: crate::upstream::health::HealthHook = Arc::new(move |addr, healthy| {
-            m.endpoint(&name, &addr.to_string()).set_healthy(healthy);
+            m.endpoint_health_changed(&name, &addr.to_string(), healthy);
             tracing::warn!(upstream = %name, endpoint = %addr, healthy, "endpoint health changed");
         });
         health.set_health_check(crate::upstream::health::http_check(hc, hook));
@@ -340,6 +340,24 @@ fn upstream_rt(
 }
 
 impl Runtime {
+    /// Deletes the metric series of endpoints this runtime does not have
+    /// ([`Metrics::retain_endpoints`]). Call it with the runtime just installed, while holding
+    /// whatever keeps other runtimes from being built meanwhile (the reload lock).
+    pub fn prune_endpoint_series(&self, metrics: &Metrics) {
+        let live = self
+            .plan
+            .upstreams
+            .iter()
+            .zip(&self.upstreams)
+            .flat_map(|(p, u)| {
+                u.balancer
+                    .endpoints
+                    .iter()
+                    .map(move |e| (&*p.name, &*e.label))
+            });
+        metrics.retain_endpoints(live);
+    }
+
     /// Builds the runtime of `plan`, taking long-lived state (balancers and endpoint health, breakers,
     /// outlier detectors, authenticators, the rate limiter and its Redis client) from `registry` when
     /// its identity is unchanged, and registering what is new (see [`crate::state`]).
