@@ -27,6 +27,7 @@ pub(crate) mod steps;
 /// Step internals the criterion benches (`gateway-core/benches`) measure; not a stable API.
 #[doc(hidden)]
 pub mod bench_internals {
+    pub use super::steps::forward_headers::{apply as forward_headers, Forwarding};
     pub use super::steps::limit_headers::{render, LimitTexts};
 }
 
