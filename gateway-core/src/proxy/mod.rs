@@ -27,7 +27,11 @@ pub(crate) mod steps;
 /// Step internals the criterion benches (`gateway-core/benches`) measure; not a stable API.
 #[doc(hidden)]
 pub mod bench_internals {
-    pub use super::steps::forward_headers::{apply as forward_headers, Forwarding};
+    pub use super::steps::forward_headers::Forwarding;
+    /// Step 8 (the head sent upstream) on `up`; `false` where the step refuses the request.
+    pub fn forward_headers(up: &mut pingora::http::RequestHeader, f: &Forwarding<'_>) -> bool {
+        super::steps::forward_headers::apply(up, f).is_ok()
+    }
     pub use super::steps::limit_headers::{render, LimitTexts};
 }
 

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 /// Everything the step needs about the request besides the header being built.
 pub struct Forwarding<'a> {
+    /// The path (and query) sent upstream, after the route's rewrite.
     pub upstream_path: &'a str,
     /// Headers some auth policy injects (stripped first).
     pub injected: &'a [HeaderName],
@@ -15,10 +16,13 @@ pub struct Forwarding<'a> {
     pub claims: &'a [(HeaderName, HeaderValue)],
     /// The route's `Host` override.
     pub route_host: Option<&'a HeaderValue>,
+    /// The client's `Host` (becomes `X-Forwarded-Host`).
     pub original_host: Option<&'a HeaderValue>,
     /// The TCP peer (appended to `X-Forwarded-For`).
     pub peer: Option<IpAddr>,
+    /// Whether the client connection is TLS (`X-Forwarded-Proto`).
     pub tls: bool,
+    /// The request id (`X-Request-Id`).
     pub request_id: &'a HeaderValue,
 }
 
