@@ -155,7 +155,7 @@ pub struct OutlierSpec {
 #[derive(Debug, Clone)]
 /// Process-wide settings with every default applied (`server`).
 pub struct ServerPlan {
-    /// Worker threads.
+    /// Worker threads: the configured count, or one per CPU the process may run on.
     pub threads: usize,
     /// How long a drain may take.
     pub grace_period: Duration,

@@ -5,11 +5,11 @@ use crate::plan::{AdminPlan, ListenerPlan, ServerPlan, TlsPlan};
 use std::net::{IpAddr, SocketAddr};
 
 pub(crate) fn server(s: &ServerConfig, cx: &mut Cx) -> ServerPlan {
-    if s.threads == 0 || s.threads > 1024 {
+    if let Some(t) = s.threads.filter(|t| !(1..=1024).contains(t)) {
         cx.error(
             "server.threads",
-            format!("threads must be between 1 and 1024, not {}", s.threads),
-            None,
+            format!("threads must be between 1 and 1024, not {t}"),
+            Some("or leave it out: one thread per CPU".into()),
         );
     }
     let mut trusted = Vec::new();
@@ -41,7 +41,7 @@ pub(crate) fn server(s: &ServerConfig, cx: &mut Cx) -> ServerPlan {
         }
     }
     ServerPlan {
-        threads: s.threads.max(1),
+        threads: s.threads.unwrap_or_else(cpu_threads).clamp(1, 1024),
         grace_period: s.grace_period.get(),
         trusted_proxies: trusted,
         header_timeout: s.downstream.header_timeout.get(),
@@ -55,6 +55,12 @@ pub(crate) fn server(s: &ServerConfig, cx: &mut Cx) -> ServerPlan {
         path_policy: s.path_policy,
         connections: super::connections::limits(&s.downstream, cx),
     }
+}
+
+/// The default worker count: one per CPU this process may run on (affinity and cgroup quota
+/// included), like nginx's `worker_processes auto` and Envoy's default concurrency.
+fn cpu_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 pub(crate) fn parse_addr(cx: &mut Cx, path: &str, a: &str) -> Option<SocketAddr> {

@@ -101,3 +101,26 @@ routes: [{ name: r, match: { prefix: / }, upstream: u }]
     assert!(e[0].message.contains("too large"), "{}", e[0].message);
     assert!(errors(&text.replace("4294967295", "1000")).is_empty());
 }
+
+#[test]
+fn worker_threads_default_to_one_per_cpu() {
+    let base = "listeners: [{ name: l, address: \"127.0.0.1:8080\" }]\n";
+    let threads = |server: &str| {
+        compile("t.yaml", &format!("{base}{server}"), &|_| None)
+            .plan
+            .map(|p| p.server.threads)
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(threads(""), Some(cpus));
+    assert_eq!(threads("server: { grace_period: 2s }\n"), Some(cpus));
+    assert_eq!(threads("server: { threads: 3 }\n"), Some(3));
+    for bad in ["0", "1025"] {
+        let e = errors(&format!("{base}server: {{ threads: {bad} }}\n"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].message
+                .contains(&format!("threads must be between 1 and 1024, not {bad}")),
+            "{e:?}"
+        );
+    }
+}

@@ -58,9 +58,10 @@ pub struct Config {
 #[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Worker threads per listener service (Pingora's `threads`).
-    #[serde(default = "default_threads")]
-    pub threads: usize,
+    /// Worker threads per listener service (Pingora's `threads`), 1–1024. Absent: one per CPU the
+    /// process may run on (CPU affinity and cgroup quota included).
+    #[serde(default)]
+    pub threads: Option<usize>,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[serde(default = "default_grace")]
     pub grace_period: Dur,
@@ -111,9 +112,6 @@ impl Default for ReloadConfig {
     }
 }
 
-fn default_threads() -> usize {
-    1
-}
 fn default_grace() -> Dur {
     Dur::from_secs(5)
 }
@@ -121,7 +119,7 @@ fn default_grace() -> Dur {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            threads: default_threads(),
+            threads: None,
             grace_period: default_grace(),
             trusted_proxies: vec![],
             downstream: DownstreamConfig::default(),
