@@ -16,6 +16,7 @@
 //! process could inherit a dropped pool's handles on a recycled thread id.
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
@@ -33,21 +34,30 @@ impl ConnRuntimes {
     /// `threads` runtimes (at least one). If a runtime or thread cannot be created, connections are
     /// served on the caller's runtime instead (with a warning).
     pub(super) fn new(threads: usize, grace: Duration) -> ConnRuntimes {
-        let mut handles = Vec::new();
-        let mut stop = Vec::new();
-        for i in 0..threads.max(1) {
-            let rt = match tokio::runtime::Builder::new_current_thread()
+        let mut runtimes = Vec::new();
+        for _ in 0..threads.max(1) {
+            match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                Ok(rt) => rt,
+                Ok(rt) => runtimes.push(rt),
                 Err(e) => {
                     tracing::warn!(error = %e, "embedded: no runtime of its own; serving on the caller's");
                     break;
                 }
-            };
+            }
+        }
+        // Every runtime stops only once all of them are idle: Pingora's upstream connection pool is
+        // shared, so a request on one runtime may be reading a pooled connection registered with
+        // another runtime's I/O driver (an idle runtime that stopped first failed it: "A Tokio 1.x
+        // context was found, but it is being shutdown").
+        let all: Arc<[Handle]> = runtimes.iter().map(|rt| rt.handle().clone()).collect();
+        let mut handles = Vec::new();
+        let mut stop = Vec::new();
+        for (i, rt) in runtimes.into_iter().enumerate() {
             let handle = rt.handle().clone();
             let (tx, rx) = oneshot::channel::<()>();
+            let all = all.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("gw-embedded-{i}"))
                 .spawn(move || {
@@ -56,7 +66,7 @@ impl ConnRuntimes {
                         // in-flight connections finish on their own (keep-alive loops end at the
                         // shutdown signal), bounded by the grace period
                         let end = Instant::now() + grace;
-                        while Handle::current().metrics().num_alive_tasks() > 0
+                        while all.iter().any(|h| h.metrics().num_alive_tasks() > 0)
                             && Instant::now() < end
                         {
                             tokio::time::sleep(Duration::from_millis(20)).await;
