@@ -127,6 +127,63 @@ async fn embedded_pipelined_requests_are_answered_in_order() {
     .expect("pipelining");
 }
 
+/// A local answer to a request whose body was not read (404 here; 401 and 429 take the same path) keeps
+/// the connection when the body is small and has a declared length: the body is read and dropped
+/// before the next request, also when it arrives after the answer. A large, chunked or
+/// `Expect: 100-continue` body still closes the connection after the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_local_answers_keep_the_connection_past_a_small_unread_body() {
+    let up = Upstream::start("e-drain").await;
+    let gw = start("{}", &up).await;
+    let addr: SocketAddr = gw.addrs[0];
+    let post = |path: &str, extra: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: gw.test\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    blocking(move || {
+        let mut c = Raw::connect(addr);
+        // the body with the head, then a pipelined request behind it
+        c.send(&[post("/nope", "", "hello=world"), get("/api/after")].concat());
+        let r = c.response(T).expect("404");
+        assert_eq!(r.status, 404);
+        assert_eq!(r.header("connection"), Some("keep-alive"), "{}", r.head);
+        let r = c.response(T).expect("the request after the body");
+        assert_eq!((r.status, r.json()["path"].as_str()), (200, Some("/after")));
+        // the head alone; the body only after the answer has come
+        c.send(b"POST /nope HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\n\r\n");
+        let r = c.response(T).expect("404 before the body");
+        assert_eq!(r.status, 404);
+        assert_eq!(r.header("connection"), Some("keep-alive"), "{}", r.head);
+        c.send(b"hello");
+        c.send(&get_close("/api/last"));
+        let r = c.response(T).expect("the request after the late body");
+        assert_eq!((r.status, r.json()["path"].as_str()), (200, Some("/last")));
+
+        let big = "x".repeat(70_000);
+        let chunked = "POST /nope HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        for (what, req) in [
+            ("70,000-byte body", post("/nope", "", &big)),
+            ("chunked body", chunked.as_bytes().to_vec()),
+            (
+                "Expect: 100-continue, body not sent",
+                b"POST /nope HTTP/1.1\r\nHost: gw.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n".to_vec(),
+            ),
+        ] {
+            let mut c = Raw::connect(addr);
+            c.send(&req);
+            let r = c.response(T).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(r.status, 404, "{what}");
+            assert_eq!(r.header("connection"), Some("close"), "{what}: {}", r.head);
+            assert!(c.closed_within(Duration::from_secs(5)).is_some(), "{what}");
+        }
+    })
+    .join()
+    .expect("drain");
+}
+
 /// Between requests a keep-alive connection waits for the next one outside a Pingora session (its
 /// bytes are read by the connection loop and handed to the session): requests after an idle pause,
 /// after a body with a length, and after a chunked body (where the session itself waits) are all

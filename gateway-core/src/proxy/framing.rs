@@ -15,6 +15,7 @@
 use crate::error::GwError;
 use http::{header, HeaderMap, Version};
 use pingora::http::RequestHeader;
+use std::time::Duration;
 
 /// Why a request head was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,10 +239,64 @@ pub fn enforce(
     }
 }
 
+/// Largest request body (declared by `Content-Length`) gw reads and drops after answering without
+/// reading it (a 401, 404, 429 ...), to keep the connection, like nginx discarding a body.
+pub const DRAIN_LIMIT: u64 = 64 * 1024;
+
+/// Whether an answer given before the request body was read may keep the connection, the body then
+/// read and dropped before the next request: no body, or one of a declared length of at most
+/// [`DRAIN_LIMIT`] from a client that is not waiting for `100 Continue` (it may never send it). A
+/// chunked or larger body: the connection closes after the answer (Pingora's default), rather than
+/// reading a body only to throw it away.
+pub fn may_drain_unread_body(headers: &HeaderMap) -> bool {
+    if headers.contains_key(header::TRANSFER_ENCODING) || headers.contains_key(header::EXPECT) {
+        return false;
+    }
+    match headers.get(header::CONTENT_LENGTH) {
+        None => true,
+        Some(v) => std::str::from_utf8(v.as_bytes())
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
+            .is_some_and(|n| n <= DRAIN_LIMIT),
+    }
+}
+
+/// Lets Pingora keep the connection after a local answer to a request whose small body is unread
+/// ([`may_drain_unread_body`]): it reads and drops the body, within `limit`, before the next request.
+/// Without this, every 401, 404 or 429 to a `POST` closed the connection, and a client being
+/// refused paid a new TCP (and TLS) handshake per request.
+pub fn keep_alive_past_unread_body(session: &mut pingora::proxy::Session, limit: Duration) {
+    if may_drain_unread_body(&session.req_header().headers) {
+        let ds = session.as_downstream_mut();
+        ds.set_close_on_response_before_downstream_finish(false);
+        ds.set_total_drain_timeout(Some(limit));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn only_small_declared_bodies_are_drained() {
+        assert!(may_drain_unread_body(&h(&[])));
+        assert!(may_drain_unread_body(&h(&[("content-length", "0")])));
+        assert!(may_drain_unread_body(&h(&[("content-length", "65536")])));
+        assert!(!may_drain_unread_body(&h(&[("content-length", "65537")])));
+        assert!(!may_drain_unread_body(&h(&[(
+            "content-length",
+            "99999999999999999999"
+        )])));
+        assert!(!may_drain_unread_body(&h(&[(
+            "transfer-encoding",
+            "chunked"
+        )])));
+        assert!(!may_drain_unread_body(&h(&[
+            ("content-length", "5"),
+            ("expect", "100-continue")
+        ])));
+    }
 
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();

@@ -391,8 +391,10 @@ impl ProxyHttp for Gateway {
     }
 
     /// Runs first for every request, before modules: sets the downstream keep-alive and body read
-    /// timeouts, tells the connection guard the head has arrived (`conn::on_request_head`), and checks
-    /// the request framing (`framing::enforce`; `Err` with a 400/501 in `ctx.error` on a violation).
+    /// timeouts, tells the connection guard the head has arrived (`conn::on_request_head`), checks
+    /// the request framing (`framing::enforce`; `Err` with a 400/501 in `ctx.error` on a violation),
+    /// and lets a local answer keep the connection past a small unread body
+    /// (`framing::keep_alive_past_unread_body`).
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         let s = &ctx.rt.plan.server;
         session.set_keepalive(Some(s.idle_timeout.as_secs().max(1)));
@@ -401,6 +403,7 @@ impl ProxyHttp for Gateway {
             .set_read_timeout(Some(s.header_timeout));
         conn::on_request_head(session);
         framing::enforce(session, &mut ctx.error)?;
+        framing::keep_alive_past_unread_body(session, s.header_timeout);
         Ok(())
     }
 
