@@ -453,6 +453,7 @@ fn describe_key(
     match k {
         RateKey::ClientIp => format!("client IP {}", req.client_ip),
         RateKey::JwtClaim { claim, fallback } => {
+            let claim = claim.as_str();
             let fb = if fallback.is_some() {
                 format!("client IP {}", req.client_ip)
             } else {

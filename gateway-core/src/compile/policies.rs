@@ -109,7 +109,9 @@ fn key_spec(k: &RateKeyConfig) -> RateKey {
     match k {
         RateKeyConfig::ClientIp {} => RateKey::ClientIp,
         RateKeyConfig::JwtClaim { claim, fallback } => RateKey::JwtClaim {
-            claim: claim.clone(),
+            // checked by `check_key`; a limit with a bad path never reaches the plan
+            claim: crate::policy::auth::ClaimPath::parse(claim)
+                .unwrap_or_else(|| crate::policy::auth::ClaimPath::literal(claim)),
             fallback: *fallback,
         },
         RateKeyConfig::Header { name, fallback } => RateKey::Header {
@@ -171,6 +173,14 @@ fn check_key(cx: &mut Cx, path: &str, k: &RateKeyConfig) {
                     &format!("{path}.claim"),
                     "claim must not be empty",
                     Some("e.g. sub".into()),
+                );
+            } else if crate::policy::auth::ClaimPath::parse(claim).is_none() {
+                // as for a jwt policy's `require` and `forward`: a path with an empty part
+                // never matched, so every request fell back
+                cx.error(
+                    &format!("{path}.claim"),
+                    format!("invalid claim path \"{claim}\""),
+                    Some("dotted names without empty parts, e.g. sub or tenant.id".into()),
                 );
             }
         }

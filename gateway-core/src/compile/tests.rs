@@ -124,3 +124,19 @@ fn worker_threads_default_to_one_per_cpu() {
         );
     }
 }
+
+#[test]
+fn a_rate_limit_claim_path_with_an_empty_part_is_refused() {
+    let text = |claim: &str| {
+        format!(
+            "listeners: [{{ name: l, address: \"127.0.0.1:8080\" }}]\n\
+             policies: [{{ name: p, type: rate_limit, window: 1m, max: 5, key: {{ type: jwt_claim, claim: \"{claim}\" }} }}]\n"
+        )
+    };
+    let e = errors(&text("tenant..id"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].path, "policies[0].key.claim");
+    assert!(e[0].message.contains("invalid claim path"), "{e:?}");
+    assert!(errors(&text("tenant.id")).is_empty());
+    assert!(errors(&text("https://example.com/tenant")).is_empty());
+}

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 /// A pre-split claim path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClaimPath {
     raw: String,
     segments: Vec<String>,
@@ -25,6 +25,15 @@ impl ClaimPath {
             raw: path.to_string(),
             segments: path.split('.').map(str::to_string).collect(),
         })
+    }
+
+    /// A path that only ever matches the top-level claim named `name` (what an invalid dotted path
+    /// can still mean; the compiler refuses such paths, so a plan never holds one).
+    pub fn literal(name: &str) -> Self {
+        ClaimPath {
+            raw: name.to_string(),
+            segments: vec![name.to_string()],
+        }
     }
 
     /// The configured text.

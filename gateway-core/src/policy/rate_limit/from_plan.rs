@@ -128,7 +128,7 @@ fn write_part(key: &KeySpec, facts: &KeyFacts<'_>, out: &mut Vec<u8>) {
         KeySpec::JwtClaim {
             claim,
             fallback: fb,
-        } => match facts.identity.and_then(|i| i.claim_str(claim)) {
+        } => match facts.identity.and_then(|i| i.claim_str_at(claim)) {
             Some(v) => {
                 out.extend_from_slice(b"jwt:");
                 out.extend_from_slice(v.as_bytes());
@@ -175,15 +175,16 @@ mod key_tests {
         write_key(&KeySpec::ClientIp, Scope::Route, &facts, &mut out);
         assert_eq!(out, b"r:login|ip:203.0.113.7");
         out.clear();
+        let sub = crate::policy::auth::ClaimPath::parse("sub").expect("path");
         let k = KeySpec::JwtClaim {
-            claim: "sub".into(),
+            claim: sub.clone(),
             fallback: Some(KeyFallback::ClientIp),
         };
         write_key(&k, Scope::Upstream, &facts, &mut out);
         assert_eq!(out, b"u:users|ip:203.0.113.7");
         out.clear();
         let k = KeySpec::JwtClaim {
-            claim: "sub".into(),
+            claim: sub,
             fallback: None,
         };
         write_key(&k, Scope::Global, &facts, &mut out);

@@ -77,7 +77,8 @@ pub enum KeySpec {
     ClientIp,
     /// A claim of the verified JWT; `fallback` when absent (else one shared "anonymous" key).
     JwtClaim {
-        claim: String,
+        /// Parsed once, when the plan is compiled.
+        claim: crate::policy::auth::ClaimPath,
         fallback: Option<KeyFallback>,
     },
     /// A request header; `fallback` when absent.
