@@ -266,7 +266,9 @@ pub fn may_drain_unread_body(headers: &HeaderMap) -> bool {
 /// Without this, every 401, 404 or 429 to a `POST` closed the connection, and a client being
 /// refused paid a new TCP (and TLS) handshake per request.
 pub fn keep_alive_past_unread_body(session: &mut pingora::proxy::Session, limit: Duration) {
-    if may_drain_unread_body(&session.req_header().headers) {
+    let headers = &session.req_header().headers;
+    // no `Content-Length`: no body (nothing to drain) or a chunked one (closes, Pingora's default)
+    if headers.contains_key(header::CONTENT_LENGTH) && may_drain_unread_body(headers) {
         let ds = session.as_downstream_mut();
         ds.set_close_on_response_before_downstream_finish(false);
         ds.set_total_drain_timeout(Some(limit));
