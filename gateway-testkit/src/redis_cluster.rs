@@ -56,31 +56,25 @@ impl RedisCluster {
             let port = free_port();
             let bus = free_port();
             let conf = dir.path().join(format!("nodes-{port}.conf"));
-            let args: Vec<String> = [
-                "--port",
-                &port.to_string(),
-                "--cluster-port",
-                &bus.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                &conf.to_string_lossy(),
-                "--cluster-node-timeout",
-                &NODE_TIMEOUT_MS.to_string(),
-                "--cluster-replica-validity-factor",
-                "0",
-                "--dir",
-                &dir.path().to_string_lossy(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+            let mut args = super::redis::server_args(port);
+            args.extend(
+                [
+                    "--cluster-port",
+                    &bus.to_string(),
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &conf.to_string_lossy(),
+                    "--cluster-node-timeout",
+                    &NODE_TIMEOUT_MS.to_string(),
+                    "--cluster-replica-validity-factor",
+                    "0",
+                    "--dir",
+                    &dir.path().to_string_lossy(),
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            );
             let child = spawn_server(port, &args);
             nodes.push(Node {
                 port,
