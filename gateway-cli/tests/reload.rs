@@ -342,3 +342,56 @@ async fn sighup_reloads_tls_certificates() {
     assert_eq!(ok(&fresh_first).await.ok(), Some(200));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A reload that removes a route and an upstream (with a circuit breaker) deletes their series from
+/// `/metrics`: no stale `gw_breaker_state` or `gw_endpoint_healthy` for what is gone, no growth when
+/// names churn. The routes and upstreams that stay keep their counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_deletes_the_series_of_removed_routes_and_upstreams() {
+    let (b, c) = (Upstream::start("b").await, Upstream::start("c").await);
+    let (port, admin) = (free_port(), free_port());
+    let dir = tmpdir("series");
+    let cfg = dir.join("gw.yaml");
+    let second = format!(
+        "  - {{ name: c, endpoints: [{{ address: \"{}\" }}], circuit_breaker: {{ failure_threshold: 5, success_threshold: 1, open_duration: 10s }} }}\n",
+        c.addr()
+    );
+    let with_c = config(port, admin, &b, "/old", "").replace(
+        "routes:\n",
+        &format!("{second}routes:\n  - {{ name: r2, match: {{ prefix: /c }}, upstream: c }}\n"),
+    );
+    std::fs::write(&cfg, &with_c).expect("write");
+    let gw = Gw::spawn(&cfg);
+    gw.wait_log("SIGHUP reloads the configuration file").await;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_status(&format!("{base}/old"), 200).await;
+    wait_status(&format!("{base}/c"), 200).await;
+    let scrape = || async {
+        gateway_testkit::get(&format!("http://127.0.0.1:{admin}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+    };
+    let before = scrape().await;
+    for gone in [r#"route="r2""#, r#"upstream="c""#] {
+        assert!(before.contains(gone), "{gone} has series before: {before}");
+    }
+    let served = |text: &str| {
+        gateway_testkit::prom::Scrape::parse(text)
+            .sum_matching("gw_requests_total", &[("route", "r"), ("status", "200")])
+    };
+    let served_before = served(&before);
+    assert!(served_before >= 1.0);
+
+    std::fs::write(&cfg, config(port, admin, &b, "/old", "")).expect("write");
+    gw.signal("HUP");
+    wait_status(&format!("{base}/c"), 404).await;
+    let after = scrape().await;
+    for gone in [r#"route="r2""#, r#"upstream="c""#] {
+        let left: Vec<&str> = after.lines().filter(|l| l.contains(gone)).collect();
+        assert!(left.is_empty(), "{gone} still has series: {left:?}");
+    }
+    assert!(served(&after) >= served_before, "route r keeps its count");
+    assert!(after.contains(r#"gw_endpoint_healthy{endpoint=""#), "{after}");
+    let _ = std::fs::remove_dir_all(dir);
+}

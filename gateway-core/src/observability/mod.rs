@@ -69,5 +69,6 @@ pub use access_log::{
 };
 pub use metrics::{
     AuthMetrics, BreakerMetrics, BreakerState, DiscoveryMetrics, EndpointMetrics, GaugeGuard,
-    HttpMethod, Metrics, RateLimitMetrics, ReloadMetrics, RouteMetrics, UpstreamErrorKind,
+    HttpMethod, LiveSeries, Metrics, RateLimitMetrics, ReloadMetrics, RouteMetrics,
+    UpstreamErrorKind,
 };

@@ -142,7 +142,7 @@ impl Policies {
         rt.warm_up().await;
         self.inner.current.store(Arc::new(rt));
         self.inner.registry.retain_only(&plan);
-        self.runtime().prune_endpoint_series(&self.inner.metrics);
+        self.runtime().prune_series(&self.inner.metrics);
         Ok(())
     }
 

@@ -4,8 +4,8 @@
 use crate::discovery::backends::{combine, Endpoint, Origin};
 use crate::discovery::SourceKind;
 use crate::observability::{
-    AuthMetrics, BreakerMetrics, BreakerState, EndpointMetrics, Metrics, RateLimitMetrics,
-    RouteMetrics,
+    AuthMetrics, BreakerMetrics, BreakerState, EndpointMetrics, LiveSeries, Metrics,
+    RateLimitMetrics, RouteMetrics,
 };
 use crate::plan::{BreakerPlan, HashKey, Plan};
 use crate::policy::auth::{Authenticator, RoutePolicy};
@@ -340,22 +340,43 @@ fn upstream_rt(
 }
 
 impl Runtime {
-    /// Deletes the metric series of endpoints this runtime does not have
-    /// ([`Metrics::retain_endpoints`]). Call it with the runtime just installed, while holding
-    /// whatever keeps other runtimes from being built meanwhile (the reload lock).
-    pub fn prune_endpoint_series(&self, metrics: &Metrics) {
-        let live = self
-            .plan
-            .upstreams
-            .iter()
-            .zip(&self.upstreams)
-            .flat_map(|(p, u)| {
-                u.balancer
-                    .endpoints
-                    .iter()
-                    .map(move |e| (&*p.name, &*e.label))
-            });
-        metrics.retain_endpoints(live);
+    /// Deletes the metric series of the routes, policies, breakers, upstream sources and endpoints
+    /// this runtime does not have ([`Metrics::retain_series`]). Call it with the runtime just
+    /// installed, while holding whatever keeps other runtimes from being built meanwhile (the
+    /// reload lock).
+    pub fn prune_series(&self, metrics: &Metrics) {
+        let plan = &self.plan;
+        let live = LiveSeries {
+            routes: plan
+                .routes
+                .iter()
+                .map(|r| (&*r.name, &*plan.upstreams[r.upstream as usize].name))
+                .collect(),
+            policies: plan.rate_limits.iter().map(|l| &*l.name).collect(),
+            breakers: plan
+                .upstreams
+                .iter()
+                .filter(|u| u.breaker.is_some())
+                .map(|u| &*u.name)
+                .collect(),
+            upstreams: plan
+                .upstreams
+                .iter()
+                .map(|u| (&*u.name, u.discovery.as_ref().map(|d| d.kind().as_str())))
+                .collect(),
+            endpoints: plan
+                .upstreams
+                .iter()
+                .zip(&self.upstreams)
+                .flat_map(|(p, u)| {
+                    u.balancer
+                        .endpoints
+                        .iter()
+                        .map(move |e| (&*p.name, &*e.label))
+                })
+                .collect(),
+        };
+        metrics.retain_series(&live);
     }
 
     /// Builds the runtime of `plan`, taking long-lived state (balancers and endpoint health, breakers,

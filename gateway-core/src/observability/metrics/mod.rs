@@ -26,6 +26,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod retain;
+pub use retain::LiveSeries;
+
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -393,37 +396,6 @@ impl Metrics {
         if known {
             self.endpoint(upstream, endpoint).set_healthy(healthy);
         }
-    }
-
-    /// Deletes the series (`gw_upstream_duration_seconds`, `gw_upstream_errors_total`,
-    /// `gw_endpoint_healthy`) of every endpoint not in `live` (`(upstream, endpoint)` pairs): those
-    /// that discovery, a deregistration or a reload removed. A removed endpoint that comes back
-    /// starts new series (counters from 0, which Prometheus reads as a reset). Call it with the
-    /// endpoints of the runtime just installed, never while another runtime is being built (its
-    /// new endpoints would lose their series).
-    pub fn retain_endpoints<'a>(&self, live: impl IntoIterator<Item = (&'a str, &'a str)>) {
-        let mut keep = EndpointSeries::new();
-        for (u, e) in live {
-            keep.entry(u.to_owned()).or_default().insert(e.to_owned());
-        }
-        let mut known = self.endpoints.lock();
-        let f = &self.f;
-        for (u, eps) in known.iter() {
-            for e in eps {
-                if keep.get(u).is_some_and(|k| k.contains(e)) {
-                    continue;
-                }
-                let _ = f.upstream_duration.remove_label_values(&[u, e]);
-                for k in UpstreamErrorKind::ALL {
-                    let _ = f.upstream_errors.remove_label_values(&[u, e, k.as_str()]);
-                }
-                let _ = f.endpoint_healthy.remove_label_values(&[u, e]);
-            }
-        }
-        known.retain(|u, eps| {
-            eps.retain(|e| keep.get(u).is_some_and(|k| k.contains(e)));
-            !eps.is_empty()
-        });
     }
 
     /// Handle for rate-limit policy `policy`. Creates the three decision series at 0.
