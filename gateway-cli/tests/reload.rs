@@ -392,6 +392,9 @@ async fn reload_deletes_the_series_of_removed_routes_and_upstreams() {
         assert!(left.is_empty(), "{gone} still has series: {left:?}");
     }
     assert!(served(&after) >= served_before, "route r keeps its count");
-    assert!(after.contains(r#"gw_endpoint_healthy{endpoint=""#), "{after}");
+    assert!(
+        after.contains(r#"gw_endpoint_healthy{endpoint=""#),
+        "{after}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

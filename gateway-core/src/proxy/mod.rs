@@ -165,7 +165,7 @@ impl Engine {
         if !Arc::ptr_eq(&prev, &old) {
             tracing::debug!("discovered endpoints: a reload swapped the runtime first");
         }
-        self.runtime().prune_series(&self.metrics);
+        self.runtime().prune_endpoint_series(&self.metrics);
     }
 
     /// Runs active health checks until `shutdown`, at each upstream's interval, always over the

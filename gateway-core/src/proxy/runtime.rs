@@ -341,9 +341,9 @@ fn upstream_rt(
 
 impl Runtime {
     /// Deletes the metric series of the routes, policies, breakers, upstream sources and endpoints
-    /// this runtime does not have ([`Metrics::retain_series`]). Call it with the runtime just
-    /// installed, while holding whatever keeps other runtimes from being built meanwhile (the
-    /// reload lock).
+    /// this runtime does not have ([`Metrics::retain_series`]), after a new plan was installed.
+    /// Call it with the runtime just installed, while holding whatever keeps other runtimes from
+    /// being built meanwhile (the reload lock).
     pub fn prune_series(&self, metrics: &Metrics) {
         let plan = &self.plan;
         let live = LiveSeries {
@@ -364,19 +364,30 @@ impl Runtime {
                 .iter()
                 .map(|u| (&*u.name, u.discovery.as_ref().map(|d| d.kind().as_str())))
                 .collect(),
-            endpoints: plan
-                .upstreams
-                .iter()
-                .zip(&self.upstreams)
-                .flat_map(|(p, u)| {
-                    u.balancer
-                        .endpoints
-                        .iter()
-                        .map(move |e| (&*p.name, &*e.label))
-                })
-                .collect(),
+            endpoints: self.live_endpoints().collect(),
         };
         metrics.retain_series(&live);
+    }
+
+    /// Like [`Runtime::prune_series`] for a runtime rebuilt from the same plan with new endpoint
+    /// sets (discovery, registration): only endpoint series can have gone, and the cost does not
+    /// grow with the number of routes.
+    pub fn prune_endpoint_series(&self, metrics: &Metrics) {
+        metrics.retain_endpoints(self.live_endpoints());
+    }
+
+    /// `(upstream, endpoint)` of every endpoint of this runtime.
+    fn live_endpoints(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.plan
+            .upstreams
+            .iter()
+            .zip(&self.upstreams)
+            .flat_map(|(p, u)| {
+                u.balancer
+                    .endpoints
+                    .iter()
+                    .map(move |e| (&*p.name, &*e.label))
+            })
     }
 
     /// Builds the runtime of `plan`, taking long-lived state (balancers and endpoint health, breakers,

@@ -339,7 +339,7 @@ async fn apply(engine: &Engine) -> Result<(), Failure> {
         rt.check_discovered().await;
         let prev = engine.current.compare_and_swap(&old, Arc::new(rt));
         if Arc::ptr_eq(&prev, &old) {
-            engine.runtime().prune_series(&engine.metrics);
+            engine.runtime().prune_endpoint_series(&engine.metrics);
             return Ok(());
         }
     }
