@@ -39,7 +39,9 @@
 //! `gw_request_duration_seconds` series appears with its first request and its
 //! `gw_requests_total` series on the first request with that (method, status) (so idle routes
 //! of a big configuration cost neither memory nor series); `reason`/`action` series on first
-//! use (or up front via [`Metrics::auth_with_reasons`]).
+//! use (or up front via [`Metrics::auth_with_reasons`] and
+//! [`RateLimitMetrics::expect_store_errors`], which the runtime calls for Redis-backed policies).
+//! Series of what a reload removes are deleted ([`Metrics::retain_series`]).
 //!
 //! # Wiring (sketch)
 //!

@@ -443,7 +443,13 @@ impl Runtime {
         let limit_metrics = plan
             .rate_limits
             .iter()
-            .map(|l| metrics.ratelimit_policy(&l.name))
+            .map(|l| {
+                let m = metrics.ratelimit_policy(&l.name);
+                if l.backend == crate::plan::RateBackend::Redis {
+                    m.expect_store_errors(l.on_store_error.as_str());
+                }
+                m
+            })
             .collect();
         let limit_texts = plan
             .rate_limits
@@ -493,5 +499,39 @@ impl Runtime {
                 tracing::warn!(policy = %plan.name, "JWT keys are not available yet; tokens are rejected until they are");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Redis-backed policy's `gw_ratelimit_store_errors_total{action}` exists at 0 from the start,
+    /// so an alert on its `rate()` fires on the first errors of an outage (a series that appears
+    /// with its first error has no earlier sample to rise from); a local policy has none.
+    #[tokio::test]
+    async fn redis_policies_start_with_their_store_error_series_at_zero() {
+        let text = r#"
+listeners: [{ name: l, address: "127.0.0.1:0" }]
+upstreams: [{ name: u, endpoints: [{ address: "127.0.0.1:9" }] }]
+policies:
+  - { name: shared, type: rate_limit, window: 60s, max: 10, key: { type: client_ip }, store: { type: redis, url: "redis://127.0.0.1:9" }, on_store_error: deny }
+  - { name: mine, type: rate_limit, window: 60s, max: 10, key: { type: client_ip } }
+routes: [{ name: r, match: { prefix: / }, upstream: u, policies: [shared, mine] }]
+"#;
+        let c = crate::compile("t.yaml", text, &|_| None);
+        let plan = c.plan.unwrap_or_else(|| panic!("{:?}", c.diagnostics));
+        let m = Metrics::new().unwrap();
+        let _rt = Runtime::build(Arc::new(plan), &m, &crate::state::Registry::new()).unwrap();
+        let out = m.render();
+        assert!(
+            out.contains(r#"gw_ratelimit_store_errors_total{action="deny",policy="shared"} 0"#),
+            "{out}"
+        );
+        assert!(!out.contains(r#"gw_ratelimit_store_errors_total{action="local""#));
+        assert!(
+            !out.contains(r#"policy="mine",action"#)
+                && !out.contains(r#"errors_total{action="allow""#)
+        );
     }
 }

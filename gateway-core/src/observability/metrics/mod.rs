@@ -668,11 +668,17 @@ impl RateLimitMetrics {
         self.0.shadow_rejected.inc();
     }
 
-    /// `gw_ratelimit_store_errors_total{action}` += 1, where `action` is what the limiter did
-    /// about the failure (e.g. `"fail_open"`, `"fail_closed"`, `"local_fallback"`).
+    /// `gw_ratelimit_store_errors_total{action}` += 1, where `action` is the policy's
+    /// `on_store_error` (`"allow"`, `"deny"`, `"local"`).
     #[inline]
     pub fn store_error(&self, action: &'static str) {
         self.0.store_errors.inc(action);
+    }
+
+    /// Creates the `gw_ratelimit_store_errors_total{action}` series at 0 (a policy whose store can
+    /// fail), so the first error of an outage is an increase a `rate()` sees, not a new series.
+    pub fn expect_store_errors(&self, action: &'static str) {
+        let _ = self.0.store_errors.resolve(action);
     }
 }
 
