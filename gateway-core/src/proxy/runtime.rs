@@ -241,6 +241,7 @@ fn new_balancer(
 }
 
 fn upstream_rt(
+    plan: &Arc<Plan>,
     u: &crate::plan::UpstreamPlan,
     metrics: &Metrics,
     registry: &Registry,
@@ -248,7 +249,9 @@ fn upstream_rt(
 ) -> Result<UpstreamRt, StartError> {
     let mut eps = Vec::new();
     for e in &u.endpoints {
-        eps.push((resolve(&u.name, &e.address)?, e.weight));
+        let addr =
+            registry.static_addr(plan, &u.name, &e.address, || resolve(&u.name, &e.address))?;
+        eps.push((addr, e.weight));
     }
     metrics
         .upstream_endpoints(&u.name, "static")
@@ -402,7 +405,7 @@ impl Runtime {
         let upstreams = plan
             .upstreams
             .iter()
-            .map(|u| upstream_rt(u, metrics, registry, now))
+            .map(|u| upstream_rt(&plan, u, metrics, registry, now))
             .collect::<Result<Vec<_>, _>>()?;
         let mut auths = Vec::new();
         let mut injected: Vec<HeaderName> = Vec::new();

@@ -112,6 +112,15 @@ pub struct Registry {
     pub discovery: crate::discovery::Discoveries,
     /// Endpoints registered through the admin API, by upstream name (see `crate::registration`).
     pub registrations: crate::registration::Registrations,
+    /// Static endpoint addresses as resolved for the plan in force (see [`Registry::static_addr`]).
+    static_addrs: Mutex<StaticAddrs>,
+}
+
+/// The static endpoint addresses resolved for one plan, by (upstream, configured address).
+#[derive(Default)]
+struct StaticAddrs {
+    plan: Weak<Plan>,
+    addrs: HashMap<(Arc<str>, String), SocketAddr>,
 }
 
 /// Looks `key` up: the state when the identity matches, else builds it with `make` and stores it.
@@ -138,6 +147,41 @@ fn by_name<I: PartialEq, S: Clone, E>(
 impl Registry {
     pub fn new() -> Self {
         Registry::default()
+    }
+
+    /// The socket address of a static endpoint of `upstream` (`address` as configured: an IP or a
+    /// host name, with a port). Resolved with `resolve` once per plan: a runtime rebuilt from the
+    /// same plan (a discovery update, a registration) reuses the answer, so it neither blocks on
+    /// DNS nor fails when DNS is down; a new plan (start-up, reload) resolves again, as nginx does
+    /// when it loads its configuration. The lock is not held while `resolve` runs.
+    pub fn static_addr<E>(
+        &self,
+        plan: &Arc<Plan>,
+        upstream: &Arc<str>,
+        address: &str,
+        resolve: impl FnOnce() -> Result<SocketAddr, E>,
+    ) -> Result<SocketAddr, E> {
+        let key = (upstream.clone(), address.to_owned());
+        {
+            let mut cache = self.static_addrs.lock();
+            if !std::ptr::eq(cache.plan.as_ptr(), Arc::as_ptr(plan))
+                || cache.plan.strong_count() == 0
+            {
+                *cache = StaticAddrs {
+                    plan: Arc::downgrade(plan),
+                    addrs: HashMap::new(),
+                };
+            }
+            if let Some(a) = cache.addrs.get(&key) {
+                return Ok(*a);
+            }
+        }
+        let addr = resolve()?;
+        let mut cache = self.static_addrs.lock();
+        if std::ptr::eq(cache.plan.as_ptr(), Arc::as_ptr(plan)) {
+            cache.addrs.insert(key, addr);
+        }
+        Ok(addr)
     }
 
     /// The balancer of an endpoint set when the registry has one with exactly this identity.

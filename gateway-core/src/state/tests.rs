@@ -158,3 +158,40 @@ async fn a_limit_keeps_counting_across_an_engine_swap() {
     assert_eq!(up.hits(), 4);
     gw.stop();
 }
+
+/// A static endpoint's address is resolved once per plan: a rebuild from the same plan (discovery,
+/// registration) does not ask DNS again (nor fail when it is down); a new plan resolves afresh; a
+/// failed lookup is not remembered.
+#[tokio::test]
+async fn static_endpoints_resolve_once_per_plan() {
+    let text = r#"
+listeners: [{ name: l, address: "127.0.0.1:0" }]
+upstreams: [{ name: u, endpoints: [{ address: "localhost:9" }] }]
+routes: [{ name: r, match: { prefix: / }, upstream: u }]
+"#;
+    let m = Metrics::new().unwrap();
+    let reg = Registry::new();
+    let p = Arc::new(plan(text));
+    let rt = Runtime::build(p.clone(), &m, &reg).expect("runtime builds");
+    let resolved = rt.upstreams[0].balancer.endpoints[0].addr;
+    assert_eq!(resolved.port(), 9);
+    let u: Arc<str> = "u".into();
+    let never =
+        || -> Result<std::net::SocketAddr, ()> { panic!("resolved again for the same plan") };
+    // what a rebuild from the same plan gets: the build's answer, no lookup
+    assert_eq!(reg.static_addr(&p, &u, "localhost:9", never), Ok(resolved));
+    let again = Runtime::build(p.clone(), &m, &reg).expect("rebuild");
+    assert_eq!(again.upstreams[0].balancer.endpoints[0].addr, resolved);
+    // a new plan (a reload) resolves again; a failure is returned and not kept
+    let q = Arc::new(plan(text));
+    let other: std::net::SocketAddr = "127.0.0.2:9".parse().unwrap();
+    assert_eq!(
+        reg.static_addr(&q, &u, "localhost:9", || Err("dns down")),
+        Err("dns down")
+    );
+    assert_eq!(
+        reg.static_addr(&q, &u, "localhost:9", || Ok::<_, ()>(other)),
+        Ok(other)
+    );
+    assert_eq!(reg.static_addr(&q, &u, "localhost:9", never), Ok(other));
+}
