@@ -120,6 +120,29 @@ async fn changes_are_applied_within_one_blocking_round_trip() {
     until_set(&mut rx, &[], Duration::from_secs(3)).await;
 }
 
+/// An instance registered with a host name (Consul allows one in `Service.Address` and
+/// `Node.Address`) is resolved by the system resolver: `localhost` becomes a loopback endpoint next
+/// to the IP instances (what a failed lookup does is unit-tested in `discovery::consul`).
+#[tokio::test]
+async fn host_name_instances_are_resolved() {
+    let c = ConsulDouble::start().await.unwrap();
+    c.register(Instance::new("ip", "web", "10.0.0.1", 8080));
+    c.register(Instance::new("named", "web", "localhost", 8081).weight(Some(2)));
+    c.register(Instance::new("node-named", "web", "", 8082).on_node_address("localhost"));
+    let mut s = ConsulSource::new(spec(&c.url(), Duration::from_secs(1))).unwrap();
+    let mut set = s.fetch().await.expect("one round");
+    set.sort_by_key(|e| e.addr);
+    let loopback = std::net::ToSocketAddrs::to_socket_addrs("localhost:0")
+        .unwrap()
+        .next()
+        .unwrap()
+        .ip();
+    let at = |port: u16, w: u32| ep(&std::net::SocketAddr::new(loopback, port).to_string(), w);
+    let mut want = vec![ep("10.0.0.1:8080", 1), at(8081, 2), at(8082, 1)];
+    want.sort_by_key(|e| e.addr);
+    assert_eq!(set, want);
+}
+
 #[tokio::test]
 async fn consul_down_or_answering_garbage_keeps_the_last_endpoints() {
     let mut c = ConsulDouble::start().await.unwrap();

@@ -8,16 +8,23 @@
 //! watch package.
 //!
 //! An instance's address is `Service.Address`, or `Node.Address` when that is empty; its port
-//! `Service.Port`; its weight `Service.Weights.Passing` (1 when absent). Instances whose address is not an
-//! IP (Consul allows host names there) or whose port is 0 are skipped with a warning. The token is sent
-//! as `X-Consul-Token` and never appears in errors or logs.
+//! `Service.Port`; its weight `Service.Weights.Passing` (1 when absent). Instances with port 0 or no
+//! address are skipped with a warning. An address that is a host name (Consul allows them) is resolved
+//! with the system resolver each round (each name once, all names at once, at most
+//! [`LOOKUP_TIMEOUT`]); the instance gets the first address. When a lookup fails, the name's last good
+//! address is used (a DNS outage does not drop live instances); a name that never resolved is skipped
+//! with a warning. The token is sent as `X-Consul-Token` and never appears in errors or logs.
 use super::spec::ConsulSpec;
 use super::{DiscoveredEndpoint, DiscoveryError, Source, SourceKind};
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 const NAME: &str = "consul";
+
+/// How long one round waits for the host names of its instances to resolve.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Polls one Consul service; see the module docs.
 pub struct ConsulSource {
@@ -26,6 +33,8 @@ pub struct ConsulSource {
     url: String,
     index: u64,
     last_start: Option<Instant>,
+    /// The last good address of every host name the previous round had.
+    names: HashMap<String, IpAddr>,
 }
 
 impl ConsulSource {
@@ -72,6 +81,7 @@ impl ConsulSource {
             url,
             index: 0,
             last_start: None,
+            names: HashMap::new(),
         })
     }
 
@@ -121,8 +131,17 @@ struct Weights {
     passing: u32,
 }
 
-/// Parses a `/v1/health/service/<name>` answer into endpoints (pure; also used by tests).
-pub fn parse_health(body: &[u8]) -> Result<Vec<DiscoveredEndpoint>, DiscoveryError> {
+/// One passing instance as Consul lists it: its address (an IP or a host name), port and weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsulInstance {
+    pub address: String,
+    pub port: u16,
+    pub weight: u32,
+}
+
+/// Parses a `/v1/health/service/<name>` answer into instances (pure). Instances with port 0 or no
+/// address are skipped with a warning.
+pub fn parse_instances(body: &[u8]) -> Result<Vec<ConsulInstance>, DiscoveryError> {
     let entries: Vec<Entry> =
         serde_json::from_slice(body).map_err(|e| DiscoveryError::Invalid {
             source_name: NAME,
@@ -130,26 +149,110 @@ pub fn parse_health(body: &[u8]) -> Result<Vec<DiscoveredEndpoint>, DiscoveryErr
         })?;
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
-        let host = if e.service.address.is_empty() {
-            &e.node.address
+        let address = if e.service.address.is_empty() {
+            e.node.address
         } else {
-            &e.service.address
+            e.service.address
         };
-        let ip = match host.parse::<IpAddr>() {
-            Ok(ip) if e.service.port != 0 => ip,
-            _ => {
-                tracing::warn!(address = %host, port = e.service.port,
-                    "Consul instance skipped: the address must be an IP and the port not 0");
-                continue;
-            }
-        };
-        let weight = e.service.weights.map_or(1, |w| w.passing);
-        out.push(DiscoveredEndpoint::new(
-            SocketAddr::new(ip, e.service.port),
-            weight,
-        ));
+        if address.is_empty() || e.service.port == 0 {
+            tracing::warn!(address = %address, port = e.service.port,
+                "Consul instance skipped: it has no address or its port is 0");
+            continue;
+        }
+        out.push(ConsulInstance {
+            address,
+            port: e.service.port,
+            weight: e.service.weights.map_or(1, |w| w.passing),
+        });
     }
     Ok(out)
+}
+
+/// The endpoints of the instances whose address is an IP (pure; host names need
+/// [`ConsulSource::fetch`], which resolves them).
+pub fn parse_health(body: &[u8]) -> Result<Vec<DiscoveredEndpoint>, DiscoveryError> {
+    Ok(parse_instances(body)?
+        .into_iter()
+        .filter_map(|i| {
+            let ip = i.address.parse::<IpAddr>().ok()?;
+            Some(DiscoveredEndpoint::new(
+                SocketAddr::new(ip, i.port),
+                i.weight,
+            ))
+        })
+        .collect())
+}
+
+/// The address host name `name` stands for this round: the lookup's answer (remembered in `names`),
+/// else the last good one (a failed lookup does not drop a live instance), else none.
+fn settle(
+    names: &mut HashMap<String, IpAddr>,
+    name: &str,
+    looked_up: Result<IpAddr, String>,
+) -> Option<IpAddr> {
+    match looked_up {
+        Ok(ip) => {
+            names.insert(name.to_owned(), ip);
+            Some(ip)
+        }
+        Err(e) => match names.get(name) {
+            Some(ip) => {
+                tracing::warn!(name, error = %e, last_good = %ip,
+                    "Consul instance host name did not resolve; using its last address");
+                Some(*ip)
+            }
+            None => {
+                tracing::warn!(name, error = %e,
+                    "Consul instance skipped: its host name does not resolve");
+                None
+            }
+        },
+    }
+}
+
+/// The first address of `name` from the system resolver, within [`LOOKUP_TIMEOUT`].
+async fn lookup(name: String) -> Result<IpAddr, String> {
+    match tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((name.as_str(), 0))).await {
+        Err(_) => Err(format!("no answer within {LOOKUP_TIMEOUT:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(mut addrs)) => addrs
+            .next()
+            .map(|a| a.ip())
+            .ok_or_else(|| "no address".to_string()),
+    }
+}
+
+impl ConsulSource {
+    /// The endpoints of `instances`, their host names resolved (see the module docs).
+    async fn endpoints(&mut self, instances: Vec<ConsulInstance>) -> Vec<DiscoveredEndpoint> {
+        let mut names: Vec<&str> = instances
+            .iter()
+            .filter(|i| i.address.parse::<IpAddr>().is_err())
+            .map(|i| i.address.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let answers =
+            futures_util::future::join_all(names.iter().map(|n| lookup((*n).to_owned()))).await;
+        let mut resolved: HashMap<&str, Option<IpAddr>> = HashMap::with_capacity(names.len());
+        for (name, answer) in names.iter().zip(answers) {
+            resolved.insert(name, settle(&mut self.names, name, answer));
+        }
+        self.names.retain(|n, _| resolved.contains_key(n.as_str()));
+        instances
+            .iter()
+            .filter_map(|i| {
+                let ip = match i.address.parse::<IpAddr>() {
+                    Ok(ip) => ip,
+                    Err(_) => resolved.get(i.address.as_str()).copied().flatten()?,
+                };
+                Some(DiscoveredEndpoint::new(
+                    SocketAddr::new(ip, i.port),
+                    i.weight,
+                ))
+            })
+            .collect()
+    }
 }
 
 fn excerpt(b: &[u8]) -> String {
@@ -203,10 +306,10 @@ impl Source for ConsulSource {
                 message: excerpt(&body),
             });
         }
-        let set = parse_health(&body)?;
+        let instances = parse_instances(&body)?;
         // a missing index header counts as 0: the next query does not block
         self.take_index(index.unwrap_or(0));
-        Ok(set)
+        Ok(self.endpoints(instances).await)
     }
 
     async fn wait(&mut self, failures: u32) {
@@ -265,6 +368,57 @@ mod tests {
             parse_health(b"[{\"Node\":"),
             Err(DiscoveryError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn instances_keep_host_names_and_skip_port_zero_or_no_address() {
+        let body = br#"[
+          {"Node":{"Address":"10.0.0.1"},"Service":{"Address":"web.internal","Port":80,"Weights":{"Passing":2}}},
+          {"Node":{"Address":"node-7.dc1"},"Service":{"Address":"","Port":81}},
+          {"Node":{"Address":"10.0.0.3"},"Service":{"Address":"10.0.0.4","Port":0}},
+          {"Node":{"Address":""},"Service":{"Address":"","Port":82}}
+        ]"#;
+        let i = |a: &str, port, weight| ConsulInstance {
+            address: a.into(),
+            port,
+            weight,
+        };
+        assert_eq!(
+            parse_instances(body).unwrap(),
+            vec![i("web.internal", 80, 2), i("node-7.dc1", 81, 1)]
+        );
+        assert_eq!(parse_health(body).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_failed_lookup_keeps_the_last_good_address_and_a_never_resolved_name_is_left_out() {
+        let mut names = HashMap::new();
+        let (a, b): (IpAddr, IpAddr) = ("10.1.0.1".parse().unwrap(), "10.1.0.2".parse().unwrap());
+        assert_eq!(
+            settle(&mut names, "web.internal", Err("dns down".into())),
+            None
+        );
+        assert_eq!(settle(&mut names, "web.internal", Ok(a)), Some(a));
+        assert_eq!(
+            settle(&mut names, "web.internal", Err("timeout".into())),
+            Some(a)
+        );
+        assert_eq!(
+            settle(&mut names, "web.internal", Ok(b)),
+            Some(b),
+            "a new answer wins"
+        );
+        assert_eq!(
+            settle(&mut names, "web.internal", Err("nxdomain".into())),
+            Some(b)
+        );
+        assert_eq!(settle(&mut names, "other", Err("nxdomain".into())), None);
+    }
+
+    #[tokio::test]
+    async fn lookup_answers_localhost_and_refuses_garbage() {
+        assert!(lookup("localhost".into()).await.unwrap().is_loopback());
+        assert!(lookup("bad name with spaces\0".into()).await.is_err());
     }
 
     #[test]
