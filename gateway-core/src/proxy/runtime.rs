@@ -317,8 +317,17 @@ fn upstream_rt(
             endpoints: set.clone(),
             settings: *o,
         };
-        registry.outlier(id, || {
-            OutlierDetector::new(
+        registry.outlier(id, |previous| match previous {
+            // the upstream's endpoint set changed: endpoints it keeps keep their state
+            Some((before, detector)) => {
+                let was = &before.endpoints.endpoints;
+                let from: Vec<Option<usize>> = eps
+                    .iter()
+                    .map(|(a, _)| was.iter().position(|(b, _)| b == a))
+                    .collect();
+                detector.successor(&from)
+            }
+            None => OutlierDetector::new(
                 eps.len(),
                 OutlierSettings {
                     consecutive_failures: o.consecutive_failures,
@@ -327,7 +336,7 @@ fn upstream_rt(
                     max_ejected_percent: o.max_ejected_percent,
                 },
                 now,
-            )
+            ),
         })
     });
     Ok(UpstreamRt {

@@ -252,21 +252,35 @@ impl Registry {
         .unwrap_or_else(|e| match e {})
     }
 
-    /// The outlier detector of an upstream.
+    /// The outlier detector of an upstream: the registry's when its identity is unchanged, else
+    /// `make(previous)`, where `previous` is the upstream's detector for another endpoint set with the
+    /// same settings (to carry its endpoints' state over, [`OutlierDetector::successor`]).
     pub fn outlier(
         &self,
         id: OutlierId,
-        make: impl FnOnce() -> OutlierDetector,
+        make: impl FnOnce(Option<(&OutlierId, &OutlierDetector)>) -> OutlierDetector,
     ) -> Arc<OutlierDetector> {
         let name = id.endpoints.upstream.clone();
-        by_name::<_, _, std::convert::Infallible>(
-            &mut self.inner.lock().outliers,
-            &name,
-            id,
-            || Ok(Arc::new(make())),
-        )
-        .map(|(s, _)| s)
-        .unwrap_or_else(|e| match e {})
+        let mut inner = self.inner.lock();
+        if let Some(s) = inner.outliers.get(&name).filter(|s| s.id == id) {
+            return s.state.clone();
+        }
+        let made = {
+            let previous = inner
+                .outliers
+                .get(&name)
+                .filter(|s| s.id.settings == id.settings)
+                .map(|s| (&s.id, &*s.state));
+            Arc::new(make(previous))
+        };
+        inner.outliers.insert(
+            name,
+            Slot {
+                id,
+                state: made.clone(),
+            },
+        );
+        made
     }
 
     /// The authenticator for these settings.

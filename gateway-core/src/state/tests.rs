@@ -195,3 +195,52 @@ routes: [{ name: r, match: { prefix: / }, upstream: u }]
     );
     assert_eq!(reg.static_addr(&q, &u, "localhost:9", never), Ok(other));
 }
+
+/// When an upstream's endpoint set changes (discovery, registration, reload), the endpoints it keeps
+/// keep their outlier state: an ejected endpoint is not brought back by another endpoint coming or
+/// going. Changed outlier settings start afresh.
+#[tokio::test]
+async fn outlier_state_of_kept_endpoints_survives_a_set_change() {
+    let yaml = |eps: &str, failures: u32| {
+        format!(
+            r#"
+listeners: [{{ name: l, address: "127.0.0.1:0" }}]
+upstreams:
+  - name: u
+    endpoints: [{eps}]
+    outlier_detection: {{ consecutive_failures: {failures}, base_ejection: 60s }}
+routes: [{{ name: r, match: {{ prefix: / }}, upstream: u }}]
+"#
+        )
+    };
+    let (a, b, c) = (
+        r#"{ address: "127.0.0.1:9001" }"#,
+        r#"{ address: "127.0.0.1:9002" }"#,
+        r#"{ address: "127.0.0.1:9003" }"#,
+    );
+    let m = Metrics::new().unwrap();
+    let reg = Registry::new();
+    let now = Instant::now();
+    let at = |rt: &Runtime, port: u16| {
+        rt.upstreams[0]
+            .balancer
+            .endpoints
+            .iter()
+            .position(|e| e.addr.port() == port)
+            .expect("endpoint")
+    };
+    let first = build(plan(&yaml(&format!("{a}, {b}"), 1)), &m, &reg);
+    let o = first.upstreams[0].outlier.as_ref().unwrap();
+    o.record(at(&first, 9002), true, now);
+    assert!(o.is_ejected(at(&first, 9002), now));
+    // 9003 joins, 9001 leaves: 9002 is still ejected, the newcomer is in service
+    let second = build(plan(&yaml(&format!("{c}, {b}"), 1)), &m, &reg);
+    let o2 = second.upstreams[0].outlier.as_ref().unwrap();
+    assert!(!Arc::ptr_eq(o, o2), "a detector for the new set");
+    assert!(o2.is_ejected(at(&second, 9002), now));
+    assert!(!o2.is_ejected(at(&second, 9003), now));
+    // other outlier settings: fresh state
+    let third = build(plan(&yaml(&format!("{c}, {b}"), 2)), &m, &reg);
+    let o3 = third.upstreams[0].outlier.as_ref().unwrap();
+    assert!(!o3.is_ejected(at(&third, 9002), now));
+}

@@ -158,6 +158,41 @@ impl OutlierDetector {
         }
     }
 
+    /// A detector for a new endpoint set of the same upstream and settings: endpoint `i` of the new
+    /// set takes over the state (ejection, failure streak, ejection count and its decay clock) of
+    /// endpoint `from[i]` of this one, `None` starts in service. Same time base, so an ejection
+    /// keeps its end. What Envoy does when hosts come and go: a change of *other* endpoints does not
+    /// bring an ejected one back early.
+    pub fn successor(&self, from: &[Option<usize>]) -> Self {
+        let book = self.book.lock();
+        let slots = from
+            .iter()
+            .map(|o| {
+                let old = o.and_then(|i| self.slots.get(i));
+                Slot {
+                    ejected_until: AtomicU64::new(
+                        old.map_or(0, |s| s.ejected_until.load(Ordering::Acquire)),
+                    ),
+                    consecutive: AtomicU32::new(
+                        old.map_or(0, |s| s.consecutive.load(Ordering::Relaxed)),
+                    ),
+                }
+            })
+            .collect();
+        let books = from
+            .iter()
+            .map(|o| o.and_then(|i| book.get(i).copied()).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        Self {
+            base: self.base,
+            settings: self.settings.clone(),
+            slots,
+            book: Mutex::new(books),
+            observer: self.observer.clone(),
+        }
+    }
+
     /// Number of endpoints.
     pub fn len(&self) -> usize {
         self.slots.len()
@@ -345,6 +380,54 @@ impl OutlierDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A new endpoint set keeps the state of the endpoints it shares with the old one, at their new
+    /// positions: an ejection keeps its end, a streak and the ejection count go on; new endpoints
+    /// start in service.
+    #[test]
+    fn successor_carries_kept_endpoints_over() {
+        let t0 = Instant::now();
+        let d = OutlierDetector::new(
+            3,
+            OutlierSettings {
+                consecutive_failures: 2,
+                base_ejection: Duration::from_secs(10),
+                max_ejection: Duration::from_secs(300),
+                max_ejected_percent: 100,
+            },
+            t0,
+        );
+        d.record(0, true, t0);
+        d.record(0, true, t0); // ejected for 10 s
+        d.record(2, true, t0); // a streak of 1
+        let t1 = t0 + Duration::from_secs(4);
+        // old endpoint 1 went, old 0 is now at 1, old 2 at 0, a new one at 2
+        let s = d.successor(&[Some(2), Some(0), None]);
+        assert_eq!(s.len(), 3);
+        assert!(s.is_ejected(1, t1), "the ejected endpoint stays ejected");
+        assert!(
+            !s.is_ejected(1, t0 + Duration::from_secs(10)),
+            "until its end"
+        );
+        assert!(!s.is_ejected(0, t1) && !s.is_ejected(2, t1));
+        let snap = s.snapshot(t1);
+        assert_eq!(snap[0].consecutive_failures, 1, "the streak goes on");
+        assert_eq!(snap[1].times_ejected, 1);
+        assert_eq!(
+            snap[2],
+            EndpointHealth {
+                ejected: false,
+                ejected_remaining: None,
+                consecutive_failures: 0,
+                times_ejected: 0,
+            }
+        );
+        s.record(0, true, t1);
+        assert!(
+            s.is_ejected(0, t1),
+            "one more failure completes the carried streak"
+        );
+    }
 
     /// Issue 11 item 9: the largest durations (even beyond what the config accepts) never overflow:
     /// every combination of durations and instants saturates.
