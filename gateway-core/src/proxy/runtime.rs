@@ -320,11 +320,15 @@ fn upstream_rt(
         registry.outlier(id, |previous| match previous {
             // the upstream's endpoint set changed: endpoints it keeps keep their state
             Some((before, detector)) => {
-                let was = &before.endpoints.endpoints;
-                let from: Vec<Option<usize>> = eps
+                let was: std::collections::HashMap<SocketAddr, usize> = before
+                    .endpoints
+                    .endpoints
                     .iter()
-                    .map(|(a, _)| was.iter().position(|(b, _)| b == a))
+                    .enumerate()
+                    .map(|(i, (a, _))| (*a, i))
                     .collect();
+                let from: Vec<Option<usize>> =
+                    eps.iter().map(|(a, _)| was.get(a).copied()).collect();
                 detector.successor(&from)
             }
             None => OutlierDetector::new(
