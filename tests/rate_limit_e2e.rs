@@ -314,7 +314,7 @@ async fn login_limit_redis_store() {
             &[("policy", "login-limit")]
         )
         .await,
-        None,
+        Some(0.0),
         "no store errors"
     );
 }
@@ -811,7 +811,7 @@ async fn accuracy_redis_64_clients() {
             &[("policy", "acc-limit")]
         )
         .await,
-        None,
+        Some(0.0),
         "no store errors"
     );
 }
@@ -877,7 +877,7 @@ async fn two_gateways_share_one_quota(label: &str, store_yaml: String, store: St
                 &[("policy", "acc-limit")]
             )
             .await,
-            None
+            Some(0.0)
         );
     }
 }
