@@ -891,19 +891,18 @@ routes: [{ name: api, match: { prefix: /api }, upstream: svc }]
     assert_eq!(up.hits(), 0);
     // ... and they are served on the admin listener.
     let admin = gw.admin_addr.expect("admin");
-    let m = scrape(admin).await;
-    assert_eq!(
-        m.get(
-            "gw_requests_total",
-            &[
-                ("route", ""),
-                ("upstream", ""),
-                ("method", "GET"),
-                ("status", "404")
-            ]
-        ),
-        Some(4.0)
-    );
+    let unrouted = [
+        ("route", ""),
+        ("upstream", ""),
+        ("method", "GET"),
+        ("status", "404"),
+    ];
+    // the last request is logged just after its response was sent
+    let m = scrape_until(admin, "the four 404s counted", |m| {
+        m.get("gw_requests_total", &unrouted) == Some(4.0)
+    })
+    .await;
+    assert_eq!(m.get("gw_requests_total", &unrouted), Some(4.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
