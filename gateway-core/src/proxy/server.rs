@@ -22,9 +22,7 @@ use std::sync::Arc;
 
 mod conn_runtime;
 
-/// How long start-up waits for the first endpoint sets of the discovery sources before serving (an
-/// upstream whose source has not answered yet serves its static endpoints meanwhile).
-pub const DISCOVERY_FIRST_SETS: std::time::Duration = std::time::Duration::from_secs(5);
+pub use super::engine::DISCOVERY_FIRST_SETS;
 
 /// Builds the engine (metrics, access log, runtime) for a plan. Does not bind or start anything.
 pub fn build_engine(plan: Plan) -> Result<Arc<Engine>, StartError> {
