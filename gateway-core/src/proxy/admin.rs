@@ -178,7 +178,9 @@ impl AdminApp {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        if let Some(r) = crate::registration::api::serve(self, session).await {
+        if let Some(r) =
+            crate::registration::api::serve(&self.engine, |a| self.refuse(a), session).await
+        {
             return r;
         }
         let req = session.req_header();

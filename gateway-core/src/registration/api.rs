@@ -14,7 +14,6 @@
 use super::ChangeError;
 use crate::error::error_body;
 use crate::observability::Metrics;
-use crate::proxy::admin::AdminApp;
 use crate::proxy::runtime::Runtime;
 use crate::proxy::Engine;
 use http::{Method, Response};
@@ -28,8 +27,13 @@ use std::time::{Instant, SystemTime};
 /// Largest accepted request body.
 const MAX_BODY: usize = 64 * 1024;
 
-/// Answers the paths of this module (`None`: not one of them; [`AdminApp`] answers it).
-pub async fn serve(app: &AdminApp, session: &mut ServerSession) -> Option<Response<Vec<u8>>> {
+/// Answers the paths of this module (`None`: not one of them; the rest of the admin API answers it).
+/// `refuse` is the admin API's token check: `Some(answer)` refuses the request's `Authorization`.
+pub async fn serve(
+    engine: &Engine,
+    refuse: impl Fn(Option<&[u8]>) -> Option<Response<Vec<u8>>>,
+    session: &mut ServerSession,
+) -> Option<Response<Vec<u8>>> {
     let req = session.req_header();
     let path = req.uri.path().to_string();
     if !(path == "/admin/routes"
@@ -45,7 +49,7 @@ pub async fn serve(app: &AdminApp, session: &mut ServerSession) -> Option<Respon
         .headers
         .get(http::header::AUTHORIZATION)
         .map(|v| v.as_bytes().to_vec());
-    if let Some(r) = app.refuse(auth.as_deref()) {
+    if let Some(r) = refuse(auth.as_deref()) {
         return Some(r);
     }
     let body = if method == Method::POST {
@@ -56,7 +60,7 @@ pub async fn serve(app: &AdminApp, session: &mut ServerSession) -> Option<Respon
     } else {
         Vec::new()
     };
-    Some(match handle(&app.engine, &method, &path, &body).await {
+    Some(match handle(engine, &method, &path, &body).await {
         Ok((status, v)) => reply(status, v),
         Err(e) => e.reply(&rid),
     })
