@@ -10,8 +10,8 @@
 //! An instance's address is `Service.Address`, or `Node.Address` when that is empty; its port
 //! `Service.Port`; its weight `Service.Weights.Passing` (1 when absent). Instances with port 0 or no
 //! address are skipped with a warning. An address that is a host name (Consul allows them) is resolved
-//! with the system resolver each round (each name once, all names at once, at most
-//! [`LOOKUP_TIMEOUT`]); the instance gets the first address. When a lookup fails, the name's last good
+//! with the system resolver each round (each name once, 16 at a time, all within [`LOOKUP_TIMEOUT`]);
+//! the instance gets the first address. When a lookup fails, the name's last good
 //! address is used (a DNS outage does not drop live instances); a name that never resolved is skipped
 //! with a warning. The token is sent as `X-Consul-Token` and never appears in errors or logs.
 use super::spec::ConsulSpec;
@@ -25,6 +25,9 @@ const NAME: &str = "consul";
 
 /// How long one round waits for the host names of its instances to resolve.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most host-name lookups one round has in flight at once.
+const LOOKUPS_AT_ONCE: usize = 16;
 
 /// Polls one Consul service; see the module docs.
 pub struct ConsulSource {
@@ -232,10 +235,29 @@ impl ConsulSource {
             .collect();
         names.sort_unstable();
         names.dedup();
-        let answers =
-            futures_util::future::join_all(names.iter().map(|n| lookup((*n).to_owned()))).await;
+        // at most LOOKUPS_AT_ONCE at a time, all within LOOKUP_TIMEOUT: a hostile or huge answer
+        // cannot hold the round (or the resolver's threads) for long
+        let deadline = tokio::time::Instant::now() + LOOKUP_TIMEOUT;
+        let mut answers: HashMap<String, Result<IpAddr, String>> = HashMap::new();
+        {
+            use futures_util::stream::{self, StreamExt};
+            let owned: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            let mut pending = stream::iter(owned.into_iter().map(|n| async move {
+                let answer = lookup(n.clone()).await;
+                (n, answer)
+            }))
+            .buffer_unordered(LOOKUPS_AT_ONCE);
+            while let Ok(Some((name, answer))) =
+                tokio::time::timeout_at(deadline, pending.next()).await
+            {
+                answers.insert(name, answer);
+            }
+        }
         let mut resolved: HashMap<&str, Option<IpAddr>> = HashMap::with_capacity(names.len());
-        for (name, answer) in names.iter().zip(answers) {
+        for name in &names {
+            let answer = answers
+                .remove(*name)
+                .unwrap_or_else(|| Err(format!("no answer within {LOOKUP_TIMEOUT:?}")));
             resolved.insert(name, settle(&mut self.names, name, answer));
         }
         self.names.retain(|n, _| resolved.contains_key(n.as_str()));
