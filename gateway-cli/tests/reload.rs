@@ -372,10 +372,19 @@ async fn reload_deletes_the_series_of_removed_routes_and_upstreams() {
             .expect("metrics")
             .text()
     };
-    let before = scrape().await;
-    for gone in [r#"route="r2""#, r#"upstream="c""#] {
-        assert!(before.contains(gone), "{gone} has series before: {before}");
-    }
+    // a request is logged (and its route series made) just after its response was sent
+    let before = Wait::new("route r2 and route r with series", Duration::from_secs(10))
+        .every(Duration::from_millis(20))
+        .poll(|| async {
+            let text = scrape().await;
+            if text.contains(r#"route="r2""#) && text.contains(r#"route="r""#) {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        })
+        .await;
+    assert!(before.contains(r#"upstream="c""#), "{before}");
     let served = |text: &str| {
         gateway_testkit::prom::Scrape::parse(text)
             .sum_matching("gw_requests_total", &[("route", "r"), ("status", "200")])
@@ -386,6 +395,8 @@ async fn reload_deletes_the_series_of_removed_routes_and_upstreams() {
     std::fs::write(&cfg, config(port, admin, &b, "/old", "")).expect("write");
     gw.signal("HUP");
     wait_status(&format!("{base}/c"), 404).await;
+    // logged once the swap (and the series clean-up after it) is done
+    gw.wait_log("config reloaded from").await;
     let after = scrape().await;
     for gone in [r#"route="r2""#, r#"upstream="c""#] {
         let left: Vec<&str> = after.lines().filter(|l| l.contains(gone)).collect();
